@@ -1,0 +1,118 @@
+"""Fashion-MNIST loading: sources, checksums, errors, subsets."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+from tdlib import data
+from tdlib.data import FILES, DataError, load_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def full() -> data.FashionMNIST:
+    return load_fashion_mnist()
+
+
+@pytest.fixture()
+def no_default_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Hide the Debian directory and the user cache, and make the download fail as it does offline."""
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+
+    def offline(target: Path) -> None:
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data, "_download", offline)
+    return tmp_path
+
+
+def copy_raw(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        (target / name).write_bytes(gzip.decompress((source / f"{name}.gz").read_bytes()))
+
+
+def test_real_data_shapes_and_ranges(full: data.FashionMNIST) -> None:
+    assert full.train_x.shape == (60_000, 784) and full.test_x.shape == (10_000, 784)
+    assert full.train_x.dtype == torch.float32
+    assert float(full.train_x.min()) == 0.0 and float(full.train_x.max()) == 1.0
+    assert torch.equal(torch.bincount(full.train_y), torch.full((10,), 6000))
+    assert torch.equal(torch.bincount(full.test_y), torch.full((10,), 1000))
+
+
+def test_named_directory_of_raw_files_gives_the_same_tensors(
+    full: data.FashionMNIST, tmp_path: Path, no_default_sources: Path
+) -> None:
+    copy_raw(Path(full.source), tmp_path / "raw")
+    again = load_fashion_mnist(str(tmp_path / "raw"))
+    assert again.source == str(tmp_path / "raw")
+    assert torch.equal(again.train_x, full.train_x) and torch.equal(again.test_y, full.test_y)
+
+
+def test_environment_variable_names_the_directory(
+    full: data.FashionMNIST, tmp_path: Path, no_default_sources: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy_raw(Path(full.source), tmp_path / "env")
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+    assert data.candidate_dirs()[0] == tmp_path / "env"
+    assert data._locate(None)[0] == tmp_path / "env"
+
+
+def test_corrupt_file_names_file_and_both_checksums(
+    full: data.FashionMNIST, tmp_path: Path, no_default_sources: Path
+) -> None:
+    copy_raw(Path(full.source), tmp_path / "bad")
+    victim = tmp_path / "bad" / "t10k-labels-idx1-ubyte"
+    content = bytearray(victim.read_bytes())
+    content[100] ^= 0xFF
+    victim.write_bytes(bytes(content))
+    with pytest.raises(DataError) as error:
+        load_fashion_mnist(str(tmp_path / "bad"))
+    message = str(error.value)
+    assert "t10k-labels-idx1-ubyte" in message
+    assert FILES["t10k-labels-idx1-ubyte"][0] in message  # expected
+    assert data.hashlib.md5(bytes(content)).hexdigest() in message  # actual
+
+
+def test_truncated_gz_is_named(full: data.FashionMNIST, tmp_path: Path, no_default_sources: Path) -> None:
+    target = tmp_path / "trunc"
+    target.mkdir()
+    for name in FILES:
+        source = (Path(full.source) / f"{name}.gz").read_bytes()
+        (target / f"{name}.gz").write_bytes(source[: len(source) // 2] if name.startswith("train-images") else source)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte"):
+        load_fashion_mnist(str(target))
+
+
+def test_named_directory_missing_a_file_says_which(
+    full: data.FashionMNIST, tmp_path: Path, no_default_sources: Path
+) -> None:
+    copy_raw(Path(full.source), tmp_path / "part")
+    (tmp_path / "part" / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match="lacks train-labels-idx1-ubyte"):
+        load_fashion_mnist(str(tmp_path / "part"))
+
+
+def test_nothing_anywhere_and_offline_says_how_to_get_it(no_default_sources: Path) -> None:
+    with pytest.raises(DataError) as error:
+        data._locate(None)
+    assert "network is unreachable" in str(error.value)
+    assert "apt-get install dataset-fashion-mnist" in str(error.value)
+
+
+def test_subset_is_balanced_deterministic_and_seeded(full: data.FashionMNIST) -> None:
+    a = full.subset(1000, 205, seed=3)
+    b = full.subset(1000, 205, seed=3)
+    c = full.subset(1000, 205, seed=4)
+    assert a.train_x.shape == (1000, 784) and a.test_x.shape == (205, 784)
+    assert torch.equal(torch.bincount(a.train_y), torch.full((10,), 100))
+    assert sorted(torch.bincount(a.test_y).tolist()) == [20] * 5 + [21] * 5
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert not torch.equal(a.train_x, c.train_x)
+    with pytest.raises(ValueError, match="n_train"):
+        full.subset(0)
