@@ -12,8 +12,9 @@ targeted entries were dropped at random. In eval mode the parametrization is the
 
 Ties are broken as in :mod:`tdlib.selection`, so the targeted set is exactly the set that post-hoc
 pruning at ``k = 100 * gamma`` would remove. Drops use 15-bit uniform draws (four per 64-bit random
-word, a quarter of the cost of ``torch.rand``), so ``alpha`` is applied as ``round(alpha * 2**15) / 2**15``,
-within 2**-16 of the requested rate.
+word), so ``alpha`` is applied as ``round(alpha * 2**15) / 2**15``, within 2**-16 of the requested rate.
+On the CPU, weight-level dropout runs as one fused, compiled pass per row (:mod:`tdlib.fused`); on
+other devices it runs as plain torch. Both select exactly the same targeted set.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from tdlib.fused import DROP_RESOLUTION, RowBand, fused_weight_drop
 from tdlib.schedules import Schedule, constant
-from tdlib.selection import WarmRowSelector, count_for, smallest_mask
+from tdlib.selection import count_for, smallest_mask, smallest_mask_rows
 
 Level = Literal["weight", "unit"]
-_RESOLUTION = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ def bernoulli_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.
     for size in shape:
         n *= size
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()  # 63 random bits
-    uniform15 = words.view(torch.int16)[:n] & (_RESOLUTION - 1)
-    return (uniform15 < round(p * _RESOLUTION)).view(shape)
+    uniform15 = words.view(torch.int16)[:n] & (DROP_RESOLUTION - 1)
+    return (uniform15 < round(p * DROP_RESOLUTION)).view(shape)
 
 
 def _kept(dropped: Tensor, dtype: torch.dtype) -> Tensor:
@@ -85,7 +86,7 @@ class _DropMask(nn.Module):
         super().__init__()
         self.config = config
         self.progress = 0.0
-        self.selector = WarmRowSelector()
+        self.band = RowBand()
         self.unit_dropped: Tensor | None = None  # (out,) bool, the units dropped at the last pass
 
     @property
@@ -107,7 +108,9 @@ class TargetedWeightDropout(_DropMask):
         alpha = self.alpha
         if count == 0 or alpha == 0.0:
             return weight
-        targeted = self.selector(weight.detach().abs(), count)
+        if weight.device.type == "cpu" and weight.dtype == torch.float32:
+            return fused_weight_drop(weight, self.band, count, alpha)
+        targeted, _ = smallest_mask_rows(weight.detach().abs(), count)
         return weight * _kept(targeted.logical_and_(bernoulli_mask(weight.shape, alpha, weight.device)), weight.dtype)
 
 

@@ -146,9 +146,10 @@ def install_with_torch_prune(model: nn.Module, masks: Masks) -> nn.Module:
 
 def from_torch_prune(model: nn.Module) -> Masks:
     """The keep masks of every parameter that ``torch.nn.utils.prune`` has pruned in ``model``."""
-    return {
-        f"{module_name}.{buffer_name.removesuffix('_mask')}" if module_name else buffer_name.removesuffix("_mask"): mask.bool()
-        for module_name, module in model.named_modules()
-        for buffer_name, mask in module.named_buffers(recurse=False)
-        if buffer_name.endswith("_mask")
-    }
+    masks: Masks = {}
+    for module_name, module in model.named_modules():
+        for buffer_name, mask in module.named_buffers(recurse=False):
+            if buffer_name.endswith("_mask"):
+                param = buffer_name.removesuffix("_mask")
+                masks[f"{module_name}.{param}" if module_name else param] = mask.bool()
+    return masks

@@ -97,7 +97,9 @@ class Run:
     def checkpoint(self, epoch: int) -> MLP:
         """The network after ``epoch`` epochs (one of ``spec.checkpoints``), in eval mode."""
         if epoch not in self.spec.checkpoints:
-            raise ValueError(f"run {self.spec.name} kept no checkpoint at epoch {epoch}; it has {self.spec.checkpoints}")
+            raise ValueError(
+                f"run {self.spec.name} kept no checkpoint at epoch {epoch}; it has {self.spec.checkpoints}"
+            )
         return self._load(checkpoint_file(epoch))
 
     def _load(self, file: str) -> MLP:

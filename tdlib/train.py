@@ -8,6 +8,7 @@ with the same bits as one that never stopped.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,9 +64,9 @@ def plain_copy(model: MLP) -> MLP:
     hidden = [layer.out_features for layer in model.hidden_layers]
     first, last = model.layers[0], model.layers[-1]
     plain = MLP(hidden, bias=first.bias is not None, in_features=first.in_features, n_classes=last.out_features)
+    # A parametrized layer stores its trained tensor as "<layer>.parametrizations.<name>.original".
     state = {
-        name.replace(".parametrizations.weight.original", ".weight").replace(".parametrizations.bias.original", ".bias"):
-        value.detach().clone()
+        re.sub(r"\.parametrizations\.(\w+)\.original$", r".\1", name): value.detach().clone()
         for name, value in model.state_dict().items()
     }
     plain.load_state_dict(state)

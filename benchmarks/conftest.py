@@ -1,0 +1,29 @@
+"""Prints, after the benchmarks, each one's median time as a ratio to its group's baseline.
+
+A benchmark names its baseline with ``benchmark.extra_info["baseline"] = True``; all benchmarks of
+one ``benchmark.group`` ran in the same session, so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or session.disabled or not session.benchmarks:
+        return
+    groups: dict[str, list] = {}
+    for bench in session.benchmarks:
+        groups.setdefault(bench.group or "", []).append(bench)
+    terminalreporter.section("ratios to baseline (median time, same run)")
+    for group, benches in sorted(groups.items()):
+        baseline = next((b for b in benches if b.extra_info.get("baseline")), None)
+        if baseline is None:
+            continue
+        base = baseline.stats.median
+        for bench in sorted(benches, key=lambda b: b.stats.median):
+            ratio = bench.stats.median / base
+            terminalreporter.write_line(
+                f"{group}: {bench.name}: {bench.stats.median * 1e3:.2f} ms, {ratio:.3f}x {baseline.name}"
+            )
