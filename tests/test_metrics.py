@@ -1,0 +1,75 @@
+"""Accuracy, pruning sweeps, activation and weight statistics on networks whose answers are known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tdlib.metrics import (
+    PRUNE_KINDS,
+    accuracy,
+    activation_stats,
+    masks_for,
+    pruning_sweep,
+    small_weight_fraction,
+    weight_stats,
+)
+from tdlib.model import MLP
+from tdlib.prune import sparsity
+
+
+def crafted() -> MLP:
+    """Hidden layer 0: unit 0 dead (w = 0, b = -1), unit 1 always on (w = 0, b = 1), unit 2 = relu(x0)."""
+    torch.manual_seed(0)
+    model = MLP((3, 2), in_features=2, n_classes=2)
+    with torch.no_grad():
+        first = model.layers[0]
+        first.weight.copy_(torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]))
+        first.bias.copy_(torch.tensor([-1.0, 1.0, 0.0]))
+    return model
+
+
+def test_activation_stats_count_dead_always_active_and_zeros() -> None:
+    x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [2.0, 5.0], [-3.0, 1.0]])
+    first = activation_stats(crafted(), x, batch_size=3)[0]  # two batches, to test the accumulation
+    assert (first.units, first.dead_units, first.always_active_units) == (3, 1, 1)
+    assert first.zero_fraction == pytest.approx((4 + 0 + 2) / 12)
+    assert first.dead_fraction == pytest.approx(1 / 3)
+
+
+def test_weight_stats_and_small_fraction() -> None:
+    model = crafted()
+    stats = weight_stats(model, eps=1e-3)
+    assert stats[0].small_fraction == pytest.approx(5 / 6)
+    assert torch.allclose(stats[0].row_norms, torch.tensor([0.0, 0.0, 1.0]))
+    layer1 = model.layers[1].weight.detach().abs()
+    expected = (5 + int((layer1 < 1e-3).sum())) / (6 + layer1.numel())
+    assert small_weight_fraction(model) == pytest.approx(expected)
+
+
+def test_accuracy_counts_correct_argmax() -> None:
+    model = MLP((4,), in_features=2, n_classes=2)
+    x = torch.randn(20, 2)
+    predictions = model(x).argmax(1)
+    labels = predictions.clone()
+    labels[:5] = 1 - labels[:5]
+    assert accuracy(model, x, labels) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("kind", PRUNE_KINDS)
+def test_sweep_prunes_the_asked_fraction_and_leaves_the_model_alone(kind: str) -> None:
+    torch.manual_seed(0)
+    model = MLP((40, 30), in_features=8, n_classes=3)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sweep = pruning_sweep(model, kind, x, y, ks=(0, 50, 100))
+    assert sweep[0] == accuracy(model, x, y)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert sparsity(masks_for(model, kind, 50)) == pytest.approx(0.5, abs=0.02)
+    # With every hidden weight gone the output no longer depends on the input: one class for all.
+    assert sweep[100] in {float((y == c).float().mean()) for c in range(3)}
+
+
+def test_unknown_kind_is_rejected() -> None:
+    with pytest.raises(ValueError, match="kind must be one of"):
+        masks_for(MLP((4,), in_features=2, n_classes=2), "magic", 50)  # type: ignore[arg-type]
