@@ -10,9 +10,11 @@ targeted entries were dropped at random. In eval mode the parametrization is the
   unit is dropped with probability ``alpha``. A dropped unit loses its whole row *and its bias*, so it
   outputs exactly 0 for that step, just as a unit deleted by whole-unit pruning does.
 
-Ties are broken as in :mod:`tdlib.selection`, so the targeted set is exactly the set that post-hoc
-pruning at ``k = 100 * gamma`` would remove. Drops use 15-bit uniform draws (four per 64-bit random
-word), so ``alpha`` is applied as ``round(alpha * 2**15) / 2**15``, within 2**-16 of the requested rate.
+Ties are broken as in :mod:`tdlib.selection`. At unit level the targeted set is exactly the set of
+units that unit pruning at ``k = 100 * gamma`` would remove. At weight level the set is chosen per row,
+as in the official code's per-output-unit threshold, whereas post-hoc weight pruning ranks a whole layer.
+Drops use 15-bit uniform draws (four per 64-bit random word), so ``alpha`` is applied as
+``round(alpha * 2**15) / 2**15``, within 2**-16 of the requested rate.
 On the CPU, weight-level dropout runs as one fused, compiled pass per row (:mod:`tdlib.fused`); on
 other devices it runs as plain torch. Both select exactly the same targeted set.
 """
@@ -65,9 +67,12 @@ def bernoulli_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.
     n = 1
     for size in shape:
         n *= size
+    threshold = round(p * DROP_RESOLUTION)
+    if threshold >= DROP_RESOLUTION:  # also keeps the int16 comparison below from overflowing
+        return torch.ones(shape, dtype=torch.bool, device=device)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()  # 63 random bits
     uniform15 = words.view(torch.int16)[:n] & (DROP_RESOLUTION - 1)
-    return (uniform15 < round(p * DROP_RESOLUTION)).view(shape)
+    return (uniform15 < threshold).view(shape)
 
 
 def _kept(dropped: Tensor, dtype: torch.dtype) -> Tensor:

@@ -41,7 +41,9 @@ class Schedule:
         if p <= p0:
             return v0
         for p1, v1 in self.knots[1:]:
-            if p <= p1:
+            if p == p1:  # exactly the knot's value, with no rounding from the interpolation
+                return v1
+            if p < p1:
                 return v0 + (v1 - v0) * (p - p0) / (p1 - p0)
             p0, v0 = p1, v1
         return v0
