@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 import numpy as np
@@ -31,7 +31,7 @@ MIN_SEEDS = 3
 Side = Literal["greater", "less"]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     SUPPORTED = "SUPPORTED"
     REFUTED = "REFUTED"
     INCONCLUSIVE = "INCONCLUSIVE"
@@ -83,14 +83,14 @@ class Judgement:
 
 def one_sided_p(values: Sequence[float], threshold: float) -> tuple[float, float]:
     """(p that the mean > threshold, p that the mean < threshold), from a one-sample t test."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
+    x = np.asarray(values, dtype=float) - threshold
+    scale = float(np.abs(x).max()) if len(x) else 0.0
+    if len(x) < 2 or scale == 0.0:
         return 1.0, 1.0
-    sd = float(x.std(ddof=1))
-    diff = float(x.mean()) - threshold
-    if sd == 0.0:  # every seed agrees exactly: decisive in the direction of the difference
-        return (0.0, 1.0) if diff > 0 else (1.0, 0.0) if diff < 0 else (1.0, 1.0)
-    t = diff / (sd / math.sqrt(len(x)))
+    x = x / scale  # so that squaring tiny differences cannot underflow to a zero spread
+    if float(np.ptp(x)) == 0.0:  # every seed agrees exactly: decisive in the direction of the difference
+        return (0.0, 1.0) if x[0] > 0 else (1.0, 0.0)
+    t = float(x.mean()) / (float(x.std(ddof=1)) / math.sqrt(len(x)))
     return float(stats.t.sf(t, len(x) - 1)), float(stats.t.cdf(t, len(x) - 1))
 
 
