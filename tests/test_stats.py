@@ -39,11 +39,11 @@ def test_a_large_effect_with_enough_seeds_is_supported(jitter: list[float], side
 @FAST
 @given(noise)
 def test_no_effect_is_never_supported(values: list[float]) -> None:
-    mean = sum(values) / len(values)
-    centred = [v - mean for v in values]  # the mean at the threshold, up to rounding
-    assert verdict_of(centred, side="greater") is not Verdict.SUPPORTED
-    assert verdict_of(centred, side="less") is not Verdict.SUPPORTED
-    assert verdict_of([v - max(values) for v in values], side="greater") is not Verdict.SUPPORTED
+    mirrored = values + [-v for v in values]  # mean 0, the threshold
+    assert verdict_of(mirrored, side="greater") is not Verdict.SUPPORTED
+    assert verdict_of(mirrored, side="less") is not Verdict.SUPPORTED
+    assert verdict_of(values, threshold=max(values), side="greater") is not Verdict.SUPPORTED
+    assert verdict_of(values, threshold=min(values), side="less") is not Verdict.SUPPORTED
 
 
 @FAST
