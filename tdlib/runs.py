@@ -104,7 +104,7 @@ class Run:
 
     def _load(self, file: str) -> MLP:
         model = MLP(self.spec.hidden, bias=self.spec.bias)
-        model.load_state_dict(torch.load(self.directory / file, weights_only=True))
+        model.load_state_dict(torch.load(self.directory / file, weights_only=True, map_location="cpu"))
         return model.eval()
 
 
@@ -165,7 +165,7 @@ class RunCache:
         path = directory / RESUME
         if path.exists():
             try:
-                return restore_state(spec, torch.load(path, weights_only=True))
+                return restore_state(spec, torch.load(path, weights_only=True, map_location=spec.device))
             except Exception as error:  # any unreadable resume file is treated alike: set aside, start over
                 self._quarantine(directory, f"{path} cannot be resumed from ({error})")
                 directory.mkdir(parents=True)

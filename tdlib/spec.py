@@ -37,6 +37,7 @@ class RunSpec:
     targeted: TargetedDropout | None = None
     data: DataSpec = DataSpec()
     checkpoints: tuple[int, ...] = ()  # epochs after which to keep the weights; 0 is the initialisation
+    device: str = "cpu"  # where it trains; bit-identical results are promised on the CPU only
 
     def __post_init__(self) -> None:
         if not self.condition or not self.condition.replace("-", "").replace("_", "").isalnum():
@@ -46,6 +47,8 @@ class RunSpec:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:n]', got {self.device!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         bad = [e for e in self.checkpoints if not 0 <= e <= self.epochs]

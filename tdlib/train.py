@@ -46,7 +46,7 @@ class TrainState:
 
     def plain_model_state(self) -> dict[str, Tensor]:
         """The weights as a plain :class:`MLP` state dict (no dropout parametrizations)."""
-        return plain_copy(self.model).state_dict()
+        return {name: value.cpu() for name, value in plain_copy(self.model).state_dict().items()}
 
 
 def build_model(spec: RunSpec) -> MLP:
@@ -76,7 +76,7 @@ def plain_copy(model: MLP) -> MLP:
 
 def initial_state(spec: RunSpec) -> TrainState:
     """The state before the first step."""
-    model = build_model(spec)
+    model = build_model(spec).to(spec.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     return TrainState(spec, model, optimizer, rng=torch.get_rng_state())
 
@@ -86,7 +86,7 @@ def restore_state(spec: RunSpec, saved: dict) -> TrainState:
     state = initial_state(spec)
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
-    state.epoch, state.history, state.rng = saved["epoch"], list(saved["history"]), saved["rng"]
+    state.epoch, state.history, state.rng = saved["epoch"], list(saved["history"]), saved["rng"].cpu()
     return state
 
 
@@ -113,7 +113,8 @@ def train(
 ) -> TrainState:
     """Train ``state`` up to ``state.spec.epochs`` epochs; ``on_epoch_end`` sees each new epoch's state."""
     spec, model, optimizer = state.spec, state.model, state.optimizer
-    x, y = data.train_x, data.train_y
+    x, y = data.train_x.to(spec.device), data.train_y.to(spec.device)
+    test_x, test_y = data.test_x.to(spec.device), data.test_y.to(spec.device)
     steps_per_epoch = math.ceil(len(y) / spec.batch_size)
     total_steps = steps_per_epoch * spec.epochs
     torch.set_rng_state(state.rng)
@@ -122,8 +123,8 @@ def train(
                desc=f"{spec.condition} seed {spec.seed}", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         started = time.perf_counter()
-        order = torch.randperm(len(y))
-        total_loss = torch.zeros(())
+        order = torch.randperm(len(y)).to(spec.device)
+        total_loss = torch.zeros((), device=spec.device)
         for step in range(steps_per_epoch):
             set_progress(model, (epoch * steps_per_epoch + step) / total_steps)
             batch = order[step * spec.batch_size : (step + 1) * spec.batch_size]
@@ -132,7 +133,7 @@ def train(
             loss.backward()
             optimizer.step()
             total_loss += loss.detach() * len(batch)
-        _, accuracy = evaluate(model, data.test_x, data.test_y)
+        _, accuracy = evaluate(model, test_x, test_y)
         state.epoch = epoch + 1
         state.rng = torch.get_rng_state()
         state.history.append({

@@ -1,0 +1,112 @@
+"""Profiles: how much training a claims run does, and the training conditions of ``claims.md``.
+
+- ``smoke``: a small class-balanced subset, two epochs, two seeds; for CI (a few minutes in all).
+- ``default``: all of Fashion-MNIST, 15 epochs, five seeds; a cold run takes about 45 minutes on a
+  2-core CPU.
+- ``paper``: the writeup's 100 epochs, five seeds; for a GPU or a patient user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from tdlib.dropout import TargetedDropout
+from tdlib.schedules import paper_alpha, paper_gamma
+from tdlib.spec import DataSpec, RunSpec
+
+CONDITIONS: dict[str, str] = {
+    "B": "baseline, with biases, no dropout",
+    "B0": "baseline without any bias",
+    "D": "standard dropout, p = 0.5, on hidden units",
+    "TW": "weight-level targeted dropout, gamma = 0.5, alpha = 0.5",
+    "TU": "unit-level targeted dropout, gamma = 0.5, alpha = 0.5 (a dropped unit loses its bias too)",
+    "TWR": "weight-level targeted dropout ramped to gamma = 0.99, alpha = 0.99 (the official piecewise ramp: "
+    "gamma 95% of the way by 20% of the run and all of it by 40%, alpha linearly by 40%)",
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a claims run trains: data, epochs, batch, seeds, and the floor the baseline must clear."""
+
+    name: str
+    epochs: int
+    seeds: tuple[int, ...]
+    batch_size: int = 256
+    data: DataSpec = field(default_factory=DataSpec)
+    accuracy_floor: float = 0.8  # B's dense test accuracy below this means the evidence is broken
+
+    def with_seeds(self, seeds: tuple[int, ...]) -> Profile:
+        return replace(self, seeds=seeds)
+
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        """The epochs at which B keeps its weights: every tenth of the run, and the start and end."""
+        return tuple(sorted({round(i * self.epochs / 10) for i in range(11)}))
+
+    @property
+    def tenth(self) -> int:
+        """The checkpoint closest to a tenth of training (C7), at least one epoch in."""
+        return max(1, round(self.epochs / 10))
+
+    @property
+    def half(self) -> int:
+        """The checkpoint closest to half of training (C8)."""
+        return round(self.epochs / 2)
+
+    def spec(self, condition: str, seed: int, device: str = "cpu") -> RunSpec:
+        """The run description of ``condition`` (a key of :data:`CONDITIONS`) at ``seed``."""
+        common = {"epochs": self.epochs, "batch_size": self.batch_size, "data": self.data, "device": device}
+        if condition == "B":
+            return RunSpec("B", seed, checkpoints=self.checkpoints, **common)
+        if condition == "B0":
+            return RunSpec("B0", seed, bias=False, **common)
+        if condition == "D":
+            return RunSpec("D", seed, dropout=0.5, **common)
+        if condition == "TW":
+            return RunSpec("TW", seed, targeted=TargetedDropout.constant("weight", 0.5, 0.5), **common)
+        if condition == "TU":
+            return RunSpec("TU", seed, targeted=TargetedDropout.constant("unit", 0.5, 0.5), **common)
+        if condition == "TWR":
+            ramped = TargetedDropout("weight", paper_gamma(0.99), paper_alpha(0.99))
+            return RunSpec("TWR", seed, targeted=ramped, **common)
+        raise ValueError(f"condition must be one of {sorted(CONDITIONS)}, got {condition!r}")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "profile": self.name,
+            "epochs": self.epochs,
+            "batch size": self.batch_size,
+            "training images": self.data.n_train or 60_000,
+            "test images": self.data.n_test or 10_000,
+            "seeds": list(self.seeds),
+            "optimizer": "Adam, lr 1e-3, cross-entropy",
+            "baseline accuracy floor": self.accuracy_floor,
+        }
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", epochs=2, seeds=(0, 1), batch_size=64,
+                     data=DataSpec(n_train=2000, n_test=2000, seed=0), accuracy_floor=0.5),
+    "default": Profile("default", epochs=15, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85),
+    "paper": Profile("paper", epochs=100, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85),
+}
+
+
+def main() -> None:
+    """``python -m tdlib.profiles PROFILE [CACHE_DIR]``: train every run of a profile into the cache."""
+    import sys
+
+    from tdlib.runs import RunCache
+
+    profile = PROFILES[sys.argv[1]]
+    cache = RunCache(sys.argv[2] if len(sys.argv) > 2 else "cache")
+    for seed in profile.seeds:
+        for condition in CONDITIONS:
+            run = cache.get(profile.spec(condition, seed))
+            print(f"{run.spec.name}: {run.final_accuracy:.4f} ({'trained' if run.trained_now else 'cached'}, "
+                  f"{run.record['wall_seconds']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
