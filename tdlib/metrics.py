@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,16 +12,21 @@ from torch import Tensor
 from tdlib.model import MLP
 from tdlib.prune import (
     Masks,
-    apply_masks,
-    random_unit_masks,
-    random_weight_masks,
-    unit_masks,
-    weight_masks,
+    Ranking,
+    notebook_masks,
+    random_unit_ranking,
+    random_weight_ranking,
+    unit_ranking,
+    weight_ranking,
 )
 from tdlib.train import evaluate
 
-PruneKind = Literal["weight", "global", "unit", "unit_weights_only", "random_weight", "random_unit"]
-PRUNE_KINDS: tuple[PruneKind, ...] = ("weight", "global", "unit", "unit_weights_only", "random_weight", "random_unit")
+PruneKind = Literal[
+    "weight", "global", "unit", "unit_weights_only", "unit_l1", "random_weight", "random_unit", "notebook"
+]
+PRUNE_KINDS: tuple[PruneKind, ...] = (
+    "weight", "global", "unit", "unit_weights_only", "unit_l1", "random_weight", "random_unit", "notebook"
+)
 SWEEP = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99, 99.1)
 
 
@@ -30,34 +35,59 @@ def accuracy(model: MLP, x: Tensor, y: Tensor) -> float:
     return evaluate(model, x, y)[1]
 
 
+def ranking_for(model: MLP, kind: PruneKind, seed: int = 0) -> tuple[Ranking, bool] | None:
+    """(ranking, keep_bias) of a rank-based pruning ``kind``; None for the notebook's threshold rule."""
+    generator = torch.Generator().manual_seed(seed)
+    rankings: dict[str, Callable[[], tuple[Ranking, bool]]] = {
+        "weight": lambda: (weight_ranking(model, "layer"), False),
+        "global": lambda: (weight_ranking(model, "global"), False),
+        "unit": lambda: (unit_ranking(model), False),
+        "unit_weights_only": lambda: (unit_ranking(model), True),
+        "unit_l1": lambda: (unit_ranking(model, norm=1.0), True),  # the notebook's ranking, bias kept
+        "random_weight": lambda: (random_weight_ranking(model, generator), False),
+        "random_unit": lambda: (random_unit_ranking(model, generator), False),
+    }
+    if kind == "notebook":
+        return None
+    if kind not in rankings:
+        raise ValueError(f"kind must be one of {PRUNE_KINDS}, got {kind!r}")
+    return rankings[kind]()
+
+
 def masks_for(model: MLP, kind: PruneKind, k: float, seed: int = 0) -> Masks:
     """The masks of one pruning ``kind`` at ``k``%; the random controls draw from ``seed``."""
-    if kind == "weight":
-        return weight_masks(model, k, "layer")
-    if kind == "global":
-        return weight_masks(model, k, "global")
-    if kind == "unit":
-        return unit_masks(model, k)
-    if kind == "unit_weights_only":
-        return unit_masks(model, k, keep_bias=True)
-    generator = torch.Generator().manual_seed(seed)
-    if kind == "random_weight":
-        return random_weight_masks(model, k, generator)
-    if kind == "random_unit":
-        return random_unit_masks(model, k, generator)
-    raise ValueError(f"kind must be one of {PRUNE_KINDS}, got {kind!r}")
+    ranked = ranking_for(model, kind, seed)
+    if ranked is None:
+        return notebook_masks(model, k)
+    ranking, keep_bias = ranked
+    return ranking.masks(model, k, keep_bias)
+
+
+@torch.no_grad()
+def masked_accuracy(model: MLP, masks: Masks, x: Tensor, y: Tensor) -> float:
+    """Accuracy of ``model`` with ``masks`` applied, computed without copying the model."""
+    params = {name: torch.where(masks[name], p, 0.0) if name in masks else p for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    logits = torch.func.functional_call(model, params, (x,))
+    model.train(was_training)
+    return int((logits.argmax(1) == y).sum()) / len(y)
 
 
 def pruned_accuracy(model: MLP, kind: PruneKind, k: float, x: Tensor, y: Tensor, seed: int = 0) -> float:
     """Accuracy of ``model`` after pruning ``k``% by ``kind``; ``model`` is left as it was."""
-    return accuracy(apply_masks(model, masks_for(model, kind, k, seed)), x, y)
+    return masked_accuracy(model, masks_for(model, kind, k, seed), x, y)
 
 
 def pruning_sweep(
     model: MLP, kind: PruneKind, x: Tensor, y: Tensor, ks: Iterable[float] = SWEEP, seed: int = 0
 ) -> dict[float, float]:
-    """``{k: accuracy}`` after pruning ``model`` by ``kind`` at each ``k`` of the sweep."""
-    return {k: pruned_accuracy(model, kind, k, x, y, seed) for k in ks}
+    """``{k: accuracy}`` after pruning ``model`` by ``kind`` at each ``k``, ranking the model once."""
+    ranked = ranking_for(model, kind, seed)
+    if ranked is None:
+        return {k: masked_accuracy(model, notebook_masks(model, k), x, y) for k in ks}
+    ranking, keep_bias = ranked
+    return {k: masked_accuracy(model, ranking.masks(model, k, keep_bias), x, y) for k in ks}
 
 
 @dataclass(frozen=True)
@@ -113,6 +143,15 @@ def weight_stats(model: MLP, eps: float = 1e-3) -> list[WeightStats]:
         )
         for layer in model.hidden_layers
     ]
+
+
+def incoming(model: MLP) -> list[Tensor]:
+    """Per hidden layer, each unit's incoming weights and bias as one row: (units, in + 1)."""
+    rows = []
+    for layer in model.hidden_layers:
+        bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
+        rows.append(torch.cat([layer.weight.detach(), bias.detach().unsqueeze(1)], 1))
+    return rows
 
 
 def small_weight_fraction(model: MLP, eps: float = 1e-3) -> float:

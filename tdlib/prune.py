@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from tdlib.model import MLP
-from tdlib.selection import count_for, smallest_mask
+from tdlib.selection import count_for, ranks
 
 Masks = dict[str, Tensor]
 Scope = Literal["layer", "global"]
@@ -38,25 +39,73 @@ def prunable(model: MLP) -> list[tuple[str, nn.Linear]]:
     return [(f"layers.{i}", layer) for i, layer in enumerate(model.hidden_layers)]
 
 
-def weight_masks(model: MLP, k: float, scope: Scope = "layer") -> Masks:
-    """Remove the ``k``% of hidden weights with the smallest |w|, in each layer or over all of them."""
-    fraction = check_k(k)
-    layers = prunable(model)
+@dataclass(frozen=True)
+class Ranking:
+    """The order in which one criterion prunes a model: masks at every k from a single sort.
+
+    ``ranks[name]`` ranks the scores of hidden layer ``name`` (``layers.i``), smallest first: one rank per
+    weight (out, in) for weight criteria, per unit (out,) for unit criteria. With ``total`` set (global
+    scope) the ranks run over all layers together; otherwise each layer is ranked on its own.
+    """
+
+    ranks: dict[str, Tensor]
+    units: bool
+    total: int | None = None
+
+    def pruned(self, k: float) -> dict[str, Tensor]:
+        """Per layer, True where the entry (weight or unit) is pruned at ``k``%."""
+        fraction = check_k(k)
+        if self.total is not None:
+            count = count_for(fraction, self.total)
+            return {name: r < count for name, r in self.ranks.items()}
+        return {name: r < count_for(fraction, r.numel()) for name, r in self.ranks.items()}
+
+    def masks(self, model: MLP, k: float, keep_bias: bool = False) -> Masks:
+        """The keep masks at ``k``% (``keep_bias`` only matters for units: see :func:`unit_masks`)."""
+        pruned = self.pruned(k)
+        if not self.units:
+            return {f"{name}.weight": ~p for name, p in pruned.items()}
+        masks: Masks = {}
+        for name, layer in prunable(model):
+            keep = ~pruned[name]
+            masks[f"{name}.weight"] = keep.unsqueeze(1).expand_as(layer.weight).clone()
+            if layer.bias is not None and not keep_bias:
+                masks[f"{name}.bias"] = keep
+        return masks
+
+
+def weight_ranking(model: MLP, scope: Scope = "layer") -> Ranking:
+    """Hidden weights ranked by |w|, within each layer or over all of them."""
+    scores = {name: layer.weight.detach().abs() for name, layer in prunable(model)}
     if scope == "layer":
-        return {
-            f"{name}.weight": ~smallest_mask(layer.weight.detach().abs(), count_for(fraction, layer.weight.numel()))
-            for name, layer in layers
-        }
+        return Ranking({name: ranks(s) for name, s in scores.items()}, units=False)
     if scope != "global":
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-    flat = torch.cat([layer.weight.detach().abs().reshape(-1) for _, layer in layers])
-    pruned = smallest_mask(flat, count_for(fraction, flat.numel()))
-    masks, start = {}, 0
-    for name, layer in layers:
-        n = layer.weight.numel()
-        masks[f"{name}.weight"] = ~pruned[start : start + n].view(layer.weight.shape)
-        start += n
-    return masks
+    together = ranks(torch.cat([s.reshape(-1) for s in scores.values()]))
+    split = torch.split(together, [s.numel() for s in scores.values()])
+    return Ranking({name: r.view(s.shape) for (name, s), r in zip(scores.items(), split)}, False, together.numel())
+
+
+def unit_ranking(model: MLP, norm: float = 2.0) -> Ranking:
+    """Hidden units ranked, within each layer, by the Lp norm of their incoming weights."""
+    return Ranking({name: ranks(layer.weight.detach().norm(p=norm, dim=1)) for name, layer in prunable(model)}, True)
+
+
+def random_weight_ranking(model: MLP, generator: torch.Generator) -> Ranking:
+    """Hidden weights in a random order within each layer: the control for :func:`weight_ranking`."""
+    layers = prunable(model)
+    return Ranking({name: ranks(torch.rand(layer.weight.shape, generator=generator)) for name, layer in layers}, False)
+
+
+def random_unit_ranking(model: MLP, generator: torch.Generator) -> Ranking:
+    """Hidden units in a random order within each layer: the control for :func:`unit_ranking`."""
+    layers = prunable(model)
+    return Ranking({name: ranks(torch.rand(layer.out_features, generator=generator)) for name, layer in layers}, True)
+
+
+def weight_masks(model: MLP, k: float, scope: Scope = "layer") -> Masks:
+    """Remove the ``k``% of hidden weights with the smallest |w|, in each layer or over all of them."""
+    return weight_ranking(model, scope).masks(model, k)
 
 
 def unit_masks(model: MLP, k: float, keep_bias: bool = False, norm: float = 2.0) -> Masks:
@@ -66,45 +115,31 @@ def unit_masks(model: MLP, k: float, keep_bias: bool = False, norm: float = 2.0)
     ``keep_bias=True`` (weights only, like ``ln_structured``) it still outputs ``relu(bias)``.
     ``norm`` is the p of the Lp norm that ranks the rows (2 by default; the notebook used 1).
     """
-    fraction = check_k(k)
-    return _unit_keep(
-        model,
-        {name: smallest_mask(layer.weight.detach().norm(p=norm, dim=1), count_for(fraction, layer.out_features))
-         for name, layer in prunable(model)},
-        keep_bias,
-    )
+    return unit_ranking(model, norm).masks(model, k, keep_bias)
 
 
 def random_weight_masks(model: MLP, k: float, generator: torch.Generator) -> Masks:
     """The control for :func:`weight_masks`: the same count per layer, chosen uniformly at random."""
-    fraction = check_k(k)
-    masks = {}
-    for name, layer in prunable(model):
-        scores = torch.rand(layer.weight.shape, generator=generator)
-        masks[f"{name}.weight"] = ~smallest_mask(scores, count_for(fraction, layer.weight.numel()))
-    return masks
+    return random_weight_ranking(model, generator).masks(model, k)
 
 
 def random_unit_masks(model: MLP, k: float, generator: torch.Generator, keep_bias: bool = False) -> Masks:
     """The control for :func:`unit_masks`: the same count of units per layer, chosen at random."""
+    return random_unit_ranking(model, generator).masks(model, k, keep_bias)
+
+
+def notebook_masks(model: MLP, k: float) -> Masks:
+    """The writeup notebook's weight pruning: in each row, remove every ``w <= `` its k-th percentile.
+
+    The threshold is the (linearly interpolated) quantile of the *signed* weights, so this removes the
+    most negative weights, not the smallest magnitudes, and ties at the threshold all go. Kept for C12.
+    """
     fraction = check_k(k)
-    return _unit_keep(
-        model,
-        {name: smallest_mask(torch.rand(layer.out_features, generator=generator),
-                             count_for(fraction, layer.out_features))
-         for name, layer in prunable(model)},
-        keep_bias,
-    )
-
-
-def _unit_keep(model: MLP, pruned_units: dict[str, Tensor], keep_bias: bool) -> Masks:
-    """Keep masks from each layer's pruned units (out,)."""
-    masks: Masks = {}
+    masks = {}
     for name, layer in prunable(model):
-        keep = ~pruned_units[name]
-        masks[f"{name}.weight"] = keep.unsqueeze(1).expand_as(layer.weight).clone()
-        if layer.bias is not None and not keep_bias:
-            masks[f"{name}.bias"] = keep.clone()
+        weight = layer.weight.detach()
+        threshold = torch.quantile(weight, fraction, dim=1, keepdim=True)
+        masks[f"{name}.weight"] = ~(weight <= threshold) if fraction > 0 else torch.ones_like(weight, dtype=torch.bool)
     return masks
 
 

@@ -30,15 +30,23 @@ def count_for(fraction: float, n: int) -> int:
     return round(fraction * n)
 
 
+def ranks(scores: Tensor) -> Tensor:
+    """Each entry's place (0 = smallest) in the ascending order of ``scores``, ties by flat index.
+
+    The ``count`` smallest entries are exactly those of rank < ``count``, for every count at once.
+    """
+    flat = scores.reshape(-1)
+    order = torch.sort(flat, stable=True).indices
+    place = torch.empty_like(order)
+    place[order] = torch.arange(len(order), device=scores.device)
+    return place.view(scores.shape)
+
+
 def smallest_mask(scores: Tensor, count: int) -> Tensor:
     """Boolean mask of the ``count`` smallest entries of ``scores`` (any shape), ties by flat index."""
     if not 0 <= count <= scores.numel():
         raise ValueError(f"count must lie in [0, {scores.numel()}], got {count}")
-    flat = scores.reshape(-1)
-    order = torch.sort(flat, stable=True).indices[:count]
-    mask = torch.zeros(flat.shape, dtype=torch.bool, device=scores.device)
-    mask[order] = True
-    return mask.view(scores.shape)
+    return ranks(scores) < count
 
 
 def smallest_mask_rows(scores: Tensor, count: int) -> tuple[Tensor, Tensor]:

@@ -10,12 +10,13 @@ from tdlib.metrics import (
     accuracy,
     activation_stats,
     masks_for,
+    pruned_accuracy,
     pruning_sweep,
     small_weight_fraction,
     weight_stats,
 )
 from tdlib.model import MLP
-from tdlib.prune import sparsity
+from tdlib.prune import apply_masks, sparsity
 
 
 def crafted() -> MLP:
@@ -73,3 +74,15 @@ def test_sweep_prunes_the_asked_fraction_and_leaves_the_model_alone(kind: str) -
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="kind must be one of"):
         masks_for(MLP((4,), in_features=2, n_classes=2), "magic", 50)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", PRUNE_KINDS)
+def test_a_sweep_from_one_ranking_equals_pruning_at_each_k(kind: str) -> None:
+    torch.manual_seed(1)
+    model = MLP((40, 30), in_features=8, n_classes=3)
+    x, y = torch.randn(200, 8), torch.randint(0, 3, (200,))
+    ks = (0, 10, 33.3, 50, 90, 99.1, 100)
+    sweep = pruning_sweep(model, kind, x, y, ks=ks, seed=5)
+    assert sweep == {k: pruned_accuracy(model, kind, k, x, y, seed=5) for k in ks}
+    copied = apply_masks(model, masks_for(model, kind, 50, seed=5))
+    assert pruned_accuracy(model, kind, 50, x, y, seed=5) == accuracy(copied, x, y)
