@@ -30,29 +30,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--report", default=str(ROOT / "reports" / "CLAIMS.md"), help="where to write the report")
 
 
-def parse_seeds(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
-    """``"5"`` -> (0, 1, 2, 3, 4); ``"0,3,7"`` -> (0, 3, 7); None -> ``default``."""
-    if text is None:
-        return default
-    try:
-        seeds = tuple(range(int(text))) if "," not in text else tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        message = f"--seeds must be a count or a comma-separated list of integers, got {text!r}"
-        raise pytest.UsageError(message) from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise pytest.UsageError(f"--seeds must name distinct non-negative seeds, got {text!r}")
-    return seeds
-
-
 @pytest.fixture(scope="session")
 def evidence(request: pytest.FixtureRequest):
     from tdlib.evidence import Evidence
-    from tdlib.profiles import PROFILES
+    from tdlib.profiles import PROFILES, parse_seeds
     from tdlib.runs import RunCache
 
     config = request.config
     profile = PROFILES[config.getoption("profile")]
-    profile = profile.with_seeds(parse_seeds(config.getoption("seeds"), profile.seeds))
+    if config.getoption("seeds") is not None:
+        try:
+            profile = profile.with_seeds(parse_seeds(config.getoption("seeds")))
+        except ValueError as error:
+            raise pytest.UsageError(str(error)) from None
     cache = RunCache(config.getoption("cache_dir"), progress=config.getoption("verbose") >= 0)
     ev = Evidence(profile, cache, device=config.getoption("device"))
     config.stash[EVIDENCE] = ev

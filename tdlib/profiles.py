@@ -85,6 +85,17 @@ class Profile:
         }
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"5"`` -> (0, 1, 2, 3, 4); ``"0,3,7"`` -> (0, 3, 7). Raises ``ValueError`` naming ``--seeds``."""
+    try:
+        seeds = tuple(range(int(text))) if "," not in text else tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--seeds must be a count or a comma-separated list of integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds must name distinct non-negative seeds, got {text!r}")
+    return seeds
+
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", epochs=2, seeds=(0, 1), batch_size=64,
                      data=DataSpec(n_train=2000, n_test=2000, seed=0), accuracy_floor=0.5),
