@@ -19,6 +19,7 @@ from tdlib.prune import (
     apply_masks,
     from_torch_prune,
     install_with_torch_prune,
+    notebook_masks,
     random_unit_masks,
     random_weight_masks,
     unit_masks,
@@ -329,3 +330,16 @@ def test_unit_masks_norm_1_ranks_by_l1() -> None:
     assert unit_masks(model, 50, norm=1)["layers.0.bias"].tolist() == [False, True]
     assert unit_masks(model, 50, norm=2)["layers.0.bias"].tolist() == [True, False]
     assert unit_masks(model, 50)["layers.0.bias"].tolist() == [True, False]
+
+
+def test_notebook_criterion_prunes_the_most_negative_weights_per_row() -> None:
+    """The notebook thresholds the signed weights at their k-th percentile and removes ``w <= t``."""
+    model = MLP((2,), in_features=5, n_classes=2)
+    with torch.no_grad():
+        model.layers[0].weight.copy_(torch.tensor([[-3.0, -1.0, 0.0, 2.0, 5.0], [0.1, 0.2, 0.3, 0.4, 0.5]]))
+    keep = notebook_masks(model, 40)["layers.0.weight"]
+    # Row 0: the 40th percentile of (-3, -1, 0, 2, 5) is -0.4, so -3 and -1 go; the large 5 stays.
+    assert keep[0].tolist() == [False, False, True, True, True]
+    assert keep[1].tolist() == [False, False, True, True, True]
+    assert bool(notebook_masks(model, 0)["layers.0.weight"].all())
+    assert not bool(notebook_masks(model, 100)["layers.0.weight"].any())
