@@ -85,14 +85,14 @@ def _kept(dropped: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 class _DropMask(nn.Module):
-    """Shared state of one layer's targeted dropout: the schedules, the progress and the last mask."""
+    """One layer's targeted dropout: the schedules and training progress; subclasses say what is dropped."""
+
+    candidates_dim: int  # the weight dimension whose round(gamma * size) entries are targeted
 
     def __init__(self, config: TargetedDropout) -> None:
         super().__init__()
         self.config = config
         self.progress = 0.0
-        self.band = RowBand()
-        self.unit_dropped: Tensor | None = None  # (out,) bool, the units dropped at the last pass
 
     @property
     def gamma(self) -> float:
@@ -102,17 +102,33 @@ class _DropMask(nn.Module):
     def alpha(self) -> float:
         return self.config.alpha(self.progress)
 
+    def forward(self, weight: Tensor) -> Tensor:
+        self.reset()
+        if not self.training:
+            return weight
+        count = count_for(self.gamma, weight.shape[self.candidates_dim])
+        alpha = self.alpha
+        if count == 0 or alpha == 0.0:
+            return weight
+        return self.drop(weight, count, alpha)
+
+    def reset(self) -> None:
+        """Forget the last pass's drops (before a pass that may drop nothing)."""
+
+    def drop(self, weight: Tensor, count: int, alpha: float) -> Tensor:
+        raise NotImplementedError
+
 
 class TargetedWeightDropout(_DropMask):
     """Parametrization of ``weight`` (out, in): drops targeted small-|w| entries of each row."""
 
-    def forward(self, weight: Tensor) -> Tensor:
-        if not self.training:
-            return weight
-        count = count_for(self.gamma, weight.shape[1])
-        alpha = self.alpha
-        if count == 0 or alpha == 0.0:
-            return weight
+    candidates_dim = 1
+
+    def __init__(self, config: TargetedDropout) -> None:
+        super().__init__(config)
+        self.band = RowBand()
+
+    def drop(self, weight: Tensor, count: int, alpha: float) -> Tensor:
         if weight.device.type == "cpu" and weight.dtype == torch.float32:
             return fused_weight_drop(weight, self.band, count, alpha)
         targeted, _ = smallest_mask_rows(weight.detach().abs(), count)
@@ -122,14 +138,16 @@ class TargetedWeightDropout(_DropMask):
 class TargetedUnitDropout(_DropMask):
     """Parametrization of ``weight`` (out, in): drops whole targeted low-norm rows (units)."""
 
-    def forward(self, weight: Tensor) -> Tensor:
+    candidates_dim = 0
+
+    def __init__(self, config: TargetedDropout) -> None:
+        super().__init__(config)
+        self.unit_dropped: Tensor | None = None  # (out,) bool, the units dropped at the last pass
+
+    def reset(self) -> None:
         self.unit_dropped = None
-        if not self.training:
-            return weight
-        count = count_for(self.gamma, weight.shape[0])
-        alpha = self.alpha
-        if count == 0 or alpha == 0.0:
-            return weight
+
+    def drop(self, weight: Tensor, count: int, alpha: float) -> Tensor:
         targeted = smallest_mask(weight.detach().norm(dim=1), count)
         self.unit_dropped = targeted & bernoulli_mask(targeted.shape, alpha, weight.device)
         return weight * _kept(self.unit_dropped, weight.dtype).unsqueeze(1)
