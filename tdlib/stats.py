@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
@@ -170,4 +170,3 @@ class Part:
     name: str
     comparisons: tuple[Comparison, ...]
     how: Literal["all", "any"] = "all"
-    notes: tuple[str, ...] = field(default=())
