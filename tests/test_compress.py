@@ -1,0 +1,95 @@
+"""Compressed models compute what the masked models compute, in fewer numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tdlib.compress import compress, dense_flops
+from tdlib.metrics import masks_for
+from tdlib.model import MLP
+from tdlib.prune import Masks, apply_masks
+
+FAST = settings(max_examples=60, deadline=None, database=None)
+
+
+def random_masks(model: MLP, density: float, generator: torch.Generator, units: bool, keep_bias: bool) -> Masks:
+    """Random keep masks on the hidden layers: per weight, or per unit (whole rows, bias too or not)."""
+    masks: Masks = {}
+    for i, layer in enumerate(model.hidden_layers):
+        if units:
+            rows = torch.rand(layer.out_features, generator=generator) < density
+            masks[f"layers.{i}.weight"] = rows.unsqueeze(1).expand_as(layer.weight).clone()
+            if layer.bias is not None and not keep_bias:
+                masks[f"layers.{i}.bias"] = rows
+        else:
+            masks[f"layers.{i}.weight"] = torch.rand(layer.weight.shape, generator=generator) < density
+    return masks
+
+
+@FAST
+@given(
+    st.integers(0, 2**16),
+    st.lists(st.integers(1, 12), min_size=1, max_size=3),
+    st.floats(0.0, 1.0),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_compressed_equals_masked(
+    seed: int, hidden: list[int], density: float, bias: bool, units: bool, keep_bias: bool, sparse: bool
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = MLP(hidden, bias=bias, in_features=6, n_classes=3).eval()
+    with torch.no_grad():  # biases of both signs, so that relu(b) folding matters
+        for layer in model.layers:
+            if layer.bias is not None:
+                layer.bias.uniform_(-1, 1)
+    masks = random_masks(model, density, generator, units, keep_bias)
+    x = torch.randn(17, 6, generator=generator)
+    expected = apply_masks(model, masks)(x)
+    small = compress(model, masks, sparse=sparse)
+    assert torch.allclose(small(x), expected, atol=1e-5, rtol=1e-5)
+    assert small.flops() <= dense_flops(model)
+
+
+def test_unit_pruning_shrinks_the_layers_and_flops() -> None:
+    torch.manual_seed(0)
+    model = MLP((40, 30), in_features=8, n_classes=3).eval()
+    small = compress(model, masks_for(model, "unit", 50))
+    assert small.shapes == [(20, 8), (15, 20), (3, 15)]
+    assert small.flops() == 20 * 8 + 15 * 20 + 3 * 15
+    x = torch.randn(5, 8)
+    assert torch.allclose(small(x), apply_masks(model, masks_for(model, "unit", 50))(x), atol=1e-6)
+
+
+def test_weights_only_unit_pruning_folds_relu_of_bias_into_the_next_layer() -> None:
+    torch.manual_seed(0)
+    model = MLP((4,), in_features=3, n_classes=2).eval()
+    with torch.no_grad():
+        model.layers[0].bias.copy_(torch.tensor([2.0, -1.0, 0.5, 3.0]))
+    masks = masks_for(model, "unit_weights_only", 50)
+    small = compress(model, masks)
+    assert small.shapes == [(2, 3), (2, 2)]
+    x = torch.randn(9, 3)
+    assert torch.allclose(small(x), apply_masks(model, masks)(x), atol=1e-6)
+
+
+def test_sparse_weight_pruning_stores_only_the_kept_weights() -> None:
+    torch.manual_seed(0)
+    model = MLP((50, 40), in_features=20, n_classes=3).eval()
+    masks = masks_for(model, "weight", 90)
+    small = compress(model, masks, sparse=True)
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert small.flops() <= kept + model.layers[-1].weight.numel()
+    x = torch.randn(4, 20)
+    assert torch.allclose(small(x), apply_masks(model, masks)(x), atol=1e-5)
+
+
+def test_training_mode_with_dropout_is_refused() -> None:
+    with pytest.raises(ValueError, match="eval mode"):
+        compress(MLP((4,), in_features=3, n_classes=2, dropout=0.5).train(), {})
