@@ -12,8 +12,12 @@ equal ``apply_masks(model, masks)``'s to float tolerance:
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +103,86 @@ def compress(model: MLP, masks: Masks, sparse: bool = False) -> CompressedMLP:
         weights[i] = weights[i][keep]
         biases[i] = None if biases[i] is None else biases[i][keep]
         weights[i + 1] = weights[i + 1][:, keep]
-    with warnings.catch_warnings():  # torch flags CSR as beta on every conversion; it is what we want here
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    with _csr_quietly():
         stored = [w.to_sparse_csr() if sparse else w.contiguous() for w in weights]
     return CompressedMLP([_Layer(w, b, r) for w, b, r in zip(stored, biases, relus)])
+
+
+FILE_FORMAT = "tdlib-compressed-mlp"
+FILE_VERSION = 1
+
+
+class CompressedFileError(ValueError):
+    """A compressed-model file is not one, or does not match its own header."""
+
+
+def save(model: CompressedMLP, path: str | Path) -> None:
+    """Write ``model`` compactly: sparse layers as CSR with int32 indices, a header of shapes, a checksum."""
+    layers = []
+    for layer in model._layers:
+        w = layer.weight
+        if w.layout == torch.sparse_csr:
+            body = {
+                "layout": "csr",
+                "crow": w.crow_indices().to(torch.int32),
+                "col": w.col_indices().to(torch.int32),
+                "values": w.values(),
+            }
+        else:
+            body = {"layout": "dense", "values": w}
+        layers.append({**body, "shape": list(w.shape), "bias": layer.bias, "relu": layer.relu})
+    header = {"format": FILE_FORMAT, "version": FILE_VERSION, "shapes": [entry["shape"] for entry in layers]}
+    torch.save({"header": header, "layers": layers, "digest": _digest(layers)}, Path(path))
+
+
+def load(path: str | Path) -> CompressedMLP:
+    """Read a file written by :func:`save`; raise :class:`CompressedFileError` naming what does not match."""
+    try:
+        saved = torch.load(Path(path), weights_only=True)
+        header, entries = saved["header"], saved["layers"]
+    except Exception as error:  # any unreadable file is reported the same way
+        raise CompressedFileError(f"{path}: not a compressed tdlib model ({error})") from error
+    if header.get("format") != FILE_FORMAT or header.get("version") != FILE_VERSION:
+        raise CompressedFileError(
+            f"{path}: format {header.get('format')!r} v{header.get('version')}, "
+            f"expected {FILE_FORMAT!r} v{FILE_VERSION}"
+        )
+    if saved.get("digest") != _digest(entries):
+        raise CompressedFileError(f"{path}: the layers do not match the file's checksum; the file is damaged")
+    if len(header["shapes"]) != len(entries):
+        raise CompressedFileError(f"{path}: {len(entries)} layers, the header says {len(header['shapes'])}")
+    layers = []
+    for i, (shape, entry) in enumerate(zip(header["shapes"], entries)):
+        if entry["layout"] == "csr":
+            try:
+                with _csr_quietly():
+                    weight = torch.sparse_csr_tensor(  # checked: a file's indices are never trusted
+                        entry["crow"].long(), entry["col"].long(), entry["values"], size=shape, check_invariants=True
+                    )
+            except RuntimeError as error:
+                raise CompressedFileError(
+                    f"{path}: layer {i} does not fit its shape (the header says {shape}): {error}"
+                ) from error
+        else:
+            weight = entry["values"]
+        if list(weight.shape) != list(shape) or (i and shape[1] != header["shapes"][i - 1][0]):
+            raise CompressedFileError(f"{path}: layer {i} has shape {list(weight.shape)}, the header says {shape}")
+        layers.append(_Layer(weight, entry["bias"], entry["relu"]))
+    return CompressedMLP(layers)
+
+
+@contextmanager
+def _csr_quietly() -> Iterator[None]:
+    """Torch warns that CSR support is beta on every CSR tensor it makes; CSR is what we want here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
+
+
+def _digest(entries: list[dict]) -> str:
+    sha = hashlib.sha256()
+    for entry in entries:
+        for key in ("crow", "col", "values", "bias"):
+            if entry.get(key) is not None:
+                sha.update(entry[key].contiguous().numpy().tobytes())
+    return sha.hexdigest()

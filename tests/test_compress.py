@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdlib.compress import compress, dense_flops
+from tdlib.compress import CompressedFileError, compress, dense_flops, load, save
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.prune import Masks, apply_masks
@@ -93,3 +95,49 @@ def test_sparse_weight_pruning_stores_only_the_kept_weights() -> None:
 def test_training_mode_with_dropout_is_refused() -> None:
     with pytest.raises(ValueError, match="eval mode"):
         compress(MLP((4,), in_features=3, n_classes=2, dropout=0.5).train(), {})
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_save_and_load_round_trip_compactly(tmp_path: Path, sparse: bool) -> None:
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    masks = masks_for(model, "weight", 99)
+    small = compress(model, masks, sparse=sparse)
+    save(small, tmp_path / "m.pt")
+    again = load(tmp_path / "m.pt")
+    x = torch.randn(7, 30)
+    assert torch.equal(again(x), small(x))
+    assert again.shapes == small.shapes
+    if sparse:
+        torch.save(model.state_dict(), tmp_path / "dense.pt")
+        assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "dense.pt").stat().st_size / 3
+
+
+def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = MLP((10,), in_features=5, n_classes=2).eval()
+    path = tmp_path / "m.pt"
+    save(compress(model, masks_for(model, "weight", 50), sparse=True), path)
+    saved = torch.load(path, weights_only=True)
+    saved["layers"][0]["values"][0] += 1.0
+    torch.save(saved, tmp_path / "damaged.pt")
+    with pytest.raises(CompressedFileError, match="checksum"):
+        load(tmp_path / "damaged.pt")
+    saved = torch.load(path, weights_only=True)
+    saved["header"]["shapes"][0] = [11, 5]
+    torch.save(saved, tmp_path / "shape.pt")
+    with pytest.raises(CompressedFileError, match="the header says"):
+        load(tmp_path / "shape.pt")
+    saved["header"]["version"] = 99
+    torch.save(saved, tmp_path / "version.pt")
+    with pytest.raises(CompressedFileError, match="v99"):
+        load(tmp_path / "version.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(CompressedFileError, match=r"junk\.pt: not a compressed tdlib model"):
+        load(tmp_path / "junk.pt")
+
+
+def test_masks_of_the_wrong_shape_are_refused() -> None:
+    model = MLP((10,), in_features=5, n_classes=2).eval()
+    with pytest.raises(ValueError, match=r"layers.0.weight.*shape \(10, 5\)"):
+        compress(model, {"layers.0.weight": torch.ones(5, 10, dtype=torch.bool)})
