@@ -11,7 +11,7 @@ import torch
 
 from tdlib.claim import Comparison, Finding, Part, claim, values
 from tdlib.evidence import Evidence
-from tdlib.metrics import accuracy, incoming, small_weight_fraction
+from tdlib.metrics import accuracy, small_weight_fraction
 
 
 def greater(name: str, array: np.ndarray, threshold: float = 0.0, unit: str = "pp") -> Comparison:
@@ -168,8 +168,7 @@ def test_c8_dead_units_stop_moving_and_shrink(ev: Evidence) -> Finding:
     half = ev.profile.half
 
     def movement_ratio(run, model) -> float:
-        dead = torch.cat(ev.dead_unit_masks(model))
-        moved = torch.cat([(a - b).norm(dim=1) for a, b in zip(incoming(model), incoming(run.checkpoint(half)))])
+        moved, dead = ev.unit_movement(run, model, since=half)
         return float(moved[dead].mean() / moved[~dead].mean()) if dead.any() else float("nan")
 
     def below_live_median(run, model) -> float:

@@ -16,7 +16,7 @@ import torch
 from filelock import FileLock
 
 from tdlib.data import FashionMNIST
-from tdlib.metrics import SWEEP, PruneKind, accuracy, activation_stats, pruning_sweep
+from tdlib.metrics import SWEEP, PruneKind, accuracy, activation_stats, incoming, pruning_sweep
 from tdlib.model import MLP
 from tdlib.profiles import Profile
 from tdlib.runs import Run, RunCache, atomic_write
@@ -120,20 +120,27 @@ class Evidence:
     def activation_fractions(self, condition: str) -> tuple[np.ndarray, np.ndarray]:
         """(percent of hidden activations exactly 0, percent of hidden units dead) on the test set."""
 
-        def zero(run: Run, model: MLP) -> float:
+        def both(run: Run, model: MLP) -> dict[str, float]:
             stats = activation_stats(model, self.data.test_x)
-            return 100 * sum(s.zero_fraction * s.units for s in stats) / sum(s.units for s in stats)
+            units = sum(s.units for s in stats)
+            return {
+                "zero-activations": 100 * sum(s.zero_fraction * s.units for s in stats) / units,
+                "dead-units": 100 * sum(s.dead_units for s in stats) / units,
+            }
 
-        def dead(run: Run, model: MLP) -> float:
-            stats = activation_stats(model, self.data.test_x)
-            return 100 * sum(s.dead_units for s in stats) / sum(s.units for s in stats)
-
-        return self.measure(condition, "zero-activations", zero), self.measure(condition, "dead-units", dead)
+        zero = self.measure_many(condition, "zero-activations", both)
+        return zero, self.measure_many(condition, "dead-units", both)
 
     def dead_unit_masks(self, model: MLP) -> list[torch.Tensor]:
         """Per hidden layer, (units,) True where the unit is 0 on every test image."""
         with torch.no_grad():
             return [(h == 0).all(0) for h in model.eval().hidden_activations(self.data.test_x)]
+
+    def unit_movement(self, run: Run, model: MLP, since: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(how far each hidden unit's incoming weights and bias moved from epoch ``since`` to the end,
+        whether it is dead), both (all hidden units,), pooled over layers."""
+        moved = [(a - b).norm(dim=1) for a, b in zip(incoming(model), incoming(run.checkpoint(since)))]
+        return torch.cat(moved), torch.cat(self.dead_unit_masks(model))
 
     def training_seconds(self) -> float:
         """Wall time of training all runs used so far, from their records."""

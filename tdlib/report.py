@@ -16,7 +16,7 @@ import torch
 
 from tdlib.claim import ClaimResult
 from tdlib.evidence import SWEEP_KINDS, Evidence
-from tdlib.metrics import SWEEP, incoming, small_weight_fraction
+from tdlib.metrics import SWEEP, activation_stats, small_weight_fraction
 from tdlib.profiles import CONDITIONS
 from tdlib.provenance import provenance
 from tdlib.stats import ALPHA, MIN_SEEDS, Judgement
@@ -77,8 +77,6 @@ def sweeps_figure(ev: Evidence, path: Path) -> None:
 
 def activations_figure(ev: Evidence, path: Path) -> None:
     """B's hidden activations on the test set: per layer, % exactly 0 and % dead units; a histogram."""
-    from tdlib.metrics import activation_stats
-
     per_seed = [activation_stats(ev.model("B", s), ev.data.test_x) for s in ev.seeds]
     layers = np.arange(len(per_seed[0]))
     zero = np.array([[100 * layer.zero_fraction for layer in stats] for stats in per_seed])
@@ -157,9 +155,8 @@ def dead_units_figure(ev: Evidence, path: Path) -> None:
     half = ev.profile.half
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, run in enumerate(ev.runs("B")):
-        model, early = ev.model("B", run.spec.seed), run.checkpoint(half)
-        dead = torch.cat(ev.dead_unit_masks(model))
-        moved = torch.cat([(a - b).norm(dim=1) for a, b in zip(incoming(model), incoming(early))])
+        model = ev.model("B", run.spec.seed)
+        moved, dead = ev.unit_movement(run, model, since=half)
         norms = torch.cat([layer.weight.detach().norm(dim=1) for layer in model.hidden_layers])
         for ax, values in ((left, moved), (right, norms)):
             jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
