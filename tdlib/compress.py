@@ -1,4 +1,4 @@
-"""Pruned MLPs made physically smaller: units removed, and what is left stored dense or sparse (CSR).
+"""Pruned MLPs made physically smaller and faster: units removed, each layer run dense or sparse (CSR).
 
 ``torch.nn.utils.prune`` keeps every weight (and a mask beside it), so a masked model is neither smaller
 nor faster. :func:`compress` turns a model and its masks into a :class:`CompressedMLP` whose outputs
@@ -7,35 +7,65 @@ equal ``apply_masks(model, masks)``'s to float tolerance:
 1. a hidden unit whose masked incoming row is all zero outputs a constant, ``act(b_i)`` (0 when its bias
    went too); it is removed with the matching column of the next layer, and ``act(b_i) * W_next[:, i]``
    is folded into the next layer's bias;
-2. each remaining weight matrix is stored dense, or as CSR when asked (``sparse=True``).
+2. each remaining weight matrix runs dense or as CSR, per layer: as asked, or whichever
+   :func:`fastest_layouts` measures to be faster at the batch size the model will serve.
+
+Activations flow transposed, (features, batch), so that every layer is one ``addmm`` whose sparse
+operand comes first, the form torch's CSR kernels are fast in, with no transpose between layers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.benchmark import Timer
 
 from tdlib.model import MLP
 from tdlib.prune import Masks, apply_masks
 
+Layout = Literal["dense", "csr"]
+LAYOUTS: tuple[Layout, ...] = ("dense", "csr")
 
-@dataclass
+
+@dataclass(frozen=True)
 class _Layer:
-    weight: Tensor  # (out, in), dense or sparse CSR
+    weight: Tensor  # (out, in), strided or sparse CSR
     bias: Tensor | None  # (out,)
     relu: bool  # apply ReLU after this layer
 
+    @property
+    def layout(self) -> Layout:
+        return "csr" if self.weight.layout == torch.sparse_csr else "dense"
+
+    @property
+    def stored(self) -> int:
+        """Numbers the weight holds: its non-zeros when CSR, every entry when dense."""
+        return self.weight.values().numel() if self.layout == "csr" else self.weight.numel()
+
+    def to(self, layout: Layout) -> _Layer:
+        if layout == self.layout:
+            return self
+        with _csr_quietly():
+            weight = self.weight.to_sparse_csr() if layout == "csr" else self.weight.to_dense()
+        return replace(self, weight=weight)
+
+    def __call__(self, h: Tensor) -> Tensor:
+        """(in, batch) activations to (out, batch)."""
+        out = self.weight @ h if self.bias is None else torch.addmm(self.bias.unsqueeze(1), self.weight, h)
+        return out.relu_() if self.relu else out
+
 
 class CompressedMLP(nn.Module):
-    """A chain of (possibly sparse) linear layers; inputs (batch, in_features), logits (batch, classes)."""
+    """A chain of dense or CSR linear layers; inputs (batch, in_features), logits (batch, classes)."""
 
     def __init__(self, layers: list[_Layer]) -> None:
         super().__init__()
@@ -45,44 +75,75 @@ class CompressedMLP(nn.Module):
     def shapes(self) -> list[tuple[int, int]]:
         return [tuple(layer.weight.shape) for layer in self._layers]  # type: ignore[misc]
 
+    @property
+    def layouts(self) -> list[Layout]:
+        return [layer.layout for layer in self._layers]
+
+    def with_layouts(self, layouts: Sequence[Layout]) -> CompressedMLP:
+        """The same network with layer ``i`` run in ``layouts[i]``."""
+        if isinstance(layouts, str) or len(layouts) != len(self._layers) or not set(layouts) <= set(LAYOUTS):
+            raise ValueError(f"layouts must give one of {LAYOUTS} for each of the {len(self._layers)} layers, "
+                             f"got {layouts!r}")
+        return CompressedMLP([layer.to(layout) for layer, layout in zip(self._layers, layouts)])
+
     def parameter_count(self) -> int:
-        """Stored numbers: non-zeros of sparse weights (values only), all entries of dense ones, biases."""
-        total = 0
-        for layer in self._layers:
-            w = layer.weight
-            total += w.values().numel() if w.layout == torch.sparse_csr else w.numel()
-            total += 0 if layer.bias is None else layer.bias.numel()
-        return total
+        """Stored numbers: non-zeros of CSR weights (values only), all entries of dense ones, biases."""
+        return sum(layer.stored + (0 if layer.bias is None else layer.bias.numel()) for layer in self._layers)
 
     def flops(self) -> int:
-        """Multiply-adds for one input: non-zeros of sparse layers, all entries of dense ones."""
-        return sum(
-            (layer.weight.values().numel() if layer.weight.layout == torch.sparse_csr else layer.weight.numel())
-            for layer in self._layers
-        )
+        """Multiply-adds per input as run: the non-zeros of CSR layers, every entry of dense ones."""
+        return sum(layer.stored for layer in self._layers)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
+        h = x.T  # a view: dense kernels read it transposed in place
         for layer in self._layers:
-            if layer.weight.layout == torch.sparse_csr:
-                x = (layer.weight @ x.T).T
-                if layer.bias is not None:
-                    x = x + layer.bias
-            else:
-                x = F.linear(x, layer.weight, layer.bias)
-            if layer.relu:
-                x = F.relu(x)
-        return x
+            h = layer(h)
+        return h.T
 
 
 def dense_flops(model: MLP) -> int:
-    """Multiply-adds per input of the dense (or masked: torch.prune saves nothing) model."""
+    """Multiply-adds per input of the dense model, and of the masked one: torch.prune saves nothing."""
     return sum(layer.weight.numel() for layer in model.layers)
 
 
+def median_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | None = None,
+                   min_run_time: float = 0.05) -> float:
+    """Median wall time of ``fn(x)``, measured by ``torch.utils.benchmark`` on ``threads`` threads
+    (default: torch's current count)."""
+    threads = threads or torch.get_num_threads()
+    timer = Timer("fn(x)", globals={"fn": fn, "x": x}, num_threads=threads)
+    with torch.no_grad():
+        return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None,
+                    seconds: Callable[[Callable[[Tensor], Tensor], Tensor, int | None], float] = median_seconds,
+                    ) -> list[Layout]:
+    """Per layer, the layout whose forward ``seconds`` measures fastest on a (in, ``batch``) input.
+
+    Which wins depends on the layer's shape and density, the batch size and the thread count (a
+    10x200 layer at 1% density runs faster dense at batch 1 and as CSR at batch 256), so it is
+    measured rather than guessed from the density.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    chosen: list[Layout] = []
+    for layer in model._layers:
+        h = torch.rand(layer.weight.shape[1], batch)
+        chosen.append(min(LAYOUTS, key=lambda layout: seconds(layer.to(layout), h, threads)))
+    return chosen
+
+
 @torch.no_grad()
-def compress(model: MLP, masks: Masks, sparse: bool = False) -> CompressedMLP:
-    """The smallest equivalent of ``apply_masks(model, masks)`` (see the module docstring)."""
+def compress(model: MLP, masks: Masks, layout: Layout | Literal["fastest"] | Sequence[Layout] = "fastest",
+             batch: int = 256, threads: int | None = None) -> CompressedMLP:
+    """The smallest equivalent of ``apply_masks(model, masks)`` (see the module docstring).
+
+    ``layout`` is one layout for every layer, one per layer (after the removal of constant units, there
+    are as many layers as in ``model``), or ``"fastest"``: the one :func:`fastest_layouts` measures
+    fastest at ``batch`` inputs on ``threads`` threads.
+    """
     if model.dropout and model.training:
         raise ValueError("compress a model in eval mode: dropout is not part of the compressed network")
     masked = apply_masks(model, masks)
@@ -103,9 +164,12 @@ def compress(model: MLP, masks: Masks, sparse: bool = False) -> CompressedMLP:
         weights[i] = weights[i][keep]
         biases[i] = None if biases[i] is None else biases[i][keep]
         weights[i + 1] = weights[i + 1][:, keep]
-    with _csr_quietly():
-        stored = [w.to_sparse_csr() if sparse else w.contiguous() for w in weights]
-    return CompressedMLP([_Layer(w, b, r) for w, b, r in zip(stored, biases, relus)])
+    dense = CompressedMLP([_Layer(w.contiguous(), b, r) for w, b, r in zip(weights, biases, relus)])
+    if layout == "fastest":
+        return dense.with_layouts(fastest_layouts(dense, batch, threads))
+    if isinstance(layout, str) and layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'fastest' or one of {LAYOUTS}, got {layout!r}")
+    return dense.with_layouts([layout] * len(weights) if isinstance(layout, str) else layout)
 
 
 FILE_FORMAT = "tdlib-compressed-mlp"
@@ -117,22 +181,32 @@ class CompressedFileError(ValueError):
 
 
 def save(model: CompressedMLP, path: str | Path) -> None:
-    """Write ``model`` compactly: sparse layers as CSR with int32 indices, a header of shapes, a checksum."""
-    layers = []
+    """Write ``model`` compactly, with a header of shapes and layouts and a checksum.
+
+    Each weight is written in whichever form is smaller, dense or CSR with int32 indices, whatever
+    layout it runs in; :func:`load` restores the layout.
+    """
+    entries = []
     for layer in model._layers:
-        w = layer.weight
-        if w.layout == torch.sparse_csr:
+        rows, cols = layer.weight.shape
+        csr = layer.to("csr").weight
+        if csr.values().numel() * 8 + (rows + 1) * 4 < rows * cols * 4:
             body = {
-                "layout": "csr",
-                "crow": w.crow_indices().to(torch.int32),
-                "col": w.col_indices().to(torch.int32),
-                "values": w.values(),
+                "stored": "csr",
+                "crow": csr.crow_indices().to(torch.int32),
+                "col": csr.col_indices().to(torch.int32),
+                "values": csr.values(),
             }
         else:
-            body = {"layout": "dense", "values": w}
-        layers.append({**body, "shape": list(w.shape), "bias": layer.bias, "relu": layer.relu})
-    header = {"format": FILE_FORMAT, "version": FILE_VERSION, "shapes": [entry["shape"] for entry in layers]}
-    torch.save({"header": header, "layers": layers, "digest": _digest(layers)}, Path(path))
+            body = {"stored": "dense", "values": layer.to("dense").weight}
+        entries.append({**body, "bias": layer.bias, "relu": layer.relu})
+    header = {
+        "format": FILE_FORMAT,
+        "version": FILE_VERSION,
+        "shapes": [list(shape) for shape in model.shapes],
+        "layouts": model.layouts,
+    }
+    torch.save({"header": header, "layers": entries, "digest": _digest(entries)}, Path(path))
 
 
 def load(path: str | Path) -> CompressedMLP:
@@ -149,11 +223,14 @@ def load(path: str | Path) -> CompressedMLP:
         )
     if saved.get("digest") != _digest(entries):
         raise CompressedFileError(f"{path}: the layers do not match the file's checksum; the file is damaged")
-    if len(header["shapes"]) != len(entries):
-        raise CompressedFileError(f"{path}: {len(entries)} layers, the header says {len(header['shapes'])}")
+    shapes, layouts = header["shapes"], header["layouts"]
+    if not len(shapes) == len(layouts) == len(entries) or not set(layouts) <= set(LAYOUTS):
+        raise CompressedFileError(
+            f"{path}: {len(entries)} layers, the header gives {len(shapes)} shapes and layouts {layouts}"
+        )
     layers = []
-    for i, (shape, entry) in enumerate(zip(header["shapes"], entries)):
-        if entry["layout"] == "csr":
+    for i, (shape, entry) in enumerate(zip(shapes, entries)):
+        if entry["stored"] == "csr":
             try:
                 with _csr_quietly():
                     weight = torch.sparse_csr_tensor(  # checked: a file's indices are never trusted
@@ -165,9 +242,9 @@ def load(path: str | Path) -> CompressedMLP:
                 ) from error
         else:
             weight = entry["values"]
-        if list(weight.shape) != list(shape) or (i and shape[1] != header["shapes"][i - 1][0]):
+        if list(weight.shape) != list(shape) or (i and shape[1] != shapes[i - 1][0]):
             raise CompressedFileError(f"{path}: layer {i} has shape {list(weight.shape)}, the header says {shape}")
-        layers.append(_Layer(weight, entry["bias"], entry["relu"]))
+        layers.append(_Layer(weight, entry["bias"], entry["relu"]).to(layouts[i]))
     return CompressedMLP(layers)
 
 

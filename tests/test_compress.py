@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdlib.compress import CompressedFileError, compress, dense_flops, load, save
+from tdlib.compress import CompressedFileError, compress, dense_flops, fastest_layouts, load, save
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.prune import Masks, apply_masks
@@ -39,10 +39,10 @@ def random_masks(model: MLP, density: float, generator: torch.Generator, units: 
     st.booleans(),
     st.booleans(),
     st.booleans(),
-    st.booleans(),
+    st.sampled_from(["dense", "csr", "mixed"]),
 )
 def test_compressed_equals_masked(
-    seed: int, hidden: list[int], density: float, bias: bool, units: bool, keep_bias: bool, sparse: bool
+    seed: int, hidden: list[int], density: float, bias: bool, units: bool, keep_bias: bool, layout: str
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -54,7 +54,9 @@ def test_compressed_equals_masked(
     masks = random_masks(model, density, generator, units, keep_bias)
     x = torch.randn(17, 6, generator=generator)
     expected = apply_masks(model, masks)(x)
-    small = compress(model, masks, sparse=sparse)
+    layouts = [("dense", "csr")[i % 2] for i in range(len(hidden) + 1)] if layout == "mixed" else layout
+    small = compress(model, masks, layouts)
+    assert small.layouts == (layouts if layout == "mixed" else [layout] * len(small.shapes))
     assert torch.allclose(small(x), expected, atol=1e-5, rtol=1e-5)
     assert small.flops() <= dense_flops(model)
 
@@ -85,7 +87,7 @@ def test_sparse_weight_pruning_stores_only_the_kept_weights() -> None:
     torch.manual_seed(0)
     model = MLP((50, 40), in_features=20, n_classes=3).eval()
     masks = masks_for(model, "weight", 90)
-    small = compress(model, masks, sparse=True)
+    small = compress(model, masks, layout="csr")
     kept = sum(int(m.sum()) for m in masks.values())
     assert small.flops() <= kept + model.layers[-1].weight.numel()
     x = torch.randn(4, 20)
@@ -97,27 +99,70 @@ def test_training_mode_with_dropout_is_refused() -> None:
         compress(MLP((4,), in_features=3, n_classes=2, dropout=0.5).train(), {})
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_save_and_load_round_trip_compactly(tmp_path: Path, sparse: bool) -> None:
+@pytest.mark.parametrize("layout", ["dense", "csr", ["csr", "dense", "csr"]])
+def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[str]) -> None:
     torch.manual_seed(0)
     model = MLP((60, 40), in_features=30, n_classes=4).eval()
     masks = masks_for(model, "weight", 99)
-    small = compress(model, masks, sparse=sparse)
+    small = compress(model, masks, layout)
     save(small, tmp_path / "m.pt")
     again = load(tmp_path / "m.pt")
     x = torch.randn(7, 30)
     assert torch.equal(again(x), small(x))
-    assert again.shapes == small.shapes
-    if sparse:
-        torch.save(model.state_dict(), tmp_path / "dense.pt")
-        assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "dense.pt").stat().st_size / 3
+    assert (again.shapes, again.layouts) == (small.shapes, small.layouts)
+    # A sparse layer is written sparse even when it runs dense.
+    torch.save(model.state_dict(), tmp_path / "dense.pt")
+    assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "dense.pt").stat().st_size / 3
+
+
+def test_a_dense_layer_is_written_dense(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    save(compress(model, {}, "csr"), tmp_path / "m.pt")
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert [entry["stored"] for entry in saved["layers"]] == ["dense"] * 3
+    assert load(tmp_path / "m.pt").layouts == ["csr"] * 3
+
+
+def test_fastest_layouts_takes_the_faster_measurement_per_layer_at_the_batch_asked() -> None:
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    small = compress(model, masks_for(model, "weight", 90), "dense")
+    batches = []
+
+    def seconds(layer, h: torch.Tensor, threads: int | None) -> float:  # a CSR product costing 3x per non-zero
+        batches.append(h.shape[1])
+        return layer.stored * (3 if layer.layout == "csr" else 1)
+
+    # 90% of each hidden layer is pruned (so CSR wins there); the output layer is untouched.
+    assert fastest_layouts(small, 17, seconds=seconds) == ["csr", "csr", "dense"]
+    assert set(batches) == {17}
+    with pytest.raises(ValueError, match="batch must be at least 1, got 0"):
+        fastest_layouts(small, 0, seconds=seconds)
+
+
+def test_fastest_compression_equals_the_masked_model() -> None:
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    masks = masks_for(model, "weight", 95)
+    small = compress(model, masks, "fastest", batch=8)
+    assert set(small.layouts) <= {"dense", "csr"}
+    x = torch.randn(8, 30)
+    assert torch.allclose(small(x), apply_masks(model, masks)(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["sparse", ["dense"], ["dense", "coo", "dense"]])
+def test_unknown_layouts_are_named(layout: str | list[str]) -> None:
+    model = MLP((10, 10), in_features=5, n_classes=2).eval()
+    with pytest.raises(ValueError, match=r"layouts? must .*got"):
+        compress(model, {}, layout)
 
 
 def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = MLP((10,), in_features=5, n_classes=2).eval()
     path = tmp_path / "m.pt"
-    save(compress(model, masks_for(model, "weight", 50), sparse=True), path)
+    save(compress(model, masks_for(model, "weight", 50), layout="csr"), path)
     saved = torch.load(path, weights_only=True)
     saved["layers"][0]["values"][0] += 1.0
     torch.save(saved, tmp_path / "damaged.pt")
