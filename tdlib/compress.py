@@ -17,6 +17,8 @@ operand comes first, the form torch's CSR kernels are fast in, with no transpose
 from __future__ import annotations
 
 import hashlib
+import statistics
+import timeit
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +29,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.benchmark import Timer
 
 from tdlib.model import MLP
 from tdlib.prune import Masks, apply_masks
@@ -87,8 +88,11 @@ class CompressedMLP(nn.Module):
         return CompressedMLP([layer.to(layout) for layer, layout in zip(self._layers, layouts)])
 
     def parameter_count(self) -> int:
-        """Stored numbers: non-zeros of CSR weights (values only), all entries of dense ones, biases."""
-        return sum(layer.stored + (0 if layer.bias is None else layer.bias.numel()) for layer in self._layers)
+        """Parameters left, whatever the layouts: the weights' non-zeros and every bias entry."""
+        return sum(
+            int(torch.count_nonzero(layer.weight.to_dense())) + (0 if layer.bias is None else layer.bias.numel())
+            for layer in self._layers
+        )
 
     def flops(self) -> int:
         """Multiply-adds per input as run: the non-zeros of CSR layers, every entry of dense ones."""
@@ -109,16 +113,30 @@ def dense_flops(model: MLP) -> int:
 
 def median_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | None = None,
                    min_run_time: float = 0.05) -> float:
-    """Median wall time of ``fn(x)``, measured by ``torch.utils.benchmark`` on ``threads`` threads
-    (default: torch's current count)."""
-    threads = threads or torch.get_num_threads()
-    timer = Timer("fn(x)", globals={"fn": fn, "x": x}, num_threads=threads)
-    with torch.no_grad():
-        return timer.blocked_autorange(min_run_time=min_run_time).median
+    """Median wall time of one ``fn(x)`` on ``threads`` threads (default: torch's current count).
+
+    Calls are timed in blocks of about a millisecond (``timeit``, garbage collection off) for
+    ``min_run_time`` seconds in all; the median block gives the time per call.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        with torch.no_grad():
+            timer = timeit.Timer(lambda: fn(x))
+            once = max(min(timer.repeat(repeat=3, number=1)), 1e-7)  # the first call also warms up
+            number = max(1, round(1e-3 / once))
+            repeats = max(5, round(min_run_time / (number * once)))
+            return statistics.median(timer.repeat(repeat=repeats, number=number)) / number
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _quick_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | None) -> float:
+    return median_seconds(fn, x, threads, min_run_time=0.02)  # enough to tell layouts apart where it matters
 
 
 def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None,
-                    seconds: Callable[[Callable[[Tensor], Tensor], Tensor, int | None], float] = median_seconds,
+                    seconds: Callable[[Callable[[Tensor], Tensor], Tensor, int | None], float] = _quick_seconds,
                     ) -> list[Layout]:
     """Per layer, the layout whose forward ``seconds`` measures fastest on a (in, ``batch``) input.
 

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from tdlib import savings_report
 from tdlib.claim import ClaimResult
 from tdlib.evidence import SWEEP_KINDS, Evidence
 from tdlib.metrics import SWEEP, activation_stats, small_weight_fraction
@@ -234,7 +235,13 @@ def _claim_section(result: ClaimResult, seeds: tuple[int, ...]) -> list[str]:
     return [*lines, ""]
 
 
-def render(results: list[ClaimResult], ev: Evidence, figures: list[str], seconds: dict[str, float]) -> str:
+def render(
+    results: list[ClaimResult],
+    ev: Evidence,
+    figures: list[str],
+    savings: savings_report.Savings,
+    seconds: dict[str, float],
+) -> str:
     prov = provenance()
     records = ev.run_records()
     versions = sorted({r["provenance"]["code_version"] for r in records})
@@ -293,6 +300,7 @@ def render(results: list[ClaimResult], ev: Evidence, figures: list[str], seconds
         lines += _claim_section(r, ev.seeds)
     if "weights" in figures:
         lines += ["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""]
+    lines += savings_report.markdown(savings, ev)
     lines += [
         "## What this run cannot tell",
         "",
@@ -320,8 +328,10 @@ def write_report(path: Path, results: list[ClaimResult], ev: Evidence, session_s
     wanted = {name for r in results for name in r.claim.figures} | {"weights"}
     for name in sorted(wanted):
         FIGURES[name][0](ev, figure_dir / f"{name}.png")
+    savings = savings_report.measure(ev)
+    savings_report.figure(savings, ev, figure_dir / "speedup.png")
     seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
-    path.write_text(render(results, ev, sorted(wanted), seconds))
+    path.write_text(render(results, ev, sorted(wanted), savings, seconds))
     payload = {
         "profile": ev.profile.describe(),
         "provenance": provenance(),
@@ -366,5 +376,6 @@ def write_report(path: Path, results: list[ClaimResult], ev: Evidence, session_s
             }
             for r in results
         ],
+        "what_pruning_buys": savings_report.as_json(savings, ev),
     }
     (path.parent / "claims.json").write_text(json.dumps(payload, indent=1, default=str))

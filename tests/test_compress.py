@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdlib.compress import CompressedFileError, compress, dense_flops, fastest_layouts, load, save
+from tdlib.compress import CompressedFileError, compress, dense_flops, fastest_layouts, load, median_seconds, save
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.prune import Masks, apply_masks
@@ -67,6 +68,7 @@ def test_unit_pruning_shrinks_the_layers_and_flops() -> None:
     small = compress(model, masks_for(model, "unit", 50))
     assert small.shapes == [(20, 8), (15, 20), (3, 15)]
     assert small.flops() == 20 * 8 + 15 * 20 + 3 * 15
+    assert small.parameter_count() == small.flops() + 20 + 15 + 3
     x = torch.randn(5, 8)
     assert torch.allclose(small(x), apply_masks(model, masks_for(model, "unit", 50))(x), atol=1e-6)
 
@@ -90,6 +92,9 @@ def test_sparse_weight_pruning_stores_only_the_kept_weights() -> None:
     small = compress(model, masks, layout="csr")
     kept = sum(int(m.sum()) for m in masks.values())
     assert small.flops() <= kept + model.layers[-1].weight.numel()
+    biases = sum(layer.bias.numel() for layer in model.layers)
+    assert small.parameter_count() <= kept + model.layers[-1].weight.numel() + biases
+    assert small.with_layouts(["dense"] * 3).parameter_count() == small.parameter_count()
     x = torch.randn(4, 20)
     assert torch.allclose(small(x), apply_masks(model, masks)(x), atol=1e-5)
 
@@ -186,3 +191,18 @@ def test_masks_of_the_wrong_shape_are_refused() -> None:
     model = MLP((10,), in_features=5, n_classes=2).eval()
     with pytest.raises(ValueError, match=r"layers.0.weight.*shape \(10, 5\)"):
         compress(model, {"layers.0.weight": torch.ones(5, 10, dtype=torch.bool)})
+
+
+def test_median_seconds_times_one_call_and_restores_the_thread_count() -> None:
+    calls = []
+
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        calls.append(torch.get_num_threads())
+        time.sleep(0.002)
+        return x
+
+    before = torch.get_num_threads()
+    seconds = median_seconds(slow, torch.zeros(1), threads=1, min_run_time=0.02)
+    assert 0.002 <= seconds < 0.002 * len(calls)  # sleep bounds one call from below
+    assert set(calls) == {1}
+    assert torch.get_num_threads() == before

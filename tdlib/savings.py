@@ -1,0 +1,97 @@
+"""What pruning buys at inference: a pruned model's size on disk, parameters, FLOPs and measured speed.
+
+A masked model (``torch.nn.utils.prune``) is the dense model plus masks; :func:`tdlib.compress.compress`
+is what makes it smaller and faster. :func:`saving` measures one pruned model in all three forms, and
+:func:`speedup_curve` the speed-up over a range of sparsities. Speed-ups are ratios of median wall times
+measured in the same call (``torch.utils.benchmark``), so they compare like with like on one machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tdlib.compress import CompressedMLP, compress, dense_flops, median_seconds, save
+from tdlib.metrics import PruneKind, masks_for
+from tdlib.model import MLP
+from tdlib.prune import Masks, apply_masks, install_with_torch_prune
+
+MIN_RUN_TIME = 0.1  # seconds of repeated calls behind each median timing
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Dense against compressed at one batch size (the compressed layouts chosen for that batch)."""
+
+    batch: int
+    speedup: float  # dense median time / compressed median time
+    flop_ratio: float  # dense multiply-adds / compressed multiply-adds as run
+    layouts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Saving:
+    """One pruned model in its dense, torch.prune-masked and compressed forms."""
+
+    accuracy: dict[str, float]  # top-1 accuracy: "masked", "compressed"
+    differing_predictions: int  # images whose predicted class differs, compressed against masked
+    kib: dict[str, float]  # bytes on disk / 1024: "dense", "masked", "compressed"
+    parameters: dict[str, int]  # "dense": every parameter; "compressed": non-zero weights and biases left
+    speeds: tuple[Speed, ...]  # one per batch size timed (empty when not timed)
+
+
+def file_kib(obj: object, save_to: Callable[[object, Path], None] = torch.save) -> float:
+    """Size of ``obj`` written to a file by ``save_to(obj, path)``, in KiB."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "model.pt"
+        save_to(obj, path)
+        return path.stat().st_size / 1024
+
+
+def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: float = MIN_RUN_TIME) -> Speed:
+    """Time the dense ``model`` and its compression (layouts chosen for ``batch``) on random inputs."""
+    small = compress(model, masks, "fastest", batch=batch, threads=threads)
+    x = torch.rand(batch, model.layers[0].in_features)
+    model = model.eval()
+    dense = median_seconds(model, x, threads, min_run_time)
+    return Speed(
+        batch=batch,
+        speedup=dense / median_seconds(small, x, threads, min_run_time),
+        flop_ratio=dense_flops(model) / small.flops(),
+        layouts=tuple(small.layouts),
+    )
+
+
+@torch.no_grad()
+def saving(
+    model: MLP, masks: Masks, x: Tensor, y: Tensor, batches: Iterable[int] = (), threads: int = 1
+) -> Saving:
+    """Measure ``model`` pruned by ``masks``: accuracy on images ``x`` (N, 784) with labels ``y`` (N,),
+    masked and compressed; sizes on disk; parameters; the speed-up at each of ``batches`` on ``threads``."""
+    model = model.eval()
+    small: CompressedMLP = compress(model, masks, "dense")
+    masked = apply_masks(model, masks)(x).argmax(1)
+    compressed = small(x).argmax(1)
+    return Saving(
+        accuracy={"masked": float((masked == y).float().mean()), "compressed": float((compressed == y).float().mean())},
+        differing_predictions=int((compressed != masked).sum()),
+        kib={
+            "dense": file_kib(model.state_dict()),
+            "masked": file_kib(install_with_torch_prune(model, masks).state_dict()),
+            "compressed": file_kib(small, save),
+        },
+        parameters={"dense": sum(p.numel() for p in model.parameters()), "compressed": small.parameter_count()},
+        speeds=tuple(speed(model, masks, batch, threads) for batch in batches),
+    )
+
+
+def speedup_curve(
+    model: MLP, kind: PruneKind, ks: Iterable[float], batch: int, threads: int = 1
+) -> dict[float, Speed]:
+    """The measured speed-up of ``model`` pruned by ``kind`` at each of ``ks`` (%)."""
+    return {k: speed(model, masks_for(model, kind, k), batch, threads) for k in ks}

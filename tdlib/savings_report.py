@@ -1,0 +1,157 @@
+"""The report's "What pruning buys" section: pruned models of the claims' runs, compressed and measured."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from tdlib.evidence import Evidence
+from tdlib.metrics import SWEEP, PruneKind, masks_for
+from tdlib.savings import Saving, Speed, saving, speedup_curve
+
+# The pruned models the claims discuss: TWR at C3's levels, TU and B at C4's and C10's.
+MODELS: tuple[tuple[str, PruneKind, float], ...] = (
+    ("TWR", "weight", 99.0),
+    ("TWR", "weight", 99.1),
+    ("TU", "unit", 80.0),
+    ("B", "weight", 90.0),
+    ("B", "unit", 80.0),
+)
+BATCHES = (1, 256)
+THREADS = 1  # one thread: the steadiest timings, and the setting of the issue's reference figures
+CURVE_KINDS: tuple[PruneKind, ...] = ("weight", "unit")
+KIND_NAMES = {"weight": "weights (per layer)", "unit": "units (whole)"}
+
+
+@dataclass(frozen=True)
+class PrunedModel:
+    condition: str
+    kind: PruneKind
+    k: float
+    per_seed: tuple[Saving, ...]  # in seed order; only the first seed's is timed
+
+    @property
+    def name(self) -> str:
+        return f"{self.condition}, {KIND_NAMES[self.kind]} {self.k:g}%"
+
+    def mean(self, field: str, key: str) -> float:
+        return float(np.mean([getattr(s, field)[key] for s in self.per_seed]))
+
+
+@dataclass(frozen=True)
+class Savings:
+    models: tuple[PrunedModel, ...]
+    curves: dict[tuple[PruneKind, int], dict[float, Speed]]  # (kind, batch) -> k -> speed, B's first seed
+    seconds: float  # wall time of measuring all of it
+
+
+def measure(ev: Evidence) -> Savings:
+    """Compress and measure :data:`MODELS` on every seed, and B's speed-up curves on the first seed."""
+    started = time.perf_counter()
+    x, y = ev.data.test_x, ev.data.test_y
+    models = []
+    for condition, kind, k in MODELS:
+        per_seed = []
+        for i, seed in enumerate(ev.seeds):
+            model = ev.model(condition, seed)
+            batches = BATCHES if i == 0 else ()
+            per_seed.append(saving(model, masks_for(model, kind, k, seed), x, y, batches, THREADS))
+        models.append(PrunedModel(condition, kind, k, tuple(per_seed)))
+    b = ev.model("B", ev.seeds[0])
+    ks = [k for k in SWEEP if k > 0]
+    curves = {(kind, batch): speedup_curve(b, kind, ks, batch, THREADS) for kind in CURVE_KINDS for batch in BATCHES}
+    return Savings(tuple(models), curves, time.perf_counter() - started)
+
+
+def figure(savings: Savings, ev: Evidence, path: Path) -> None:
+    """Measured speed-up (solid) and FLOP ratio (dashed) against sparsity, one panel per batch size."""
+    fig, axes = plt.subplots(1, len(BATCHES), figsize=(12, 4.5), sharey=True)
+    colours = {"weight": "tab:blue", "unit": "tab:orange"}
+    for ax, batch in zip(axes, BATCHES):
+        for kind in CURVE_KINDS:
+            curve = savings.curves[(kind, batch)]
+            positions = np.arange(len(curve))  # evenly spaced, as in the sweeps figure
+            ax.plot(positions, [s.speedup for s in curve.values()], marker="o", ms=3, color=colours[kind],
+                    label=f"{KIND_NAMES[kind]}: measured")
+            ax.plot(positions, [s.flop_ratio for s in curve.values()], ls="--", color=colours[kind],
+                    label=f"{KIND_NAMES[kind]}: FLOP ratio")
+            ax.set_xticks(positions, [f"{k:g}" for k in curve], fontsize=8)
+        ax.axhline(1, color="grey", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("pruned (%)")
+        ax.set_title(f"batch {batch}, {THREADS} thread")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("speed-up over the dense model (x)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Compressed B (seed {ev.seeds[0]}) against dense: measured speed-up and FLOP ratio")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _speed_cell(speed: Speed) -> str:
+    return f"{speed.speedup:.1f}x ({speed.flop_ratio:.1f})"
+
+
+def markdown(savings: Savings, ev: Evidence) -> list[str]:
+    first = ev.seeds[0]
+    lines = [
+        "## What pruning buys",
+        "",
+        "A model pruned with `torch.nn.utils.prune` keeps every weight, a mask beside it, and the dense "
+        "cost. `tdlib.compress` removes each unit whose incoming weights are all pruned (folding what it "
+        "still outputs into the next layer's bias) and runs each remaining layer dense or as CSR, whichever "
+        "it measures to be faster at the batch size served. Accuracy, sizes and parameters are means over "
+        f"the {len(ev.seeds)} seeds; speed is measured on seed {first}, {THREADS} thread, random inputs, as "
+        "the ratio of median times of the dense and compressed model measured one after the other "
+        "(`torch.utils.benchmark`). The FLOP ratio counts multiply-adds as run: every entry of a dense "
+        "layer, the non-zeros of a CSR one.",
+        "",
+        "| pruned model | accuracy (%): masked / compressed | test predictions that differ | "
+        "KiB on disk: dense / torch.prune-masked / compressed | parameters: dense / compressed | "
+        "batch 1: speed-up (FLOP ratio) | batch 256: speed-up (FLOP ratio) | layers (batch 1 / 256) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in savings.models:
+        speeds = m.per_seed[0].speeds
+        layouts = " / ".join("".join(layout[0].upper() for layout in s.layouts) for s in speeds)
+        differing = sum(s.differing_predictions for s in m.per_seed)
+        lines.append(
+            f"| {m.name} | {100 * m.mean('accuracy', 'masked'):.2f} / {100 * m.mean('accuracy', 'compressed'):.2f} "
+            f"| {differing} of {len(ev.data.test_y) * len(ev.seeds)} "
+            f"| {m.mean('kib', 'dense'):,.0f} / {m.mean('kib', 'masked'):,.0f} / {m.mean('kib', 'compressed'):,.0f} "
+            f"| {m.mean('parameters', 'dense'):,.0f} / {m.mean('parameters', 'compressed'):,.0f} "
+            f"| {' | '.join(_speed_cell(s) for s in speeds)} | {layouts} |"
+        )
+    lines += [
+        "",
+        "Layers: C = CSR, D = dense, from the first layer to the output layer, as chosen by measurement for "
+        f"each batch size. Measuring took {savings.seconds:.0f} s.",
+        "",
+        "![Measured speed-up against sparsity](figures/speedup.png)",
+        "",
+    ]
+    return lines
+
+
+def as_json(savings: Savings, ev: Evidence) -> dict:
+    return {
+        "threads": THREADS,
+        "timed_seed": ev.seeds[0],
+        "models": [
+            {"name": m.name, "seeds": list(ev.seeds), "per_seed": [asdict(s) for s in m.per_seed]}
+            for m in savings.models
+        ],
+        "curves": [
+            {"model": f"B seed {ev.seeds[0]}", "kind": kind, "batch": batch,
+             "points": [{"k": k, **asdict(s)} for k, s in curve.items()]}
+            for (kind, batch), curve in savings.curves.items()
+        ],
+    }
