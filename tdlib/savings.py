@@ -3,7 +3,7 @@
 A masked model (``torch.nn.utils.prune``) is the dense model plus masks; :func:`tdlib.compress.compress`
 is what makes it smaller and faster. :func:`saving` measures one pruned model in all three forms, and
 :func:`speedup_curve` the speed-up over a range of sparsities. Speed-ups are ratios of median wall times
-measured in the same call (``torch.utils.benchmark``), so they compare like with like on one machine.
+measured in the same call (:func:`tdlib.compress.median_seconds`), so they compare like with like.
 """
 
 from __future__ import annotations

@@ -110,9 +110,9 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         "still outputs into the next layer's bias) and runs each remaining layer dense or as CSR, whichever "
         "it measures to be faster at the batch size served. Accuracy, sizes and parameters are means over "
         f"the {len(ev.seeds)} seeds; speed is measured on seed {first}, {THREADS} thread, random inputs, as "
-        "the ratio of median times of the dense and compressed model measured one after the other "
-        "(`torch.utils.benchmark`). The FLOP ratio counts multiply-adds as run: every entry of a dense "
-        "layer, the non-zeros of a CSR one.",
+        "the ratio of the dense and the compressed model's median times per call, measured one after the "
+        "other in blocks of about a millisecond (`tdlib.compress.median_seconds`). The FLOP ratio counts "
+        "multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
         "",
         "| pruned model | accuracy (%): masked / compressed | test predictions that differ | "
         "KiB on disk: dense / torch.prune-masked / compressed | parameters: dense / compressed | "
@@ -133,7 +133,9 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
     lines += [
         "",
         "Layers: C = CSR, D = dense, from the first layer to the output layer, as chosen by measurement for "
-        f"each batch size. Measuring took {savings.seconds:.0f} s.",
+        f"each batch size. Measuring took {savings.seconds:.0f} s. The speed-ups are this machine's, on one "
+        "thread; with more threads the dense model gains more from threading than small CSR products do, "
+        "so the speed-ups shrink (`./dev bench` measures both).",
         "",
         "![Measured speed-up against sparsity](figures/speedup.png)",
         "",
