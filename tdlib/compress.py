@@ -122,7 +122,8 @@ def median_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | Non
     torch.set_num_threads(threads or previous)
     try:
         with torch.no_grad():
-            timer = timeit.Timer(lambda: fn(x))
+            sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # time the work, not the launch
+            timer = timeit.Timer(lambda: (fn(x), sync()))
             once = max(min(timer.repeat(repeat=3, number=1)), 1e-7)  # the first call also warms up
             number = max(1, round(1e-3 / once))
             repeats = max(5, round(min_run_time / (number * once)))
@@ -148,7 +149,7 @@ def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None
         raise ValueError(f"batch must be at least 1, got {batch}")
     chosen: list[Layout] = []
     for layer in model._layers:
-        h = torch.rand(layer.weight.shape[1], batch)
+        h = torch.rand(layer.weight.shape[1], batch, device=layer.weight.device)
         chosen.append(min(LAYOUTS, key=lambda layout: seconds(layer.to(layout), h, threads)))
     return chosen
 
@@ -232,20 +233,28 @@ def load(path: str | Path) -> CompressedMLP:
     try:
         saved = torch.load(Path(path), weights_only=True)
         header, entries = saved["header"], saved["layers"]
+        version, digest = (header["format"], header["version"]), _digest(entries)
     except Exception as error:  # any unreadable file is reported the same way
-        raise CompressedFileError(f"{path}: not a compressed tdlib model ({error})") from error
-    if header.get("format") != FILE_FORMAT or header.get("version") != FILE_VERSION:
+        raise CompressedFileError(f"{path}: not a compressed tdlib model ({error!r})") from error
+    if version != (FILE_FORMAT, FILE_VERSION):
         raise CompressedFileError(
-            f"{path}: format {header.get('format')!r} v{header.get('version')}, "
-            f"expected {FILE_FORMAT!r} v{FILE_VERSION}"
+            f"{path}: format {version[0]!r} v{version[1]}, expected {FILE_FORMAT!r} v{FILE_VERSION}"
         )
-    if saved.get("digest") != _digest(entries):
+    if saved.get("digest") != digest:
         raise CompressedFileError(f"{path}: the layers do not match the file's checksum; the file is damaged")
+    try:
+        return CompressedMLP(_layers(header, entries))
+    except KeyError as error:
+        raise CompressedFileError(f"{path}: the field {error} is missing") from error
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CompressedFileError(f"{path}: {error}") from error
+
+
+def _layers(header: dict, entries: list[dict]) -> list[_Layer]:
+    """The layers of a file, each checked against the header (ValueError naming the first mismatch)."""
     shapes, layouts = header["shapes"], header["layouts"]
     if not len(shapes) == len(layouts) == len(entries) or not set(layouts) <= set(LAYOUTS):
-        raise CompressedFileError(
-            f"{path}: {len(entries)} layers, the header gives {len(shapes)} shapes and layouts {layouts}"
-        )
+        raise ValueError(f"{len(entries)} layers, the header gives {len(shapes)} shapes and layouts {layouts}")
     layers = []
     for i, (shape, entry) in enumerate(zip(shapes, entries)):
         if entry["stored"] == "csr":
@@ -255,15 +264,16 @@ def load(path: str | Path) -> CompressedMLP:
                         entry["crow"].long(), entry["col"].long(), entry["values"], size=shape, check_invariants=True
                     )
             except RuntimeError as error:
-                raise CompressedFileError(
-                    f"{path}: layer {i} does not fit its shape (the header says {shape}): {error}"
-                ) from error
+                raise ValueError(f"layer {i} does not fit its shape (the header says {shape}): {error}") from error
         else:
             weight = entry["values"]
         if list(weight.shape) != list(shape) or (i and shape[1] != shapes[i - 1][0]):
-            raise CompressedFileError(f"{path}: layer {i} has shape {list(weight.shape)}, the header says {shape}")
-        layers.append(_Layer(weight, entry["bias"], entry["relu"]).to(layouts[i]))
-    return CompressedMLP(layers)
+            raise ValueError(f"layer {i} has shape {list(weight.shape)}, the header says {shape}")
+        bias = entry["bias"]
+        if bias is not None and tuple(bias.shape) != (shape[0],):
+            raise ValueError(f"layer {i} has a bias of shape {tuple(bias.shape)} for {shape[0]} units")
+        layers.append(_Layer(weight, bias, bool(entry["relu"])).to(layouts[i]))
+    return layers
 
 
 @contextmanager

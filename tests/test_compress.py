@@ -10,7 +10,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdlib.compress import CompressedFileError, compress, dense_flops, fastest_layouts, load, median_seconds, save
+from tdlib.compress import (
+    CompressedFileError,
+    _digest,
+    compress,
+    dense_flops,
+    fastest_layouts,
+    load,
+    median_seconds,
+    save,
+)
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.prune import Masks, apply_masks
@@ -182,6 +191,18 @@ def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
     torch.save(saved, tmp_path / "version.pt")
     with pytest.raises(CompressedFileError, match="v99"):
         load(tmp_path / "version.pt")
+    saved = torch.load(path, weights_only=True)
+    saved["layers"][0]["bias"] = torch.zeros(3)
+    saved["digest"] = _digest(saved["layers"])  # consistent, yet wrong: only the shape check can tell
+    torch.save(saved, tmp_path / "bias.pt")
+    with pytest.raises(CompressedFileError, match=r"bias\.pt: layer 0 has a bias of shape \(3,\) for 10 units"):
+        load(tmp_path / "bias.pt")
+    saved = torch.load(path, weights_only=True)
+    del saved["layers"][1]["stored"]
+    saved["digest"] = _digest(saved["layers"])
+    torch.save(saved, tmp_path / "malformed.pt")
+    with pytest.raises(CompressedFileError, match=r"malformed\.pt: the field 'stored' is missing"):
+        load(tmp_path / "malformed.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(CompressedFileError, match=r"junk\.pt: not a compressed tdlib model"):
         load(tmp_path / "junk.pt")
