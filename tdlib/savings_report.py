@@ -16,8 +16,10 @@ from tdlib.evidence import Evidence
 from tdlib.metrics import SWEEP, PruneKind, masks_for
 from tdlib.savings import Saving, Speed, saving, speedup_curve
 
-# The pruned models the claims discuss: TWR at C3's levels, TU and B at C4's and C10's.
+# The pruned models the claims discuss: TWR at C3's levels, TU and B at C4's and C10's; first, the
+# control: B unpruned, in the compressed form, which shows what the form alone buys.
 MODELS: tuple[tuple[str, PruneKind, float], ...] = (
+    ("B", "weight", 0.0),
     ("TWR", "weight", 99.0),
     ("TWR", "weight", 99.1),
     ("TU", "unit", 80.0),
@@ -39,6 +41,8 @@ class PrunedModel:
 
     @property
     def name(self) -> str:
+        if self.k == 0:
+            return f"{self.condition}, unpruned (control)"
         return f"{self.condition}, {KIND_NAMES[self.kind]} {self.k:g}%"
 
     def mean(self, field: str, key: str) -> float:
@@ -65,7 +69,7 @@ def measure(ev: Evidence) -> Savings:
             per_seed.append(saving(model, masks_for(model, kind, k, seed), x, y, batches, THREADS))
         models.append(PrunedModel(condition, kind, k, tuple(per_seed)))
     b = ev.model("B", ev.seeds[0])
-    ks = [k for k in SWEEP if k > 0]
+    ks = list(SWEEP)  # 0 included: the unpruned model in the compressed form, the control
     curves = {(kind, batch): speedup_curve(b, kind, ks, batch, THREADS) for kind in CURVE_KINDS for batch in BATCHES}
     return Savings(tuple(models), curves, time.perf_counter() - started)
 
@@ -132,6 +136,7 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         )
     lines += [
         "",
+        "The control row is the unpruned model in the compressed form, timed the same way. "
         "Layers: C = CSR, D = dense, from the first layer to the output layer, as chosen by measurement for "
         f"each batch size. Measuring took {savings.seconds:.0f} s. The speed-ups are this machine's, on one "
         "thread; with more threads the dense model gains more from threading than small CSR products do, "
