@@ -8,6 +8,7 @@ measured in the same call (:func:`tdlib.compress.median_seconds`), so they compa
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from tdlib.metrics import PruneKind, masks_for
 from tdlib.model import MLP
 from tdlib.prune import Masks, apply_masks, install_with_torch_prune
 
-MIN_RUN_TIME = 0.1  # seconds of repeated calls behind each median timing
+MIN_RUN_TIME = 0.2  # seconds of repeated calls behind each model's timing
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,23 @@ def file_kib(obj: object, save_to: Callable[[object, Path], None] = torch.save) 
         return path.stat().st_size / 1024
 
 
-def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: float = MIN_RUN_TIME) -> Speed:
-    """Time the dense ``model`` and its compression (layouts chosen for ``batch``) on random inputs."""
+def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: float = MIN_RUN_TIME,
+          rounds: int = 5) -> Speed:
+    """Time the dense ``model`` and its compression (layouts chosen for ``batch``) on random inputs.
+
+    The two are timed in ``rounds`` alternating rounds, and the speed-up is the ratio of their medians
+    over rounds, so that a passing disturbance of the machine cannot favour either.
+    """
     small = compress(model, masks, "fastest", batch=batch, threads=threads)
     x = torch.rand(batch, model.layers[0].in_features)
     model = model.eval()
-    dense = median_seconds(model, x, threads, min_run_time)
+    times: dict[str, list[float]] = {"dense": [], "compressed": []}
+    for _ in range(rounds):
+        times["dense"].append(median_seconds(model, x, threads, min_run_time / rounds))
+        times["compressed"].append(median_seconds(small, x, threads, min_run_time / rounds))
     return Speed(
         batch=batch,
-        speedup=dense / median_seconds(small, x, threads, min_run_time),
+        speedup=statistics.median(times["dense"]) / statistics.median(times["compressed"]),
         flop_ratio=dense_flops(model) / small.flops(),
         layouts=tuple(small.layouts),
     )

@@ -114,8 +114,8 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         "still outputs into the next layer's bias) and runs each remaining layer dense or as CSR, whichever "
         "it measures to be faster at the batch size served. Accuracy, sizes and parameters are means over "
         f"the {len(ev.seeds)} seeds; speed is measured on seed {first}, {THREADS} thread, random inputs, as "
-        "the ratio of the dense and the compressed model's median times per call, measured one after the "
-        "other in blocks of about a millisecond (`tdlib.compress.median_seconds`). The FLOP ratio counts "
+        "the ratio of the dense and the compressed model's median times per call, measured in five "
+        "alternating rounds of blocks of about a millisecond (`tdlib.savings.speed`). The FLOP ratio counts "
         "multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
         "",
         "| pruned model | accuracy (%): masked / compressed | test predictions that differ | "
