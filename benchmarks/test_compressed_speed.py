@@ -3,8 +3,9 @@
 Each group holds one batch size and thread count; its baseline is the dense model. The pruned models
 are the paper MLP with magnitude masks; timing does not depend on the trained values, so the masks are
 taken on a freshly initialised network (its |w| ranks like a trained one's for this purpose). Each
-compressed model runs every layer in the layout measured fastest for the group's batch and threads,
-except one row that runs every layer as CSR, for comparison.
+compressed model runs in the form measured fastest for the group's batch and threads (each layer dense
+or CSR, or the whole chain fused), except one row that runs every layer as a torch CSR product, for
+comparison.
 Targets (issue 4): unit-pruned speed-up >= 0.8 of the FLOP ratio at batch 256; 99% weight pruning >= 5x
 faster than dense at batch 1.
 """
@@ -45,7 +46,7 @@ def test_inference(benchmark, model: MLP, name: str, kind: str | None, k: float,
         net = install_with_torch_prune(model, masks_for(model, "weight", k)).eval()
     else:
         net = compress(model, masks_for(model, kind, k), layout, batch=batch, threads=threads)
-        benchmark.extra_info["layouts"] = net.layouts
+        benchmark.extra_info["layouts"] = ["fused"] if net.fused else net.layouts
     x = torch.rand(batch, 784)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -8,7 +8,9 @@ equal ``apply_masks(model, masks)``'s to float tolerance:
    went too); it is removed with the matching column of the next layer, and ``act(b_i) * W_next[:, i]``
    is folded into the next layer's bias;
 2. each remaining weight matrix runs dense or as CSR, per layer: as asked, or whichever
-   :func:`fastest_layouts` measures to be faster at the batch size the model will serve.
+   :func:`fastest_layouts` measures to be faster at the batch size the model will serve;
+3. with ``"fastest"``, the whole chain also runs as CSR in one compiled call
+   (:mod:`tdlib.sparse_chain`) when that measures faster still, as it does at small batches.
 
 Activations flow transposed, (features, batch), so that every layer is one ``addmm`` whose sparse
 operand comes first, the form torch's CSR kernels are fast in, with no transpose between layers.
@@ -32,6 +34,7 @@ from torch import Tensor, nn
 
 from tdlib.model import MLP
 from tdlib.prune import Masks, apply_masks
+from tdlib.sparse_chain import Chain
 
 Layout = Literal["dense", "csr"]
 LAYOUTS: tuple[Layout, ...] = ("dense", "csr")
@@ -66,11 +69,25 @@ class _Layer:
 
 
 class CompressedMLP(nn.Module):
-    """A chain of dense or CSR linear layers; inputs (batch, in_features), logits (batch, classes)."""
+    """A chain of dense or CSR linear layers; inputs (batch, in_features), logits (batch, classes).
 
-    def __init__(self, layers: list[_Layer]) -> None:
+    Run layer by layer through torch, or, when ``fused``, all at once by :class:`~tdlib.sparse_chain.Chain`.
+    """
+
+    def __init__(self, layers: list[_Layer], fused: bool = False) -> None:
         super().__init__()
+        if fused:
+            layers = [layer.to("csr") for layer in layers]
+            self._chain: Chain | None = Chain.pack(
+                [layer.weight for layer in layers], [layer.bias for layer in layers], [layer.relu for layer in layers]
+            )
+        else:
+            self._chain = None
         self._layers = layers
+
+    @property
+    def fused(self) -> bool:
+        return self._chain is not None
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -81,7 +98,7 @@ class CompressedMLP(nn.Module):
         return [layer.layout for layer in self._layers]
 
     def with_layouts(self, layouts: Sequence[Layout]) -> CompressedMLP:
-        """The same network with layer ``i`` run in ``layouts[i]``."""
+        """The same network with layer ``i`` run in ``layouts[i]`` by torch, layer by layer."""
         if isinstance(layouts, str) or len(layouts) != len(self._layers) or not set(layouts) <= set(LAYOUTS):
             raise ValueError(f"layouts must give one of {LAYOUTS} for each of the {len(self._layers)} layers, "
                              f"got {layouts!r}")
@@ -98,8 +115,14 @@ class CompressedMLP(nn.Module):
         """Multiply-adds per input as run: the non-zeros of CSR layers, every entry of dense ones."""
         return sum(layer.stored for layer in self._layers)
 
+    def fuse(self) -> CompressedMLP:
+        """The same network run as one CSR chain (CPU, float32 only)."""
+        return CompressedMLP(self._layers, fused=True)
+
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
+        if self._chain is not None:
+            return self._chain(x)
         h = x.T  # a view: dense kernels read it transposed in place
         for layer in self._layers:
             h = layer(h)
@@ -154,14 +177,29 @@ def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None
     return chosen
 
 
+def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
+            seconds: Callable[[Callable[[Tensor], Tensor], Tensor, int | None], float] = _quick_seconds,
+            ) -> CompressedMLP:
+    """``model`` in the form ``seconds`` measures fastest at ``batch`` inputs on ``threads`` threads: the
+    :func:`fastest_layouts` layer by layer, or the fused CSR chain where it can run (CPU, float32)."""
+    layered = model.with_layouts(fastest_layouts(model, batch, threads, seconds))
+    weight = model._layers[0].weight
+    if weight.dtype != torch.float32 or weight.device.type != "cpu":
+        return layered
+    fused = model.fuse()
+    x = torch.rand(batch, model.shapes[0][1])
+    return min((layered, fused), key=lambda candidate: seconds(candidate, x, threads))
+
+
 @torch.no_grad()
-def compress(model: MLP, masks: Masks, layout: Layout | Literal["fastest"] | Sequence[Layout] = "fastest",
+def compress(model: MLP, masks: Masks,
+             layout: Layout | Literal["fastest", "fused"] | Sequence[Layout] = "fastest",
              batch: int = 256, threads: int | None = None) -> CompressedMLP:
     """The smallest equivalent of ``apply_masks(model, masks)`` (see the module docstring).
 
     ``layout`` is one layout for every layer, one per layer (after the removal of constant units, there
-    are as many layers as in ``model``), or ``"fastest"``: the one :func:`fastest_layouts` measures
-    fastest at ``batch`` inputs on ``threads`` threads.
+    are as many layers as in ``model``), ``"fused"`` (one compiled CSR chain), or ``"fastest"``: the form
+    :func:`fastest` measures fastest at ``batch`` inputs on ``threads`` threads.
     """
     if model.dropout and model.training:
         raise ValueError("compress a model in eval mode: dropout is not part of the compressed network")
@@ -185,14 +223,16 @@ def compress(model: MLP, masks: Masks, layout: Layout | Literal["fastest"] | Seq
         weights[i + 1] = weights[i + 1][:, keep]
     dense = CompressedMLP([_Layer(w.contiguous(), b, r) for w, b, r in zip(weights, biases, relus)])
     if layout == "fastest":
-        return dense.with_layouts(fastest_layouts(dense, batch, threads))
+        return fastest(dense, batch, threads)
+    if layout == "fused":
+        return dense.fuse()
     if isinstance(layout, str) and layout not in LAYOUTS:
-        raise ValueError(f"layout must be 'fastest' or one of {LAYOUTS}, got {layout!r}")
+        raise ValueError(f"layout must be 'fastest', 'fused' or one of {LAYOUTS}, got {layout!r}")
     return dense.with_layouts([layout] * len(weights) if isinstance(layout, str) else layout)
 
 
 FILE_FORMAT = "tdlib-compressed-mlp"
-FILE_VERSION = 1
+FILE_VERSION = 2  # 2: the header says whether the model runs fused
 
 
 class CompressedFileError(ValueError):
@@ -224,6 +264,7 @@ def save(model: CompressedMLP, path: str | Path) -> None:
         "version": FILE_VERSION,
         "shapes": [list(shape) for shape in model.shapes],
         "layouts": model.layouts,
+        "fused": model.fused,
     }
     torch.save({"header": header, "layers": entries, "digest": _digest(entries)}, Path(path))
 
@@ -243,7 +284,7 @@ def load(path: str | Path) -> CompressedMLP:
     if saved.get("digest") != digest:
         raise CompressedFileError(f"{path}: the layers do not match the file's checksum; the file is damaged")
     try:
-        return CompressedMLP(_layers(header, entries))
+        return CompressedMLP(_layers(header, entries), fused=bool(header["fused"]))
     except KeyError as error:
         raise CompressedFileError(f"{path}: the field {error} is missing") from error
     except (TypeError, ValueError, RuntimeError) as error:

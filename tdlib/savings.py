@@ -33,6 +33,7 @@ class Speed:
     speedup: float  # dense median time / compressed median time
     flop_ratio: float  # dense multiply-adds / compressed multiply-adds as run
     layouts: tuple[str, ...]
+    fused: bool  # run as one compiled CSR chain rather than layer by layer
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: 
         speedup=statistics.median(times["dense"]) / statistics.median(times["compressed"]),
         flop_ratio=dense_flops(model) / small.flops(),
         layouts=tuple(small.layouts),
+        fused=small.fused,
     )
 
 

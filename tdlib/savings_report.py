@@ -111,8 +111,9 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         "",
         "A model pruned with `torch.nn.utils.prune` keeps every weight, a mask beside it, and the dense "
         "cost. `tdlib.compress` removes each unit whose incoming weights are all pruned (folding what it "
-        "still outputs into the next layer's bias) and runs each remaining layer dense or as CSR, whichever "
-        "it measures to be faster at the batch size served. Accuracy, sizes and parameters are means over "
+        "still outputs into the next layer's bias) and runs each remaining layer dense or as CSR, or the "
+        "whole network as one compiled CSR chain, whichever it measures to be faster at the batch size "
+        "served. Accuracy, sizes and parameters are means over "
         f"the {len(ev.seeds)} seeds; speed is measured on seed {first}, {THREADS} thread, random inputs, as "
         "the ratio of the dense and the compressed model's median times per call, measured in five "
         "alternating rounds of blocks of about a millisecond (`tdlib.savings.speed`). The FLOP ratio counts "
@@ -125,7 +126,7 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
     ]
     for m in savings.models:
         speeds = m.per_seed[0].speeds
-        layouts = " / ".join("".join(layout[0].upper() for layout in s.layouts) for s in speeds)
+        layouts = " / ".join("fused" if s.fused else "".join(layout[0].upper() for layout in s.layouts) for s in speeds)
         differing = sum(s.differing_predictions for s in m.per_seed)
         lines.append(
             f"| {m.name} | {100 * m.mean('accuracy', 'masked'):.2f} / {100 * m.mean('accuracy', 'compressed'):.2f} "
@@ -137,10 +138,10 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
     lines += [
         "",
         "The control row is the unpruned model in the compressed form, timed the same way. "
-        "Layers: C = CSR, D = dense, from the first layer to the output layer, as chosen by measurement for "
-        f"each batch size. Measuring took {savings.seconds:.0f} s. The speed-ups are this machine's, on one "
-        "thread; with more threads the dense model gains more from threading than small CSR products do, "
-        "so the speed-ups shrink (`./dev bench` measures both).",
+        "Layers: C = CSR, D = dense, from the first layer to the output layer, or fused (one compiled CSR "
+        f"chain), as chosen by measurement for each batch size. Measuring took {savings.seconds:.0f} s. "
+        "The speed-ups are this machine's, on one thread; with more threads the dense model gains more "
+        "from threading than sparse products do, so the speed-ups shrink (`./dev bench` measures both).",
         "",
         "![Measured speed-up against sparsity](figures/speedup.png)",
         "",

@@ -15,6 +15,7 @@ from tdlib.compress import (
     _digest,
     compress,
     dense_flops,
+    fastest,
     fastest_layouts,
     load,
     median_seconds,
@@ -49,10 +50,11 @@ def random_masks(model: MLP, density: float, generator: torch.Generator, units: 
     st.booleans(),
     st.booleans(),
     st.booleans(),
-    st.sampled_from(["dense", "csr", "mixed"]),
+    st.sampled_from(["dense", "csr", "mixed", "fused"]),
+    st.sampled_from([1, 17]),
 )
 def test_compressed_equals_masked(
-    seed: int, hidden: list[int], density: float, bias: bool, units: bool, keep_bias: bool, layout: str
+    seed: int, hidden: list[int], density: float, bias: bool, units: bool, keep_bias: bool, layout: str, batch: int
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -62,11 +64,13 @@ def test_compressed_equals_masked(
             if layer.bias is not None:
                 layer.bias.uniform_(-1, 1)
     masks = random_masks(model, density, generator, units, keep_bias)
-    x = torch.randn(17, 6, generator=generator)
+    x = torch.randn(batch, 6, generator=generator)  # batch 1 takes the kernels' matrix-vector paths
     expected = apply_masks(model, masks)(x)
     layouts = [("dense", "csr")[i % 2] for i in range(len(hidden) + 1)] if layout == "mixed" else layout
     small = compress(model, masks, layouts)
-    assert small.layouts == (layouts if layout == "mixed" else [layout] * len(small.shapes))
+    n = len(small.shapes)
+    expected_layouts = {"mixed": layouts, "fused": ["csr"] * n}.get(layout, [layout] * n)
+    assert (small.layouts, small.fused) == (expected_layouts, layout == "fused")
     assert torch.allclose(small(x), expected, atol=1e-5, rtol=1e-5)
     assert small.flops() <= dense_flops(model)
 
@@ -113,7 +117,7 @@ def test_training_mode_with_dropout_is_refused() -> None:
         compress(MLP((4,), in_features=3, n_classes=2, dropout=0.5).train(), {})
 
 
-@pytest.mark.parametrize("layout", ["dense", "csr", ["csr", "dense", "csr"]])
+@pytest.mark.parametrize("layout", ["dense", "csr", ["csr", "dense", "csr"], "fused"])
 def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[str]) -> None:
     torch.manual_seed(0)
     model = MLP((60, 40), in_features=30, n_classes=4).eval()
@@ -123,7 +127,7 @@ def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[s
     again = load(tmp_path / "m.pt")
     x = torch.randn(7, 30)
     assert torch.equal(again(x), small(x))
-    assert (again.shapes, again.layouts) == (small.shapes, small.layouts)
+    assert (again.shapes, again.layouts, again.fused) == (small.shapes, small.layouts, small.fused)
     # A sparse layer is written sparse even when it runs dense.
     torch.save(model.state_dict(), tmp_path / "dense.pt")
     assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "dense.pt").stat().st_size / 3
@@ -153,6 +157,25 @@ def test_fastest_layouts_takes_the_faster_measurement_per_layer_at_the_batch_ask
     assert set(batches) == {17}
     with pytest.raises(ValueError, match="batch must be at least 1, got 0"):
         fastest_layouts(small, 0, seconds=seconds)
+
+
+def test_fastest_runs_fused_only_where_it_measures_faster_and_can_run() -> None:
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    small = compress(model, masks_for(model, "weight", 90), "dense")
+
+    def fused_is_faster(fn, x: torch.Tensor, threads: int | None) -> float:
+        return 1.0 if getattr(fn, "fused", False) else 2.0
+
+    def fused_is_slower(fn, x: torch.Tensor, threads: int | None) -> float:
+        return 3.0 if getattr(fn, "fused", False) else 2.0
+
+    assert fastest(small, 4, seconds=fused_is_faster).fused
+    assert not fastest(small, 4, seconds=fused_is_slower).fused
+    in_double = compress(model.double(), masks_for(model, "weight", 90), "dense")
+    assert not fastest(in_double, 4, seconds=fused_is_faster).fused  # the chain kernel is float32 only
+    with pytest.raises(ValueError, match="layer 0: the chain kernel runs CSR float32 weights on the CPU"):
+        in_double.fuse()
 
 
 def test_fastest_compression_equals_the_masked_model() -> None:
