@@ -76,12 +76,18 @@ class Evidence:
             self._models[key] = self.runs(condition)[self.seeds.index(seed)].model()
         return self._models[key]
 
-    def measure(self, condition: str, key: str, compute: Callable[[Run, MLP], float]) -> np.ndarray:
-        """``compute(run, model)`` for each seed, stored under ``key``; shape (seeds,)."""
-        return self.measure_many(condition, key, lambda run, model: {key: compute(run, model)})
+    def measure(
+        self, condition: str, key: str, compute: Callable[[Run, MLP], float], undefined_ok: bool = False
+    ) -> np.ndarray:
+        """``compute(run, model)`` for each seed, stored under ``key``; shape (seeds,).
+
+        A value that is not finite is broken evidence, except NaN with ``undefined_ok``: a statistic
+        that does not exist for that seed (a ratio over dead units when it has none).
+        """
+        return self.measure_many(condition, key, lambda run, model: {key: compute(run, model)}, undefined_ok)
 
     def measure_many(
-        self, condition: str, key: str, compute: Callable[[Run, MLP], dict[str, float]]
+        self, condition: str, key: str, compute: Callable[[Run, MLP], dict[str, float]], undefined_ok: bool = False
     ) -> np.ndarray:
         """Like :meth:`measure`, where one computation also yields other keys worth storing."""
         values = []
@@ -95,7 +101,7 @@ class Evidence:
                     stored.update({f"v{EVIDENCE_FORMAT}:{k}": float(v) for k, v in new.items()})
                     atomic_write(path, json.dumps(stored, indent=0, sort_keys=True).encode())
             value = stored[f"v{EVIDENCE_FORMAT}:{key}"]
-            if not np.isfinite(value):
+            if not np.isfinite(value) and not (undefined_ok and np.isnan(value)):
                 raise BrokenEvidence(f"{key} of {run.spec.name} is {value}")
             values.append(value)
         return np.asarray(values)

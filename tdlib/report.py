@@ -45,8 +45,12 @@ def effect(j: Judgement) -> str:
     return f"{fmt(j.mean)}{unit} [{fmt(j.ci95[0])}, {fmt(j.ci95[1])}]"
 
 
-def seeds_cell(vals: tuple[float, ...]) -> str:
-    return ", ".join(fmt(v) for v in vals)
+def seeds_cell(vals: tuple[float, ...], seeds: tuple[int, ...] = (), all_seeds: tuple[int, ...] = ()) -> str:
+    """The values in seed order; with ``seeds`` (each value's seed), a dash for each seed left out."""
+    if not seeds:
+        return ", ".join(fmt(v) for v in vals)
+    by_seed = dict(zip(seeds, vals))
+    return ", ".join(fmt(by_seed[s]) if s in by_seed else "–" for s in all_seeds)
 
 
 # ---------------------------------------------------------------- figures
@@ -220,8 +224,8 @@ def _claim_section(result: ClaimResult, seeds: tuple[int, ...]) -> list[str]:
             verdict = j.verdict.value + (f" ({j.note})" if j.note else "")
             lines.append(
                 f"| {cell(part.part.name)} ({part.verdict.value}) | {cell(j.comparison.name)} | "
-                f"{seeds_cell(j.comparison.values)} | {effect(j)} | {cell(j.comparison.rule)} | "
-                f"{j.p_holm:.3g} | {verdict} |"
+                f"{seeds_cell(j.comparison.values, j.comparison.seeds, seeds)} | {effect(j)} | "
+                f"{cell(j.comparison.rule)} | {j.p_holm:.3g} | {verdict} |"
             )
     if result.finding.info:
         lines += ["", "Reported beside the rule, not judged:", "", "| measure | per seed | mean |", "|---|---|---|"]
@@ -358,6 +362,7 @@ def write_report(path: Path, results: list[ClaimResult], ev: Evidence, session_s
                             {
                                 "name": j.comparison.name,
                                 "values": list(j.comparison.values),
+                                "seeds": list(j.comparison.seeds or ev.seeds),
                                 "rule": j.comparison.rule,
                                 "mean": j.mean,
                                 "ci95": list(j.ci95),

@@ -49,10 +49,13 @@ class Comparison:
     threshold: float
     side: Side
     unit: str = ""
+    seeds: tuple[int, ...] = ()  # the seed of each value, when given (needed when some seed is left out)
 
     def __post_init__(self) -> None:
         if self.side not in ("greater", "less"):
             raise ValueError(f"side must be 'greater' or 'less', got {self.side!r}")
+        if self.seeds and len(self.seeds) != len(self.values):
+            raise ValueError(f"comparison {self.name!r} has {len(self.values)} values for seeds {self.seeds}")
         if not all(math.isfinite(v) for v in self.values):
             raise ValueError(f"comparison {self.name!r} has a value that is not finite: {self.values}")
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tdlib.claim import Claim, Finding, Findings, check_sound, claim
 from tdlib.evidence import BrokenEvidence, Evidence
 from tdlib.profiles import PROFILES, Profile, parse_seeds
+from tdlib.report import seeds_cell
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
 from tdlib.stats import Comparison, Part, Verdict
@@ -83,3 +86,46 @@ def test_a_claim_test_records_its_finding_and_evidence_is_cached(tmp_path: Path)
     again = Evidence(TINY, RunCache(tmp_path, progress=False))
     assert list(again.accuracy("B")) == list(evidence.accuracy("B"))
     assert (tmp_path / "evidence").is_dir() and len(list((tmp_path / "evidence").glob("*.json"))) == 3
+
+
+def test_an_undefined_statistic_is_broken_evidence_unless_allowed(tmp_path: Path) -> None:
+    evidence = Evidence(TINY, RunCache(tmp_path, progress=False))
+
+    def nan_for_seed_1(run, model) -> float:
+        return float("nan") if run.spec.seed == 1 else 1.0
+
+    with pytest.raises(BrokenEvidence, match=r"strict of B-s1-\w+ is nan"):
+        evidence.measure("B", "strict", nan_for_seed_1)
+    allowed = evidence.measure("B", "allowed", nan_for_seed_1, undefined_ok=True)
+    assert list(np.isnan(allowed)) == [False, True, False]
+
+
+def test_a_seed_without_dead_units_is_left_out_of_c8_with_a_note() -> None:
+    spec = importlib.util.spec_from_file_location("writeup", Path(__file__).parents[1] / "claims" / "test_writeup.py")
+    writeup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writeup)
+
+    class NoDeadUnitsInSeed2:  # the evidence C8 reads, with seed 2's statistics undefined
+        seeds = (0, 1, 2, 3)
+        profile = TINY
+
+        def check_baseline(self) -> None: ...
+        def runs(self, condition: str) -> list: return []
+
+        def measure(self, condition: str, key: str, compute, undefined_ok: bool = False) -> np.ndarray:
+            assert undefined_ok
+            return np.array([0.2, 0.3, np.nan, 0.25]) if key.startswith("dead-movement") else np.full(4, 90.0)
+
+    findings = Findings()
+    writeup.test_c8_dead_units_stop_moving_and_shrink(NoDeadUnitsInSeed2(), findings)
+    (_, finding), = findings.items
+    movement, below = (part.comparisons[0] for part in finding.parts)
+    assert (movement.values, movement.seeds) == ((0.2, 0.3, 0.25), (0, 1, 3))
+    assert below.seeds == (0, 1, 2, 3)
+    assert finding.notes == ("Seed 2 is left out of (a): it has no dead units on the test set.",)
+    assert seeds_cell(movement.values, movement.seeds, (0, 1, 2, 3)) == "0.20, 0.30, –, 0.25"
+
+
+def test_a_comparison_names_values_that_do_not_match_their_seeds() -> None:
+    with pytest.raises(ValueError, match=r"'c' has 2 values for seeds \(0, 1, 2\)"):
+        Comparison("c", (1.0, 2.0), 0.0, "greater", seeds=(0, 1, 2))
