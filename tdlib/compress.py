@@ -7,9 +7,10 @@ equal ``apply_masks(model, masks)``'s to float tolerance:
 1. a hidden unit whose masked incoming row is all zero outputs a constant, ``act(b_i)`` (0 when its bias
    went too); it is removed with the matching column of the next layer, and ``act(b_i) * W_next[:, i]``
    is folded into the next layer's bias;
-2. each remaining weight matrix runs dense or as CSR, per layer: as asked, or whichever
+2. a hidden unit whose outgoing weights are all pruned is read by nothing; it is removed with its row;
+3. each remaining weight matrix runs dense or as CSR, per layer: as asked, or whichever
    :func:`fastest_layouts` measures to be faster at the batch size the model will serve;
-3. with ``"fastest"``, the whole chain also runs as CSR in one compiled call
+4. with ``"fastest"``, the whole chain also runs as CSR in one compiled call
    (:mod:`tdlib.sparse_chain`) when that measures faster still, as it does at small batches.
 
 Activations flow transposed, (features, batch), so that every layer is one ``addmm`` whose sparse
@@ -69,9 +70,12 @@ class _Layer:
 
 
 class CompressedMLP(nn.Module):
-    """A chain of dense or CSR linear layers; inputs (batch, in_features), logits (batch, classes).
+    """A chain of dense or CSR linear layers; inputs (batch, in_features) or (in_features,), logits
+    (batch, classes) or (classes,).
 
     Run layer by layer through torch, or, when ``fused``, all at once by :class:`~tdlib.sparse_chain.Chain`.
+    It is for inference only: it holds plain tensors, not parameters, so it is neither trained nor cast
+    or moved by ``.to()`` / ``.double()``; cast or move the model before compressing it.
     """
 
     def __init__(self, layers: list[_Layer], fused: bool = False) -> None:
@@ -121,12 +125,14 @@ class CompressedMLP(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 1:
+            return self(x.unsqueeze(0)).squeeze(0)
         if self._chain is not None:
-            return self._chain(x)
+            return self._chain(x).contiguous()
         h = x.T  # a view: dense kernels read it transposed in place
         for layer in self._layers:
             h = layer(h)
-        return h.T
+        return h.T.contiguous()
 
 
 def dense_flops(model: MLP) -> int:
@@ -162,7 +168,8 @@ def _quick_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | Non
 def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None,
                     seconds: Callable[[Callable[[Tensor], Tensor], Tensor, int | None], float] = _quick_seconds,
                     ) -> list[Layout]:
-    """Per layer, the layout whose forward ``seconds`` measures fastest on a (in, ``batch``) input.
+    """Per layer, the layout whose forward ``seconds`` measures fastest on a (in, ``batch``) input
+    of the layer's dtype (for the first layer, the transposed view :meth:`CompressedMLP.forward` gives it).
 
     Which wins depends on the layer's shape and density, the batch size and the thread count (a
     10x200 layer at 1% density runs faster dense at batch 1 and as CSR at batch 256), so it is
@@ -171,8 +178,11 @@ def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     chosen: list[Layout] = []
-    for layer in model._layers:
-        h = torch.rand(layer.weight.shape[1], batch, device=layer.weight.device)
+    for i, layer in enumerate(model._layers):
+        weight = layer.weight
+        shape = (batch, weight.shape[1]) if i == 0 else (weight.shape[1], batch)
+        h = torch.rand(shape, dtype=weight.dtype, device=weight.device)
+        h = h.T if i == 0 else h
         chosen.append(min(LAYOUTS, key=lambda layout: seconds(layer.to(layout), h, threads)))
     return chosen
 
@@ -195,10 +205,11 @@ def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
 def compress(model: MLP, masks: Masks,
              layout: Layout | Literal["fastest", "fused"] | Sequence[Layout] = "fastest",
              batch: int = 256, threads: int | None = None) -> CompressedMLP:
-    """The smallest equivalent of ``apply_masks(model, masks)`` (see the module docstring).
+    """An equivalent of ``apply_masks(model, masks)`` without its constant or unread units, in the layout
+    asked for (see the module docstring).
 
-    ``layout`` is one layout for every layer, one per layer (after the removal of constant units, there
-    are as many layers as in ``model``), ``"fused"`` (one compiled CSR chain), or ``"fastest"``: the form
+    ``layout`` is one layout for every layer, one per layer (after the removal of units, there are as
+    many layers as in ``model``), ``"fused"`` (one compiled CSR chain), or ``"fastest"``: the form
     :func:`fastest` measures fastest at ``batch`` inputs on ``threads`` threads.
     """
     if model.dropout and model.training:
@@ -217,10 +228,11 @@ def compress(model: MLP, masks: Masks,
         folded = weights[i + 1][:, constant] @ value
         if bool(folded.any()):
             biases[i + 1] = folded if biases[i + 1] is None else biases[i + 1] + folded
-        keep = ~constant
-        weights[i] = weights[i][keep]
-        biases[i] = None if biases[i] is None else biases[i][keep]
-        weights[i + 1] = weights[i + 1][:, keep]
+        _remove_units(weights, biases, i, constant)
+    for i in reversed(range(len(weights) - 1)):  # backwards: a removal can leave the layer before unread
+        unread = ~weights[i + 1].any(dim=0)
+        if unread.any():
+            _remove_units(weights, biases, i, unread)
     dense = CompressedMLP([_Layer(w.contiguous(), b, r) for w, b, r in zip(weights, biases, relus)])
     if layout == "fastest":
         return fastest(dense, batch, threads)
@@ -229,6 +241,15 @@ def compress(model: MLP, masks: Masks,
     if isinstance(layout, str) and layout not in LAYOUTS:
         raise ValueError(f"layout must be 'fastest', 'fused' or one of {LAYOUTS}, got {layout!r}")
     return dense.with_layouts([layout] * len(weights) if isinstance(layout, str) else layout)
+
+
+def _remove_units(weights: list[Tensor], biases: list[Tensor | None], i: int, remove: Tensor) -> None:
+    """Remove the units of hidden layer ``i`` where ``remove`` (units,) is True: rows of layer ``i``,
+    columns of layer ``i + 1``."""
+    keep = ~remove
+    weights[i] = weights[i][keep]
+    biases[i] = None if biases[i] is None else biases[i][keep]
+    weights[i + 1] = weights[i + 1][:, keep]
 
 
 FILE_FORMAT = "tdlib-compressed-mlp"
@@ -294,10 +315,15 @@ def load(path: str | Path) -> CompressedMLP:
 def _layers(header: dict, entries: list[dict]) -> list[_Layer]:
     """The layers of a file, each checked against the header (ValueError naming the first mismatch)."""
     shapes, layouts = header["shapes"], header["layouts"]
-    if not len(shapes) == len(layouts) == len(entries) or not set(layouts) <= set(LAYOUTS):
+    if not entries or not len(shapes) == len(layouts) == len(entries) or not set(layouts) <= set(LAYOUTS):
         raise ValueError(f"{len(entries)} layers, the header gives {len(shapes)} shapes and layouts {layouts}")
     layers = []
     for i, (shape, entry) in enumerate(zip(shapes, entries)):
+        if entry["stored"] not in LAYOUTS:
+            raise ValueError(f"layer {i} is stored as {entry['stored']!r}, not one of {LAYOUTS}")
+        if not entry["values"].is_floating_point() or entry["values"].dtype != entries[0]["values"].dtype:
+            raise ValueError(f"layer {i} holds {entry['values'].dtype} weights, layer 0 "
+                             f"{entries[0]['values'].dtype}: one floating-point dtype is expected")
         if entry["stored"] == "csr":
             try:
                 with _csr_quietly():
@@ -326,9 +352,15 @@ def _csr_quietly() -> Iterator[None]:
 
 
 def _digest(entries: list[dict]) -> str:
+    """SHA-256 of every field of every layer: names, flags, and each tensor's dtype, shape and bytes."""
     sha = hashlib.sha256()
     for entry in entries:
-        for key in ("crow", "col", "values", "bias"):
-            if entry.get(key) is not None:
-                sha.update(entry[key].contiguous().numpy().tobytes())
+        for key in sorted(entry):
+            value = entry[key]
+            sha.update(key.encode())
+            if isinstance(value, Tensor):
+                sha.update(f"{value.dtype}{tuple(value.shape)}".encode())
+                sha.update(value.contiguous().numpy().tobytes())
+            else:
+                sha.update(repr(value).encode())
     return sha.hexdigest()

@@ -8,9 +8,11 @@ measured in the same call (:func:`tdlib.compress.median_seconds`), so they compa
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,8 @@ class Saving:
     """One pruned model in its dense, torch.prune-masked and compressed forms."""
 
     accuracy: dict[str, float]  # top-1 accuracy: "masked", "compressed"
-    differing_predictions: int  # images whose predicted class differs, compressed against masked
+    differing_predictions: dict[str, int]  # per compressed form ("dense", "csr", "fused"): images whose
+    # predicted class differs from the masked model's
     kib: dict[str, float]  # bytes on disk / 1024: "dense", "masked", "compressed"
     parameters: dict[str, int]  # "dense": every parameter; "compressed": non-zero weights and biases left
     speeds: tuple[Speed, ...]  # one per batch size timed (empty when not timed)
@@ -55,24 +58,35 @@ def file_kib(obj: object, save_to: Callable[[object, Path], None] = torch.save) 
         return path.stat().st_size / 1024
 
 
+@contextmanager
+def _in_eval_mode(model: MLP) -> Iterator[MLP]:
+    """``model`` in eval mode for the duration, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: float = MIN_RUN_TIME,
           rounds: int = 5) -> Speed:
-    """Time the dense ``model`` and its compression (layouts chosen for ``batch``) on random inputs.
+    """Time the dense ``model`` and its compression (in the form fastest at ``batch``) on random inputs.
 
     The two are timed in ``rounds`` alternating rounds, and the speed-up is the ratio of their medians
     over rounds, so that a passing disturbance of the machine cannot favour either.
     """
-    small = compress(model, masks, "fastest", batch=batch, threads=threads)
-    x = torch.rand(batch, model.layers[0].in_features)
-    model = model.eval()
-    times: dict[str, list[float]] = {"dense": [], "compressed": []}
-    for _ in range(rounds):
-        times["dense"].append(median_seconds(model, x, threads, min_run_time / rounds))
-        times["compressed"].append(median_seconds(small, x, threads, min_run_time / rounds))
+    with _in_eval_mode(model):
+        small = compress(model, masks, "fastest", batch=batch, threads=threads)
+        x = torch.rand(batch, model.layers[0].in_features)
+        times: dict[str, list[float]] = {"dense": [], "compressed": []}
+        for _ in range(rounds):
+            times["dense"].append(median_seconds(model, x, threads, min_run_time / rounds))
+            times["compressed"].append(median_seconds(small, x, threads, min_run_time / rounds))
     return Speed(
         batch=batch,
         speedup=statistics.median(times["dense"]) / statistics.median(times["compressed"]),
-        flop_ratio=dense_flops(model) / small.flops(),
+        flop_ratio=dense_flops(model) / small.flops() if small.flops() else math.inf,  # inf: nothing left to run
         layouts=tuple(small.layouts),
         fused=small.fused,
     )
@@ -82,23 +96,28 @@ def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: 
 def saving(
     model: MLP, masks: Masks, x: Tensor, y: Tensor, batches: Iterable[int] = (), threads: int = 1
 ) -> Saving:
-    """Measure ``model`` pruned by ``masks``: accuracy on images ``x`` (N, 784) with labels ``y`` (N,),
-    masked and compressed; sizes on disk; parameters; the speed-up at each of ``batches`` on ``threads``."""
-    model = model.eval()
-    small: CompressedMLP = compress(model, masks, "dense")
-    masked = apply_masks(model, masks)(x).argmax(1)
-    compressed = small(x).argmax(1)
-    return Saving(
-        accuracy={"masked": float((masked == y).float().mean()), "compressed": float((compressed == y).float().mean())},
-        differing_predictions=int((compressed != masked).sum()),
-        kib={
-            "dense": file_kib(model.state_dict()),
-            "masked": file_kib(install_with_torch_prune(model, masks).state_dict()),
-            "compressed": file_kib(small, save),
-        },
-        parameters={"dense": sum(p.numel() for p in model.parameters()), "compressed": small.parameter_count()},
-        speeds=tuple(speed(model, masks, batch, threads) for batch in batches),
-    )
+    """Measure ``model`` pruned by ``masks``: accuracy on images ``x`` (N, 784) float32 with labels ``y``
+    (N,), masked and compressed (every form checked against the masked model); sizes on disk;
+    parameters; the speed-up at each of ``batches`` on ``threads``."""
+    with _in_eval_mode(model):
+        small: CompressedMLP = compress(model, masks, "dense")
+        masked = apply_masks(model, masks)(x).argmax(1)
+        forms = {"dense": small, "csr": small.with_layouts(["csr"] * len(small.shapes)), "fused": small.fuse()}
+        predictions = {name: form(x).argmax(1) for name, form in forms.items()}
+        return Saving(
+            accuracy={
+                "masked": float((masked == y).float().mean()),
+                "compressed": float((predictions["dense"] == y).float().mean()),
+            },
+            differing_predictions={name: int((p != masked).sum()) for name, p in predictions.items()},
+            kib={
+                "dense": file_kib(model.state_dict()),
+                "masked": file_kib(install_with_torch_prune(model, masks).state_dict()),
+                "compressed": file_kib(small, save),
+            },
+            parameters={"dense": sum(p.numel() for p in model.parameters()), "compressed": small.parameter_count()},
+            speeds=tuple(speed(model, masks, batch, threads) for batch in batches),
+        )
 
 
 def speedup_curve(

@@ -119,15 +119,18 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         "alternating rounds of blocks of about a millisecond (`tdlib.savings.speed`). The FLOP ratio counts "
         "multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
         "",
-        "| pruned model | accuracy (%): masked / compressed | test predictions that differ | "
+        "| pruned model | accuracy (%): masked / compressed | test predictions that differ (dense, CSR, fused) | "
         "KiB on disk: dense / torch.prune-masked / compressed | parameters: dense / compressed | "
-        "batch 1: speed-up (FLOP ratio) | batch 256: speed-up (FLOP ratio) | layers (batch 1 / 256) |",
-        "|---|---|---|---|---|---|---|---|",
+        + "".join(f"batch {b}: speed-up (FLOP ratio) | " for b in BATCHES)
+        + f"layers (batch {' / '.join(map(str, BATCHES))}) |",
+        "|---|---|---|---|---|---|" + "---|" * len(BATCHES),
     ]
     for m in savings.models:
         speeds = m.per_seed[0].speeds
-        layouts = " / ".join("fused" if s.fused else "".join(layout[0].upper() for layout in s.layouts) for s in speeds)
-        differing = sum(s.differing_predictions for s in m.per_seed)
+        layouts = " / ".join("fused" if s.fused else "".join(x[0].upper() for x in s.layouts) for s in speeds)
+        differing = " / ".join(
+            str(sum(s.differing_predictions[form] for s in m.per_seed)) for form in ("dense", "csr", "fused")
+        )
         lines.append(
             f"| {m.name} | {100 * m.mean('accuracy', 'masked'):.2f} / {100 * m.mean('accuracy', 'compressed'):.2f} "
             f"| {differing} of {len(ev.data.test_y) * len(ev.seeds)} "

@@ -50,6 +50,7 @@ def _run(h, rows, crow, crow_start, col, values, nnz_start, bias, bias_start, re
 class Chain:
     """The layers of a network packed into flat arrays, one entry or slice per layer."""
 
+    inputs: int  # input features of the first layer
     rows: np.ndarray  # (layers,) int64: output units of each layer
     crow: np.ndarray  # (sum(rows) + layers,) int64: each layer's CSR row pointers, concatenated
     crow_start: np.ndarray  # (layers,) int64
@@ -67,9 +68,12 @@ class Chain:
             if w.layout != torch.sparse_csr or w.dtype != torch.float32 or w.device.type != "cpu":
                 raise ValueError(f"layer {i}: the chain kernel runs CSR float32 weights on the CPU, got "
                                  f"{w.layout} {w.dtype} on {w.device}")
+            if i and w.shape[1] != weights[i - 1].shape[0]:  # the kernel does not check its indices
+                raise ValueError(f"layer {i} takes {w.shape[1]} inputs, layer {i - 1} gives {weights[i - 1].shape[0]}")
         rows = np.array([w.shape[0] for w in weights], np.int64)
         nnz = np.array([w.values().numel() for w in weights], np.int64)
         return cls(
+            inputs=weights[0].shape[1],
             rows=rows,
             crow=np.concatenate([w.crow_indices().numpy().astype(np.int64) for w in weights]),
             crow_start=np.concatenate([[0], np.cumsum(rows + 1)[:-1]]).astype(np.int64),
@@ -88,6 +92,8 @@ class Chain:
         """Inputs (batch, in) float32 to outputs (batch, out)."""
         if x.dtype != torch.float32 or x.device.type != "cpu":
             raise ValueError(f"the chain kernel takes float32 inputs on the CPU, got {x.dtype} on {x.device}")
+        if x.dim() != 2 or x.shape[1] != self.inputs:  # the kernel does not check its indices
+            raise ValueError(f"inputs must be (batch, {self.inputs}), got {tuple(x.shape)}")
         h = np.ascontiguousarray(x.detach().numpy().T)
         out = _run(h, self.rows, self.crow, self.crow_start, self.col, self.values, self.nnz_start, self.bias,
                    self.bias_start, self.relu)

@@ -36,6 +36,12 @@ def test_what_the_kernel_cannot_run_is_named() -> None:
     weight = torch.eye(3)
     with pytest.raises(ValueError, match=r"layer 0: the chain kernel runs CSR float32 weights .* got torch\.strided"):
         Chain.pack([weight], [None], [False])
-    chain = Chain.pack([csr(3, 3, 1.0, torch.Generator())], [None], [False])
+    square = csr(3, 3, 1.0, torch.Generator())
+    with pytest.raises(ValueError, match="layer 1 takes 4 inputs, layer 0 gives 3"):
+        Chain.pack([square, csr(2, 4, 1.0, torch.Generator())], [None, None], [False, False])
+    chain = Chain.pack([square], [None], [False])
     with pytest.raises(ValueError, match=r"float32 inputs on the CPU, got torch\.float64"):
         chain(torch.ones(2, 3, dtype=torch.float64))
+    for wrong in (torch.ones(2, 2), torch.ones(2, 4), torch.ones(3)):  # the kernel would read out of bounds
+        with pytest.raises(ValueError, match=r"inputs must be \(batch, 3\)"):
+            chain(wrong)
