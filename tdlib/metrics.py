@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,15 +79,18 @@ def pruned_accuracy(model: MLP, kind: PruneKind, k: float, x: Tensor, y: Tensor,
     return masked_accuracy(model, masks_for(model, kind, k, seed), x, y)
 
 
+def masks_at(model: MLP, kind: PruneKind, ks: Iterable[float], seed: int = 0) -> Iterator[tuple[float, Masks]]:
+    """``(k, masks)`` of one pruning ``kind`` at each ``k``, ranking the model once."""
+    ranked = ranking_for(model, kind, seed)
+    for k in ks:
+        yield k, notebook_masks(model, k) if ranked is None else ranked[0].masks(model, k, ranked[1])
+
+
 def pruning_sweep(
     model: MLP, kind: PruneKind, x: Tensor, y: Tensor, ks: Iterable[float] = SWEEP, seed: int = 0
 ) -> dict[float, float]:
     """``{k: accuracy}`` after pruning ``model`` by ``kind`` at each ``k``, ranking the model once."""
-    ranked = ranking_for(model, kind, seed)
-    if ranked is None:
-        return {k: masked_accuracy(model, notebook_masks(model, k), x, y) for k in ks}
-    ranking, keep_bias = ranked
-    return {k: masked_accuracy(model, ranking.masks(model, k, keep_bias), x, y) for k in ks}
+    return {k: masked_accuracy(model, masks, x, y) for k, masks in masks_at(model, kind, ks, seed)}
 
 
 @dataclass(frozen=True)
