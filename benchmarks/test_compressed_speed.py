@@ -4,8 +4,8 @@ Each group holds one batch size and thread count; its baseline is the dense mode
 are the paper MLP with magnitude masks; timing does not depend on the trained values, so the masks are
 taken on a freshly initialised network (its |w| ranks like a trained one's for this purpose). Each
 compressed model runs in the form measured fastest for the group's batch and threads (each layer dense
-or CSR, or the whole chain fused), except one row that runs every layer as a torch CSR product, for
-comparison.
+or CSR, or the whole chain fused), except two reference rows: 99% weights with every layer a torch CSR
+product, and 90% units as a plain ``nn.Linear``/ReLU chain of the units kept (the issue's references).
 Targets (issue 4), read off the printed ratios, never asserted: unit-pruned speed-up >= 0.8 of the FLOP
 ratio at batch 256; 99% weight pruning >= 5x faster than dense at batch 1.
 """
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from tdlib.compress import compress, dense_flops
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
-from tdlib.prune import install_with_torch_prune
+from tdlib.prune import Masks, install_with_torch_prune
 
 CASES = [
     ("dense", None, 0, "dense"),
@@ -26,7 +27,23 @@ CASES = [
     *[(f"unit {k}%", "unit", k, "fastest") for k in (50, 80, 90)],
     *[(f"weight {k:g}%", "weight", k, "fastest") for k in (90, 95, 99, 99.1)],
     ("weight 99%, CSR everywhere", "weight", 99, "csr"),
+    ("unit 90%, plain nn.Linear chain", "unit", 90, "plain"),
 ]
+
+
+def plain_chain(model: MLP, masks: Masks) -> nn.Sequential:
+    """The units that whole-unit ``masks`` keep, as ordinary ``nn.Linear`` layers with ReLU between."""
+    modules: list[nn.Module] = []
+    kept_in = torch.ones(model.layers[0].in_features, dtype=torch.bool)
+    for i, layer in enumerate(model.layers):
+        mask = masks.get(f"layers.{i}.weight")  # the output layer keeps its units
+        kept_out = torch.ones(layer.out_features, dtype=torch.bool) if mask is None else mask.any(1)
+        linear = nn.Linear(int(kept_in.sum()), int(kept_out.sum()))
+        linear.weight.data = layer.weight.detach()[kept_out][:, kept_in].contiguous()
+        linear.bias.data = layer.bias.detach()[kept_out].clone()
+        modules += [linear, nn.ReLU()]
+        kept_in = kept_out
+    return nn.Sequential(*modules[:-1]).eval()
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +61,12 @@ def test_inference(benchmark, model: MLP, name: str, kind: str | None, k: float,
         net = model
     elif kind == "masked":
         net = install_with_torch_prune(model, masks_for(model, "weight", k)).eval()
+    elif layout == "plain":
+        masks = masks_for(model, kind, k)
+        net = plain_chain(model, masks)
+        probe = torch.rand(3, 784)
+        with torch.no_grad():  # the reference computes the same function as the compressed model
+            torch.testing.assert_close(net(probe), compress(model, masks, "dense")(probe))
     else:
         net = compress(model, masks_for(model, kind, k), layout, batch=batch, threads=threads)
         benchmark.extra_info["layouts"] = ["fused"] if net.fused else net.layouts
@@ -53,7 +76,8 @@ def test_inference(benchmark, model: MLP, name: str, kind: str | None, k: float,
     benchmark.group = f"inference, batch {batch}, {threads} thread(s)"
     benchmark.extra_info["baseline"] = kind is None
     if kind not in (None, "masked"):
-        benchmark.extra_info["flop_ratio"] = dense_flops(model) / net.flops()
+        flops = net.flops() if layout != "plain" else sum(m.weight.numel() for m in net if isinstance(m, nn.Linear))
+        benchmark.extra_info["flop_ratio"] = dense_flops(model) / flops
     try:
         with torch.no_grad():
             benchmark(net, x)
