@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from tdlib.model import MLP
+from tdlib.model import MLP, eval_mode
 from tdlib.prune import (
     Masks,
     Ranking,
@@ -67,10 +67,8 @@ def masks_for(model: MLP, kind: PruneKind, k: float, seed: int = 0) -> Masks:
 def masked_accuracy(model: MLP, masks: Masks, x: Tensor, y: Tensor) -> float:
     """Accuracy of ``model`` with ``masks`` applied, computed without copying the model."""
     params = {name: torch.where(masks[name], p, 0.0) if name in masks else p for name, p in model.named_parameters()}
-    was_training = model.training
-    model.eval()
-    logits = torch.func.functional_call(model, params, (x,))
-    model.train(was_training)
+    with eval_mode(model):
+        logits = torch.func.functional_call(model, params, (x,))
     return int((logits.argmax(1) == y).sum()) / len(y)
 
 
@@ -110,13 +108,11 @@ class ActivationStats:
 @torch.no_grad()
 def activation_stats(model: MLP, x: Tensor, batch_size: int = 10_000) -> list[ActivationStats]:
     """Per hidden layer of ``model`` (in eval mode), statistics of its activations on ``x`` (N, 784)."""
-    was_training = model.training
-    model.eval()
     zeros: list[Tensor] | None = None  # per layer, (units,) count of inputs on which the unit is 0
-    for start in range(0, len(x), batch_size):
-        batch_zeros = [(h == 0).sum(0) for h in model.hidden_activations(x[start : start + batch_size])]
-        zeros = batch_zeros if zeros is None else [a + b for a, b in zip(zeros, batch_zeros)]
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            batch_zeros = [(h == 0).sum(0) for h in model.hidden_activations(x[start : start + batch_size])]
+            zeros = batch_zeros if zeros is None else [a + b for a, b in zip(zeros, batch_zeros)]
     assert zeros is not None, "activation_stats needs at least one input"
     return [
         ActivationStats(

@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from torch import Tensor
 
 from tdlib.compress import CompressedMLP, compress, dense_flops, median_seconds, save
 from tdlib.metrics import PruneKind, masks_at
-from tdlib.model import MLP
+from tdlib.model import MLP, eval_mode
 from tdlib.prune import Masks, apply_masks, install_with_torch_prune
 
 MIN_RUN_TIME = 0.2  # seconds of repeated calls behind each model's timing
@@ -58,17 +57,6 @@ def file_kib(obj: object, save_to: Callable[[object, Path], None] = torch.save) 
         return path.stat().st_size / 1024
 
 
-@contextmanager
-def _in_eval_mode(model: MLP) -> Iterator[MLP]:
-    """``model`` in eval mode for the duration, then back in the mode it was in."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: float = MIN_RUN_TIME,
           rounds: int = 5) -> Speed:
     """Time the dense ``model`` and its compression (in the form fastest at ``batch``) on random inputs.
@@ -76,7 +64,7 @@ def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: 
     The two are timed in ``rounds`` alternating rounds, and the speed-up is the ratio of their medians
     over rounds, so that a passing disturbance of the machine cannot favour either.
     """
-    with _in_eval_mode(model):
+    with eval_mode(model):
         small = compress(model, masks, "fastest", batch=batch, threads=threads)
         x = torch.rand(batch, model.layers[0].in_features)
         times: dict[str, list[float]] = {"dense": [], "compressed": []}
@@ -99,7 +87,7 @@ def saving(
     """Measure ``model`` pruned by ``masks``: accuracy on images ``x`` (N, 784) float32 with labels ``y``
     (N,), masked and compressed (every form checked against the masked model); sizes on disk;
     parameters; the speed-up at each of ``batches`` on ``threads``."""
-    with _in_eval_mode(model):
+    with eval_mode(model):
         small: CompressedMLP = compress(model, masks, "dense")
         masked = apply_masks(model, masks)(x).argmax(1)
         forms = {"dense": small, "csr": small.with_layouts(["csr"] * len(small.shapes)), "fused": small.fuse()}

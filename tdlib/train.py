@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from tdlib.data import FashionMNIST
 from tdlib.dropout import add_targeted_dropout, set_progress
-from tdlib.model import MLP
+from tdlib.model import MLP, eval_mode
 from tdlib.spec import RunSpec
 
 
@@ -93,15 +93,13 @@ def restore_state(spec: RunSpec, saved: dict) -> TrainState:
 @torch.no_grad()
 def evaluate(model: MLP, x: Tensor, y: Tensor, batch_size: int = 10_000) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``x`` (N, 784), ``y`` (N,)."""
-    was_training = model.training
-    model.eval()
     loss, correct = 0.0, 0
-    for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss += float(F.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(1) == target).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(y), batch_size):
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            loss += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(1) == target).sum())
     return loss / len(y), correct / len(y)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tdlib.model import MLP, PAPER_HIDDEN
+from tdlib.model import MLP, PAPER_HIDDEN, eval_mode
 
 
 def test_paper_architecture() -> None:
@@ -46,3 +46,14 @@ def test_bad_sizes_are_rejected() -> None:
         MLP(())
     with pytest.raises(ValueError, match="dropout"):
         MLP(dropout=1.0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_the_mode_even_after_an_error(training: bool) -> None:
+    model = MLP([4], in_features=3, n_classes=2, dropout=0.5).train(training)
+    with eval_mode(model) as inside:
+        assert inside is model and not model.training
+    assert model.training is training
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("interrupted")
+    assert model.training is training
