@@ -56,11 +56,7 @@ def ranking_for(model: MLP, kind: PruneKind, seed: int = 0) -> tuple[Ranking, bo
 
 def masks_for(model: MLP, kind: PruneKind, k: float, seed: int = 0) -> Masks:
     """The masks of one pruning ``kind`` at ``k``%; the random controls draw from ``seed``."""
-    ranked = ranking_for(model, kind, seed)
-    if ranked is None:
-        return notebook_masks(model, k)
-    ranking, keep_bias = ranked
-    return ranking.masks(model, k, keep_bias)
+    return next(masks_at(model, kind, (k,), seed))[1]
 
 
 @torch.no_grad()

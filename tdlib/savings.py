@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from tdlib.compress import CompressedMLP, compress, dense_flops, median_seconds, save
+from tdlib.compress import CompressedMLP, compress, dense_flops, fastest, median_seconds, save
 from tdlib.metrics import PruneKind, masks_at
 from tdlib.model import MLP, eval_mode
 from tdlib.prune import Masks, apply_masks, install_with_torch_prune
@@ -57,26 +57,27 @@ def file_kib(obj: object, save_to: Callable[[object, Path], None] = torch.save) 
         return path.stat().st_size / 1024
 
 
-def speed(model: MLP, masks: Masks, batch: int, threads: int = 1, min_run_time: float = MIN_RUN_TIME,
+def speed(model: MLP, small: CompressedMLP, batch: int, threads: int = 1, min_run_time: float = MIN_RUN_TIME,
           rounds: int = 5) -> Speed:
-    """Time the dense ``model`` and its compression (in the form fastest at ``batch``) on random inputs.
+    """Time the dense ``model`` and ``small``, its compression (run in the form fastest at ``batch``), on
+    random inputs.
 
     The two are timed in ``rounds`` alternating rounds, and the speed-up is the ratio of their medians
     over rounds, so that a passing disturbance of the machine cannot favour either.
     """
     with eval_mode(model):
-        small = compress(model, masks, "fastest", batch=batch, threads=threads)
+        fast = fastest(small, batch, threads)
         x = torch.rand(batch, model.layers[0].in_features)
         times: dict[str, list[float]] = {"dense": [], "compressed": []}
         for _ in range(rounds):
             times["dense"].append(median_seconds(model, x, threads, min_run_time / rounds))
-            times["compressed"].append(median_seconds(small, x, threads, min_run_time / rounds))
+            times["compressed"].append(median_seconds(fast, x, threads, min_run_time / rounds))
     return Speed(
         batch=batch,
         speedup=statistics.median(times["dense"]) / statistics.median(times["compressed"]),
-        flop_ratio=dense_flops(model) / small.flops() if small.flops() else math.inf,  # inf: nothing left to run
-        layouts=tuple(small.layouts),
-        fused=small.fused,
+        flop_ratio=dense_flops(model) / fast.flops() if fast.flops() else math.inf,  # inf: nothing left to run
+        layouts=tuple(fast.layouts),
+        fused=fast.fused,
     )
 
 
@@ -104,7 +105,7 @@ def saving(
                 "compressed": file_kib(small, save),
             },
             parameters={"dense": sum(p.numel() for p in model.parameters()), "compressed": small.parameter_count()},
-            speeds=tuple(speed(model, masks, batch, threads) for batch in batches),
+            speeds=tuple(speed(model, small, batch, threads) for batch in batches),
         )
 
 
@@ -112,4 +113,4 @@ def speedup_curve(
     model: MLP, kind: PruneKind, ks: Iterable[float], batch: int, threads: int = 1
 ) -> dict[float, Speed]:
     """The measured speed-up of ``model`` pruned by ``kind`` at each of ``ks`` (%), ranking it once."""
-    return {k: speed(model, masks, batch, threads) for k, masks in masks_at(model, kind, ks)}
+    return {k: speed(model, compress(model, masks, "dense"), batch, threads) for k, masks in masks_at(model, kind, ks)}
