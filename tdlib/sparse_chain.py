@@ -46,6 +46,11 @@ def _run(h, rows, crow, crow_start, col, values, nnz_start, bias, bias_start, re
     return h
 
 
+def _starts(sizes: np.ndarray) -> np.ndarray:
+    """Where each of consecutive blocks of ``sizes`` (layers,) begins in their concatenation: (layers,) int64."""
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Chain:
     """The layers of a network packed into flat arrays, one entry or slice per layer."""
@@ -76,15 +81,15 @@ class Chain:
             inputs=weights[0].shape[1],
             rows=rows,
             crow=np.concatenate([w.crow_indices().numpy().astype(np.int64) for w in weights]),
-            crow_start=np.concatenate([[0], np.cumsum(rows + 1)[:-1]]).astype(np.int64),
+            crow_start=_starts(rows + 1),
             col=np.concatenate([w.col_indices().numpy().astype(np.int64) for w in weights]),
             values=np.concatenate([w.values().numpy() for w in weights]).astype(np.float32),
-            nnz_start=np.concatenate([[0], np.cumsum(nnz)[:-1]]).astype(np.int64),
+            nnz_start=_starts(nnz),
             bias=np.concatenate([
                 np.zeros(w.shape[0], np.float32) if b is None else b.detach().numpy().astype(np.float32)
                 for w, b in zip(weights, biases)
             ]),
-            bias_start=np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64),
+            bias_start=_starts(rows),
             relu=np.array(relus, np.bool_),
         )
 
