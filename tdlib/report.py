@@ -242,11 +242,10 @@ def _claim_section(result: ClaimResult, seeds: tuple[int, ...]) -> list[str]:
 def render(
     results: list[ClaimResult],
     ev: Evidence,
-    figures: list[str],
+    prov: dict[str, str],
     savings: savings_report.Savings,
     seconds: dict[str, float],
 ) -> str:
-    prov = provenance()
     records = ev.run_records()
     versions = sorted({r["provenance"]["code_version"] for r in records})
     dates = sorted(r["provenance"]["date"] for r in records)
@@ -302,8 +301,7 @@ def render(
     ]
     for r in results:
         lines += _claim_section(r, ev.seeds)
-    if "weights" in figures:
-        lines += ["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""]
+    lines += ["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""]
     lines += savings_report.markdown(savings, ev)
     lines += [
         "## What this run cannot tell",
@@ -335,10 +333,11 @@ def write_report(path: Path, results: list[ClaimResult], ev: Evidence, session_s
     savings = savings_report.measure(ev)
     savings_report.figure(savings, ev, figure_dir / "speedup.png")
     seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
-    path.write_text(render(results, ev, sorted(wanted), savings, seconds))
+    prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
+    path.write_text(render(results, ev, prov, savings, seconds))
     payload = {
         "profile": ev.profile.describe(),
-        "provenance": provenance(),
+        "provenance": prov,
         "runs": [
             {
                 "name": r["name"],
