@@ -139,8 +139,7 @@ class Evidence:
 
     def dead_unit_masks(self, model: MLP) -> list[torch.Tensor]:
         """Per hidden layer, (units,) True where the unit is 0 on every test image."""
-        with torch.no_grad():
-            return [(h == 0).all(0) for h in model.eval().hidden_activations(self.data.test_x)]
+        return [s.dead for s in activation_stats(model, self.data.test_x)]
 
     def unit_movement(self, run: Run, model: MLP, since: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(how far each hidden unit's incoming weights and bias moved from epoch ``since`` to the end,

@@ -93,8 +93,12 @@ class ActivationStats:
 
     units: int
     zero_fraction: float  # of all (input, unit) activations, the fraction exactly 0
-    dead_units: int  # units that are 0 on every input
+    dead: Tensor  # (units,) bool: True where the unit is 0 on every input
     always_active_units: int  # units that are non-zero on every input
+
+    @property
+    def dead_units(self) -> int:
+        return int(self.dead.sum())
 
     @property
     def dead_fraction(self) -> float:
@@ -114,7 +118,7 @@ def activation_stats(model: MLP, x: Tensor, batch_size: int = 10_000) -> list[Ac
         ActivationStats(
             units=len(z),
             zero_fraction=float(z.sum()) / (len(z) * len(x)),
-            dead_units=int((z == len(x)).sum()),
+            dead=z == len(x),
             always_active_units=int((z == 0).sum()),
         )
         for z in zeros

@@ -34,6 +34,7 @@ def test_activation_stats_count_dead_always_active_and_zeros() -> None:
     x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [2.0, 5.0], [-3.0, 1.0]])
     first = activation_stats(crafted(), x, batch_size=3)[0]  # two batches, to test the accumulation
     assert (first.units, first.dead_units, first.always_active_units) == (3, 1, 1)
+    assert first.dead.tolist() == [True, False, False]
     assert first.zero_fraction == pytest.approx((4 + 0 + 2) / 12)
     assert first.dead_fraction == pytest.approx(1 / 3)
 
