@@ -11,7 +11,7 @@ import torch
 
 from tdlib.claim import Comparison, Finding, Part, claim, values
 from tdlib.evidence import Evidence
-from tdlib.metrics import accuracy, small_weight_fraction
+from tdlib.metrics import accuracy, small_weight_fraction, weight_stats
 
 
 def greater(
@@ -185,8 +185,8 @@ def test_c8_dead_units_stop_moving_and_shrink(ev: Evidence) -> Finding:
 
     def below_live_median(run, model) -> float:
         below = []
-        for layer, dead in zip(model.hidden_layers, ev.dead_unit_masks(model)):
-            norms = layer.weight.detach().norm(dim=1)
+        for stats, dead in zip(weight_stats(model), ev.dead_unit_masks(model)):
+            norms = stats.row_norms
             if dead.any() and (~dead).any():
                 below.append(norms[dead] < norms[~dead].median())
         return 100 * float(torch.cat(below).float().mean()) if below else float("nan")

@@ -17,7 +17,7 @@ import torch
 from tdlib import savings_report
 from tdlib.claim import ClaimResult
 from tdlib.evidence import SWEEP_KINDS, Evidence
-from tdlib.metrics import SWEEP, activation_stats, small_weight_fraction
+from tdlib.metrics import SWEEP, activation_stats, small_weight_fraction, weight_stats
 from tdlib.profiles import CONDITIONS
 from tdlib.provenance import provenance
 from tdlib.stats import ALPHA, MIN_SEEDS, Judgement
@@ -162,7 +162,7 @@ def dead_units_figure(ev: Evidence, path: Path) -> None:
     for i, run in enumerate(ev.runs("B")):
         model = ev.model("B", run.spec.seed)
         moved, dead = ev.unit_movement(run, model, since=half)
-        norms = torch.cat([layer.weight.detach().norm(dim=1) for layer in model.hidden_layers])
+        norms = torch.cat([stats.row_norms for stats in weight_stats(model)])
         for ax, values in ((left, moved), (right, norms)):
             jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
             ax.scatter(
