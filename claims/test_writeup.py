@@ -11,7 +11,7 @@ import torch
 
 from tdlib.claim import Comparison, Finding, Part, claim, values
 from tdlib.evidence import Evidence
-from tdlib.metrics import accuracy, small_weight_fraction, weight_stats
+from tdlib.metrics import accuracy, weight_stats
 
 
 def greater(
@@ -150,12 +150,7 @@ def test_c6_a_hidden_layer_is_nearly_linear(ev: Evidence) -> Finding:
 )
 def test_c7_training_longer_makes_weights_small(ev: Evidence) -> Finding:
     tenth, end = ev.profile.tenth, ev.profile.epochs
-
-    def at(epoch: int):
-        return lambda run, model: 100 * small_weight_fraction(run.checkpoint(epoch), 1e-3)
-
-    early = ev.measure("B", f"small-weights:{tenth}", at(tenth))
-    late = ev.measure("B", f"small-weights:{end}", at(end))
+    early, late = ev.small_weights("B", tenth), ev.small_weights("B", end)
     return Finding(
         [
             Part(

@@ -16,7 +16,15 @@ import torch
 from filelock import FileLock
 
 from tdlib.data import FashionMNIST
-from tdlib.metrics import SWEEP, PruneKind, accuracy, activation_stats, incoming, pruning_sweep
+from tdlib.metrics import (
+    SWEEP,
+    PruneKind,
+    accuracy,
+    activation_stats,
+    incoming,
+    pruning_sweep,
+    small_weight_fraction,
+)
 from tdlib.model import MLP
 from tdlib.profiles import Profile
 from tdlib.runs import Run, RunCache, atomic_write
@@ -122,6 +130,13 @@ class Evidence:
             return {f"pruned:{kind}:{k_:g}": 100 * a for k_, a in accuracies.items()}
 
         return self.measure_many(condition, f"pruned:{kind}:{k:g}", sweep)
+
+    def small_weights(self, condition: str, epoch: int) -> np.ndarray:
+        """Percent of hidden weights with |w| < 1e-3 after ``epoch`` epochs (a kept checkpoint), per seed."""
+        return self.measure(
+            condition, f"small-weights:{epoch}",
+            lambda run, model: 100 * small_weight_fraction(run.checkpoint(epoch), 1e-3),
+        )
 
     def activation_fractions(self, condition: str) -> tuple[np.ndarray, np.ndarray]:
         """(percent of hidden activations exactly 0, percent of hidden units dead) on the test set."""

@@ -17,7 +17,7 @@ import torch
 from tdlib import savings_report
 from tdlib.claim import ClaimResult
 from tdlib.evidence import SWEEP_KINDS, Evidence
-from tdlib.metrics import SWEEP, activation_stats, small_weight_fraction, weight_stats
+from tdlib.metrics import SWEEP, activation_stats, weight_stats
 from tdlib.profiles import CONDITIONS
 from tdlib.provenance import provenance
 from tdlib.stats import ALPHA, MIN_SEEDS, Judgement
@@ -136,14 +136,9 @@ def small_weights_figure(ev: Evidence, path: Path) -> None:
     """C7: the fraction of hidden |w| < 1e-3 at each checkpoint of B, one line per seed."""
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = ev.profile.checkpoints
-    for run in ev.runs("B"):
-        ax.plot(
-            epochs,
-            [100 * small_weight_fraction(run.checkpoint(e)) for e in epochs],
-            marker="o",
-            ms=3,
-            label=f"seed {run.spec.seed}",
-        )
+    per_epoch = [ev.small_weights("B", e) for e in epochs]  # (seeds,) each, the same evidence C7 judges
+    for i, seed in enumerate(ev.seeds):
+        ax.plot(epochs, [v[i] for v in per_epoch], marker="o", ms=3, label=f"seed {seed}")
     ax.axvline(ev.profile.tenth, color="grey", ls="--", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("% of hidden |w| < 1e-3")
