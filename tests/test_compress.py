@@ -23,23 +23,9 @@ from tdlib.compress import (
 )
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
-from tdlib.prune import Masks, apply_masks
+from tdlib.prune import apply_masks, random_unit_masks, random_weight_masks
 
 FAST = settings(max_examples=60, deadline=None, database=None)
-
-
-def random_masks(model: MLP, density: float, generator: torch.Generator, units: bool, keep_bias: bool) -> Masks:
-    """Random keep masks on the hidden layers: per weight, or per unit (whole rows, bias too or not)."""
-    masks: Masks = {}
-    for i, layer in enumerate(model.hidden_layers):
-        if units:
-            rows = torch.rand(layer.out_features, generator=generator) < density
-            masks[f"layers.{i}.weight"] = rows.unsqueeze(1).expand_as(layer.weight).clone()
-            if layer.bias is not None and not keep_bias:
-                masks[f"layers.{i}.bias"] = rows
-        else:
-            masks[f"layers.{i}.weight"] = torch.rand(layer.weight.shape, generator=generator) < density
-    return masks
 
 
 @FAST
@@ -67,7 +53,8 @@ def test_compressed_equals_masked(
                 layer.bias.uniform_(-1, 1)
     if linear_first:  # a constant linear unit folds b, not relu(b)
         model = model.with_identity_activation(0)
-    masks = random_masks(model, density, generator, units, keep_bias)
+    k = 100 * (1 - density)
+    masks = random_unit_masks(model, k, generator, keep_bias) if units else random_weight_masks(model, k, generator)
     x = torch.randn(batch, 6, generator=generator)  # batch 1 takes the kernels' matrix-vector paths
     expected = apply_masks(model, masks)(x)
     layouts = [("dense", "csr")[i % 2] for i in range(len(hidden) + 1)] if layout == "mixed" else layout

@@ -27,8 +27,7 @@ from tdlib.dropout import (
 )
 from tdlib.schedules import Schedule, constant, paper_alpha, paper_gamma, ramp
 
-DTYPES = [torch.float32, torch.float64]
-ALPHA_1_DTYPES = [torch.float32, torch.float64]  # the fused kernel and the plain-torch path
+DTYPES = [torch.float32, torch.float64]  # the fused kernel (CPU float32) and the plain-torch path
 
 
 def linear(out_features: int, in_features: int, seed: int, dtype: torch.dtype = torch.float32,
@@ -108,7 +107,7 @@ def test_weight_level_drops_only_targeted_weights_at_rate_alpha(dtype: torch.dty
     assert binomtest(drops, trials, alpha + 0.03).pvalue < 1e-3
 
 
-@pytest.mark.parametrize("dtype", ALPHA_1_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("gamma", [0.1, 0.35, 0.5, 0.9, 1.0])
 def test_weight_level_alpha_1_drops_exactly_the_targeted_set(dtype: torch.dtype, gamma: float) -> None:
     """With alpha = 1 the zeros of the weight are exactly the targeted set, ties by column."""
@@ -119,7 +118,7 @@ def test_weight_level_alpha_1_drops_exactly_the_targeted_set(dtype: torch.dtype,
         assert torch.equal(layer.weight.detach() == 0, expected)
 
 
-@pytest.mark.parametrize("dtype", ALPHA_1_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_weight_level_targets_exactly_while_training(dtype: torch.dtype) -> None:
     """Over SGD steps (weights drifting, as the warm row band expects) the dropped set with alpha = 1
     is always exactly the current targeted set."""

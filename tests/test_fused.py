@@ -11,13 +11,6 @@ from torch import Tensor
 from tdlib.fused import RowBand, fused_weight_drop
 from tdlib.selection import smallest_mask_rows
 
-
-def targeted_by_kernel(band: RowBand, weight: torch.Tensor, count: int) -> torch.Tensor:
-    """With alpha = 1 every targeted weight is dropped, so the keep mask shows the targeted set."""
-    _, keep = band.drop(weight, count, 1.0)
-    return ~keep
-
-
 STEP_KINDS = ("still", "drift", "tiny", "jump", "zero_row", "rescale", "resize")
 
 
@@ -127,12 +120,12 @@ def test_slow_drift_stays_on_the_fast_path() -> None:
     torch.manual_seed(0)
     weight = torch.randn(200, 300)
     band = RowBand()
-    targeted_by_kernel(band, weight, 150)
+    band.drop(weight, 150, 1.0)
     assert band.full_sorts == 200  # the first call has nothing to start from
     sorted_rows = []
     for _ in range(10):
         weight = weight + 1e-4 * torch.randn_like(weight)
-        assert torch.equal(targeted_by_kernel(band, weight, 150), smallest_mask_rows(weight.abs(), 150)[0])
+        assert_band_exact(band, weight, 150)
         sorted_rows.append(band.full_sorts)
     assert sum(sorted_rows[2:]) < 0.05 * 200 * 8, sorted_rows
 
