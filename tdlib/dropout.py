@@ -55,6 +55,11 @@ class TargetedDropout:
         """Fixed ``gamma`` and ``alpha`` throughout training."""
         return cls(level, constant(gamma, "gamma"), constant(alpha, "alpha"))
 
+    @property
+    def length_independent(self) -> bool:
+        """True if every step's dropout is the same whatever the run's length (no ramp in progress)."""
+        return self.gamma.is_constant and self.alpha.is_constant
+
     def describe(self) -> str:
         return f"{self.level}-level, gamma {self.gamma.describe()}, alpha {self.alpha.describe()}"
 

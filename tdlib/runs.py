@@ -4,32 +4,42 @@ A run's directory, ``<root>/<condition>-s<seed>-<hash>/``, holds
 
 - ``model.pt``: the final weights, as a plain :class:`~tdlib.model.MLP` state dict;
 - ``checkpoint-epochNNN.pt``: the weights after each epoch the description asks for;
+- ``state.pt``: the final training state (weights with their dropout, optimizer, generator), from which a
+  longer run of the same description continues (:meth:`RunSpec.continues`);
 - ``history.json``: per-epoch training loss, test accuracy and seconds;
 - ``record.json``, written last: the description, its provenance (code version, torch, machine, wall
   time) and the SHA-256 of every file above. An entry without it is unfinished.
 
 While a run trains, ``resume.pt`` holds its last completed epoch, so a killed run resumes from there
-and ends with the same weights. Every file is written atomically (temporary file, then rename), and a
-per-run file lock makes a second process wait and then load instead of training again. A damaged
-entry is named in a warning, moved aside to ``<root>/corrupt/`` (never deleted) and trained again.
+and ends with the same weights, whatever the epoch it was killed at. ``resume.pt`` and ``state.pt``
+carry a header with the run's key, their epoch, the SHA-256 of their payload and of every checkpoint
+written so far; all are verified before use. Every checkpoint is verified when written and again
+before it enters the record. Every file is written atomically (temporary file, then rename), and a
+per-run file lock makes a second process wait (saying who holds the lock) and then load instead of
+training again. A damaged entry is named in a warning, moved aside to ``<root>/corrupt/`` (never
+deleted) and trained again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from tdlib.data import FashionMNIST, load_fashion_mnist
 from tdlib.model import MLP
@@ -39,10 +49,18 @@ from tdlib.train import TrainState, initial_state, restore_state, train
 
 RECORD = "record.json"
 RESUME = "resume.pt"
+FINAL_STATE = "state.pt"
+EXTENDED = "extended-from.json"  # while a run that continues a shorter one trains: that run's name
+STATE_MAGIC = b"tdlib-train-state\n"
+LOCK_TIMEOUT = float(os.environ.get("TDLIB_LOCK_TIMEOUT", 24 * 3600))  # seconds to wait for another process
 
 
 class CorruptEntry(RuntimeError):
     """A cache entry failed its checks."""
+
+
+class LockTimeout(RuntimeError):
+    """Another process held a run's lock for longer than the caller would wait."""
 
 
 def checkpoint_file(epoch: int) -> str:
@@ -71,6 +89,60 @@ def tensor_bytes(obj: Any) -> bytes:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def checked_write(path: Path, data: bytes) -> str:
+    """:func:`atomic_write`, then read the file back: the SHA-256 of what is on disk, which is ``data``'s.
+
+    Raises :class:`CorruptEntry` if the disk does not hold what was written.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write(path, data)
+    if (found := sha256(path)) != digest:
+        raise CorruptEntry(f"{path} reads back with SHA-256 {found} right after writing {digest}")
+    return digest
+
+
+def state_bytes(spec: RunSpec, state: TrainState, checkpoints: dict[str, str]) -> bytes:
+    """A training state as a file: a magic line, a JSON header line, then the ``torch.save`` payload.
+
+    The header names the run (its key), the epoch, the payload's SHA-256, and the SHA-256 of every
+    checkpoint written up to that epoch, so that a resume can check all it depends on.
+    """
+    payload = tensor_bytes(state.state_dict())
+    header = {"key": spec.key(), "epoch": state.epoch, "sha256": hashlib.sha256(payload).hexdigest(),
+              "checkpoints": checkpoints}
+    return STATE_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+
+def read_state(path: Path, spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header, state dict) of a file written from :func:`state_bytes` for ``spec``, verified.
+
+    Raises :class:`CorruptEntry`, naming the file and what is wrong, unless the magic, the key, the
+    payload's checksum and the epoch all agree.
+    """
+    raw = path.read_bytes()
+    if not raw.startswith(STATE_MAGIC):
+        raise CorruptEntry(f"{path} is not a tdlib training state (no header)")
+    line, _, payload = raw[len(STATE_MAGIC):].partition(b"\n")
+    try:
+        header = json.loads(line)
+        key, epoch, digest, checkpoints = header["key"], header["epoch"], header["sha256"], header["checkpoints"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise CorruptEntry(f"{path} has an unreadable header ({error})") from error
+    if key != spec.key():
+        raise CorruptEntry(f"{path} belongs to run {key}, not to {spec.name}")
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise CorruptEntry(f"{path}: its payload does not match the SHA-256 in its header")
+    if not isinstance(epoch, int) or not 0 <= epoch <= spec.epochs or not isinstance(checkpoints, dict):
+        raise CorruptEntry(f"{path} has an impossible header: epoch {epoch!r}, checkpoints {checkpoints!r}")
+    try:
+        saved = torch.load(io.BytesIO(payload), weights_only=True, map_location=spec.device)
+    except Exception as error:  # a payload that hashes right but does not load: written by other code
+        raise CorruptEntry(f"{path}: its payload does not load ({error})") from error
+    if not isinstance(saved, dict) or saved.get("epoch") != epoch:
+        raise CorruptEntry(f"{path}: its header says epoch {epoch}, its payload does not")
+    return header, saved
 
 
 @dataclass(frozen=True)
@@ -102,6 +174,10 @@ class Run:
             )
         return self._load(checkpoint_file(epoch))
 
+    def final_state(self) -> dict[str, Any]:
+        """The training state at the end (``TrainState.state_dict()``), verified against its header."""
+        return read_state(self.directory / FINAL_STATE, self.spec)[1]
+
     def _load(self, file: str) -> MLP:
         model = MLP(self.spec.hidden, bias=self.spec.bias)
         model.load_state_dict(torch.load(self.directory / file, weights_only=True, map_location="cpu"))
@@ -124,13 +200,55 @@ class RunCache:
         raising :class:`KeyboardInterrupt`.
         """
         directory = self.root / spec.name
-        with FileLock(str(self.root / f"{spec.name}.lock")):
+        with self._lock(spec):
             if (directory / RECORD).exists():
                 try:
                     return self._verified(spec, directory)
                 except CorruptEntry as error:
                     self._quarantine(directory, str(error))
-            return self._train(spec, directory, stop_after)
+            try:
+                return self._train(spec, directory, stop_after)
+            except CorruptEntry as error:  # a file it depends on went bad while it trained: once more, from scratch
+                self._quarantine(directory, str(error))
+                return self._train(spec, directory, stop_after)
+
+    def cached(self, spec: RunSpec) -> Run | None:
+        """The run of ``spec`` if the cache holds it finished and sound, else None (nothing is trained)."""
+        directory = self.root / spec.name
+        if not (directory / RECORD).exists():
+            return None
+        try:
+            return self._verified(spec, directory)
+        except CorruptEntry:
+            return None
+
+    @contextmanager
+    def _lock(self, spec: RunSpec) -> Iterator[None]:
+        """The run's file lock; while another process holds it, say so every minute, and give up after
+        :data:`LOCK_TIMEOUT` seconds (``TDLIB_LOCK_TIMEOUT``) with :class:`LockTimeout`."""
+        path = self.root / f"{spec.name}.lock"
+        lock = FileLock(str(path))
+        started = time.monotonic()
+        while True:
+            waited = time.monotonic() - started
+            try:
+                lock.acquire(timeout=max(0.0, min(60.0, LOCK_TIMEOUT - waited)))
+                break
+            except Timeout:
+                waited = time.monotonic() - started
+                holder = _lock_holder(path)
+                if waited >= LOCK_TIMEOUT:
+                    raise LockTimeout(
+                        f"{spec.name} has been locked by {holder} for over {LOCK_TIMEOUT:g} s; if that process is "
+                        f"stopped, end it (or delete {path} if it is gone); TDLIB_LOCK_TIMEOUT sets the wait"
+                    ) from None
+                warnings.warn(f"waiting for {spec.name}: it is locked by {holder} ({waited:.0f} s so far)",
+                              stacklevel=4)
+        try:
+            _note_lock_holder(path)
+            yield
+        finally:
+            lock.release()
 
     def data_for(self, spec: RunSpec) -> FashionMNIST:
         d = spec.data
@@ -145,7 +263,7 @@ class RunCache:
             raise CorruptEntry(f"{directory / RECORD} is unreadable ({error})") from error
         if record.get("spec") != json.loads(json.dumps(spec.to_json())):
             raise CorruptEntry(f"{directory / RECORD} describes another run")
-        expected = {"model.pt", "history.json", *(checkpoint_file(e) for e in spec.checkpoints)}
+        expected = {"model.pt", FINAL_STATE, "history.json", *(checkpoint_file(e) for e in spec.checkpoints)}
         if set(files) != expected:
             raise CorruptEntry(f"{directory / RECORD} lists {sorted(files)}, expected {sorted(expected)}")
         for name, digest in files.items():
@@ -153,6 +271,9 @@ class RunCache:
             actual = sha256(path) if path.exists() else "missing"
             if actual != digest:
                 raise CorruptEntry(f"{path}: SHA-256 {actual}, but the record says {digest}")
+        for field_ in ("provenance", "wall_seconds", "data_source"):
+            if field_ not in record:
+                raise CorruptEntry(f"{directory / RECORD} has no {field_!r}")
         return Run(spec, directory, record, trained_now=False)
 
     def _quarantine(self, directory: Path, reason: str) -> None:
@@ -161,37 +282,85 @@ class RunCache:
         os.replace(directory, aside)
         warnings.warn(f"corrupt cache entry: {reason}; moved it to {aside} and training it again", stacklevel=3)
 
-    def _resume_state(self, spec: RunSpec, directory: Path) -> TrainState:
+    def _resume_state(self, spec: RunSpec, directory: Path) -> tuple[TrainState, dict[str, str], str | None]:
+        """The state to train on from, the checkpoints it vouches for (file name -> SHA-256), and the name
+        of the shorter run it continues, if any.
+
+        ``resume.pt`` is used only if its header, its payload and every checkpoint it names check out;
+        otherwise the entry is named, moved aside, and the run starts over.
+        """
         path = directory / RESUME
         if path.exists():
             try:
-                return restore_state(spec, torch.load(path, weights_only=True, map_location=spec.device))
-            except Exception as error:  # any unreadable resume file is treated alike: set aside, start over
+                header, saved = read_state(path, spec)
+                for name, digest in header["checkpoints"].items():
+                    if not (directory / name).exists() or sha256(directory / name) != digest:
+                        raise CorruptEntry(f"{directory / name}, written before {path}, is missing or damaged")
+                extended = path.with_name(EXTENDED)
+                previous = json.loads(extended.read_text()) if extended.exists() else None
+                return restore_state(spec, saved), dict(header["checkpoints"]), previous
+            except (CorruptEntry, OSError, RuntimeError, KeyError, ValueError) as error:
                 self._quarantine(directory, f"{path} cannot be resumed from ({error})")
                 directory.mkdir(parents=True)
-        return initial_state(spec)
+        return self._extended_state(spec, directory) or (initial_state(spec), {}, None)
+
+    def _extended_state(
+        self, spec: RunSpec, directory: Path
+    ) -> tuple[TrainState, dict[str, str], str | None] | None:
+        """The final state of the longest cached shorter run that ``spec`` continues, with its checkpoints
+        copied in; None if there is none."""
+        shorter = []
+        for record_path in self.root.glob(f"{spec.condition}-s{spec.seed}-*/{RECORD}"):
+            try:
+                other = RunSpec.from_json(json.loads(record_path.read_text())["spec"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if spec.continues(other) and (run := self.cached(other)) is not None:
+                shorter.append(run)
+        for run in sorted(shorter, key=lambda r: -r.spec.epochs):
+            try:
+                saved = run.final_state()
+            except CorruptEntry:
+                continue
+            written = {}
+            for epoch in (e for e in spec.checkpoints if e <= run.spec.epochs):
+                name = checkpoint_file(epoch)
+                written[name] = checked_write(directory / name, (run.directory / name).read_bytes())
+                if written[name] != run.record["files"][name]:
+                    break
+            else:
+                atomic_write(directory / EXTENDED, json.dumps(run.spec.name).encode())
+                return restore_state(spec, saved), written, run.spec.name
+        return None
 
     def _train(self, spec: RunSpec, directory: Path, stop_after: int | None) -> Run:
         directory.mkdir(parents=True, exist_ok=True)
-        state = self._resume_state(spec, directory)
+        state, written, extended_from = self._resume_state(spec, directory)
         resumed_from = state.epoch
         started = time.perf_counter()
         if 0 in spec.checkpoints and state.epoch == 0:
-            atomic_write(directory / checkpoint_file(0), tensor_bytes(state.plain_model_state()))
+            written[checkpoint_file(0)] = checked_write(
+                directory / checkpoint_file(0), tensor_bytes(state.plain_model_state())
+            )
 
         def on_epoch_end(s: TrainState) -> None:
             if s.epoch in spec.checkpoints:
-                atomic_write(directory / checkpoint_file(s.epoch), tensor_bytes(s.plain_model_state()))
+                name = checkpoint_file(s.epoch)
+                written[name] = checked_write(directory / name, tensor_bytes(s.plain_model_state()))
             if s.epoch < spec.epochs:
-                atomic_write(directory / RESUME, tensor_bytes(s.state_dict()))
+                checked_write(directory / RESUME, state_bytes(spec, s, written))
             if stop_after is not None and s.epoch - resumed_from >= stop_after and s.epoch < spec.epochs:
                 raise KeyboardInterrupt(f"stopped after epoch {s.epoch} as asked")
 
         data = self.data_for(spec)
         state = train(state, data, on_epoch_end=on_epoch_end, progress=self.progress)
-        atomic_write(directory / "model.pt", tensor_bytes(state.plain_model_state()))
-        atomic_write(directory / "history.json", json.dumps(state.history, indent=1).encode())
-        files = ["model.pt", "history.json", *(checkpoint_file(e) for e in spec.checkpoints)]
+        checked_write(directory / "model.pt", tensor_bytes(state.plain_model_state()))
+        checked_write(directory / FINAL_STATE, state_bytes(spec, state, written))
+        checked_write(directory / "history.json", json.dumps(state.history, indent=1).encode())
+        for name, digest in written.items():  # checkpoints written earlier, perhaps by a killed process
+            if not (directory / name).exists() or sha256(directory / name) != digest:
+                raise CorruptEntry(f"{directory / name} changed after it was written")
+        files = ["model.pt", FINAL_STATE, "history.json", *(checkpoint_file(e) for e in spec.checkpoints)]
         record = {
             "name": spec.name,
             "key": spec.key(),
@@ -199,9 +368,28 @@ class RunCache:
             "provenance": provenance(),
             "data_source": data.source,
             "resumed_from_epoch": resumed_from,
+            "extended_from": extended_from,
             "wall_seconds": round(time.perf_counter() - started, 3),
             "files": {name: sha256(directory / name) for name in files},
         }
         atomic_write(directory / RECORD, json.dumps(record, indent=1).encode())
         (directory / RESUME).unlink(missing_ok=True)
+        (directory / EXTENDED).unlink(missing_ok=True)
+        for stale in directory.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
         return Run(spec, directory, record, trained_now=True)
+
+
+def _note_lock_holder(lock_path: Path) -> None:
+    """Leave a note of who holds the lock (pid, host, since when), for processes that wait on it."""
+    note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    with contextlib.suppress(OSError):
+        atomic_write(lock_path.with_suffix(".holder"), json.dumps(note).encode())
+
+
+def _lock_holder(lock_path: Path) -> str:
+    try:
+        note = json.loads(lock_path.with_suffix(".holder").read_text())
+        return f"process {note['pid']} on {note['host']} (since {time.ctime(note['since'])})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"

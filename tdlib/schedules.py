@@ -48,6 +48,11 @@ class Schedule:
             p0, v0 = p1, v1
         return v0
 
+    @property
+    def is_constant(self) -> bool:
+        """True if the value never changes, so it does not matter how long the run is."""
+        return len({value for _, value in self.knots}) == 1
+
     def describe(self) -> str:
         """A short human-readable form, for reports."""
         if len(self.knots) == 1:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from tdlib.dropout import TargetedDropout
 from tdlib.model import PAPER_HIDDEN
+from tdlib.schedules import Schedule
 
 # Bump when training changes meaning, so that runs cached by older code are not reused.
-TRAINING_FORMAT = 1
+# 2: writing a checkpoint no longer draws from the training generator (format 1's uninterrupted runs with
+#    checkpoints differed from their resumed twins), and a run keeps its final training state.
+TRAINING_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,39 @@ class RunSpec:
                 f"checkpoints must be distinct ascending epochs in [0, {self.epochs}], got {self.checkpoints!r}"
             )
 
+    @property
+    def length_independent(self) -> bool:
+        """True if no step depends on how long the run is (no schedule ramps over the run's progress)."""
+        return self.targeted is None or self.targeted.length_independent
+
+    def continues(self, shorter: RunSpec) -> bool:
+        """True if this run is ``shorter`` trained for more epochs, so it can start from ``shorter``'s end.
+
+        Everything but the epochs and the checkpoints must agree, no schedule may depend on the run's
+        length, and every checkpoint this run wants up to ``shorter.epochs`` must be one ``shorter`` kept.
+        """
+        return (
+            self.length_independent
+            and shorter.epochs < self.epochs
+            and replace(shorter, epochs=self.epochs, checkpoints=self.checkpoints) == self
+            and {e for e in self.checkpoints if e <= shorter.epochs} <= set(shorter.checkpoints)
+        )
+
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunSpec:
+        """The description :meth:`to_json` gave (raises ``TypeError``/``KeyError``/``ValueError`` if it is not one)."""
+        fields = dict(data)
+        fields["hidden"] = tuple(fields["hidden"])
+        fields["checkpoints"] = tuple(fields["checkpoints"])
+        fields["data"] = DataSpec(**fields["data"])
+        if fields.get("targeted") is not None:
+            t = fields["targeted"]
+            gamma, alpha = (Schedule(t[k]["name"], tuple(map(tuple, t[k]["knots"]))) for k in ("gamma", "alpha"))
+            fields["targeted"] = TargetedDropout(t["level"], gamma, alpha)
+        return cls(**fields)
 
     def key(self) -> str:
         """A 16-hex-digit hash of the description (and of :data:`TRAINING_FORMAT`)."""

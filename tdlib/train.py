@@ -1,21 +1,25 @@
 """The seeded training loop: Adam and cross-entropy over in-memory tensors.
 
-Everything random (initialisation, data order, dropout) draws from torch's global generator, seeded
-from the run's seed; its state is part of a :class:`TrainState`, so a run resumed from a state ends
-with the same bits as one that never stopped.
+Everything random (initialisation, data order, dropout) draws from torch's generator, seeded from the
+run's seed. The loop owns that stream: it runs inside :func:`torch.random.fork_rng`, so the caller's
+global generator is left as it was, and it sets the generator from :attr:`TrainState.rng` at the start
+of every epoch, so nothing done between epochs (writing a checkpoint, a caller's ``on_epoch_end``) can
+shift the draws of the next one. The state is part of a :class:`TrainState`, so a run resumed from any
+epoch ends with the same bits as one that never stopped.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from tdlib.data import FashionMNIST
@@ -33,52 +37,81 @@ class TrainState:
     optimizer: torch.optim.Adam
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    rng: Tensor = field(default_factory=torch.get_rng_state)
+    rng: Tensor = field(default_factory=torch.get_rng_state)  # the CPU generator's state after ``epoch``
+    cuda_rng: Tensor | None = None  # the CUDA generator's, for a run on a GPU
 
     def state_dict(self) -> dict:
-        return {
+        saved = {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "rng": self.rng,
         }
+        if self.cuda_rng is not None:
+            saved["cuda_rng"] = self.cuda_rng
+        return saved
 
     def plain_model_state(self) -> dict[str, Tensor]:
         """The weights as a plain :class:`MLP` state dict (no dropout parametrizations)."""
         return {name: value.cpu() for name, value in plain_copy(self.model).state_dict().items()}
 
 
+def _forked_rng(device: str) -> AbstractContextManager[None]:
+    """Fork torch's generators (the CPU one, and the run's CUDA device if it trains there)."""
+    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    return torch.random.fork_rng(devices=devices)
+
+
+def _seeded_model(spec: RunSpec) -> tuple[MLP, Tensor]:
+    """The untrained model of ``spec`` and the generator state right after its initialisation.
+
+    Drawn on a forked generator seeded with ``spec.seed``: the caller's global generator is untouched.
+    """
+    with _forked_rng("cpu"):
+        torch.manual_seed(spec.seed)
+        model = MLP(spec.hidden, bias=spec.bias, dropout=spec.dropout)
+        if spec.targeted is not None:
+            for layer in model.hidden_layers:
+                add_targeted_dropout(layer, spec.targeted)
+        return model, torch.get_rng_state()
+
+
 def build_model(spec: RunSpec) -> MLP:
     """The untrained model of ``spec``, its initialisation fixed by ``spec.seed``."""
-    torch.manual_seed(spec.seed)
-    model = MLP(spec.hidden, bias=spec.bias, dropout=spec.dropout)
-    if spec.targeted is not None:
-        for layer in model.hidden_layers:
-            add_targeted_dropout(layer, spec.targeted)
-    return model
+    return _seeded_model(spec)[0]
 
 
 def plain_copy(model: MLP) -> MLP:
-    """A copy of ``model`` with no dropout of any kind: the network that is evaluated and pruned."""
+    """A copy of ``model`` with no dropout of any kind: the network that is evaluated and pruned.
+
+    Built on the meta device and then given copies of the trained tensors (a parametrized tensor's
+    ``original``), so nothing here draws a random number: taking a copy mid-training cannot disturb the
+    run's generator.
+    """
     hidden = [layer.out_features for layer in model.hidden_layers]
     first, last = model.layers[0], model.layers[-1]
-    plain = MLP(hidden, bias=first.bias is not None, in_features=first.in_features, n_classes=last.out_features)
-    # A parametrized layer stores its trained tensor as "<layer>.parametrizations.<name>.original".
-    state = {
-        re.sub(r"\.parametrizations\.(\w+)\.original$", r".\1", name): value.detach().clone()
-        for name, value in model.state_dict().items()
-    }
-    plain.load_state_dict(state)
+    with torch.device("meta"):
+        plain = MLP(hidden, bias=first.bias is not None, in_features=first.in_features, n_classes=last.out_features)
+    state = {}
+    for i, layer in enumerate(model.layers):
+        for name in ("weight", "bias"):
+            if parametrize.is_parametrized(layer, name):
+                tensor = layer.parametrizations[name].original
+            elif (tensor := getattr(layer, name)) is None:
+                continue
+            state[f"layers.{i}.{name}"] = tensor.detach().clone()
+    plain.load_state_dict(state, assign=True)
     plain.linear_hidden = model.linear_hidden
     return plain
 
 
 def initial_state(spec: RunSpec) -> TrainState:
     """The state before the first step."""
-    model = build_model(spec).to(spec.device)
+    model, rng = _seeded_model(spec)
+    model = model.to(spec.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    return TrainState(spec, model, optimizer, rng=torch.get_rng_state())
+    return TrainState(spec, model, optimizer, rng=rng)
 
 
 def restore_state(spec: RunSpec, saved: dict) -> TrainState:
@@ -87,6 +120,7 @@ def restore_state(spec: RunSpec, saved: dict) -> TrainState:
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.epoch, state.history, state.rng = saved["epoch"], list(saved["history"]), saved["rng"].cpu()
+    state.cuda_rng = saved["cuda_rng"].cpu() if "cuda_rng" in saved else None
     return state
 
 
@@ -110,37 +144,55 @@ def train(
     progress: bool = True,
 ) -> TrainState:
     """Train ``state`` up to ``state.spec.epochs`` epochs; ``on_epoch_end`` sees each new epoch's state."""
-    spec, model, optimizer = state.spec, state.model, state.optimizer
+    spec, model = state.spec, state.model
     x, y = data.train_x.to(spec.device), data.train_y.to(spec.device)
     test_x, test_y = data.test_x.to(spec.device), data.test_y.to(spec.device)
     steps_per_epoch = math.ceil(len(y) / spec.batch_size)
     total_steps = steps_per_epoch * spec.epochs
-    torch.set_rng_state(state.rng)
     model.train()
     bar = tqdm(range(state.epoch, spec.epochs), initial=state.epoch, total=spec.epochs,
                desc=f"{spec.condition} seed {spec.seed}", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        started = time.perf_counter()
-        order = torch.randperm(len(y)).to(spec.device)
-        total_loss = torch.zeros((), device=spec.device)
-        for step in range(steps_per_epoch):
-            set_progress(model, (epoch * steps_per_epoch + step) / total_steps)
-            batch = order[step * spec.batch_size : (step + 1) * spec.batch_size]
-            loss = F.cross_entropy(model(x[batch]), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.detach() * len(batch)
-        _, accuracy = evaluate(model, test_x, test_y)
-        state.epoch = epoch + 1
-        state.rng = torch.get_rng_state()
-        state.history.append({
-            "epoch": epoch + 1,
-            "train_loss": float(total_loss) / len(y),
-            "test_accuracy": accuracy,
-            "seconds": time.perf_counter() - started,
-        })
-        bar.set_postfix(loss=f"{state.history[-1]['train_loss']:.4f}", acc=f"{accuracy:.4f}")
-        if on_epoch_end is not None:
-            on_epoch_end(state)
+    with _forked_rng(spec.device):
+        for epoch in bar:
+            _train_epoch(state, epoch, x, y, test_x, test_y, steps_per_epoch, total_steps)
+            bar.set_postfix(loss=f"{state.history[-1]['train_loss']:.4f}",
+                            acc=f"{state.history[-1]['test_accuracy']:.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(state)
     return state
+
+
+def _train_epoch(
+    state: TrainState, epoch: int, x: Tensor, y: Tensor, test_x: Tensor, test_y: Tensor,
+    steps_per_epoch: int, total_steps: int,
+) -> None:
+    """One epoch from ``state.rng``; ``state`` afterwards holds epoch ``epoch + 1``."""
+    spec, model, optimizer = state.spec, state.model, state.optimizer
+    torch.set_rng_state(state.rng)  # the epoch's draws depend on the state alone, never on what ran between
+    if spec.device.startswith("cuda"):  # untested here (no GPU): dropout on CUDA draws from its own generator
+        if state.cuda_rng is None:
+            torch.cuda.manual_seed(spec.seed)
+        else:
+            torch.cuda.set_rng_state(state.cuda_rng, spec.device)
+    started = time.perf_counter()
+    order = torch.randperm(len(y)).to(spec.device)
+    total_loss = torch.zeros((), device=spec.device)
+    for step in range(steps_per_epoch):
+        set_progress(model, (epoch * steps_per_epoch + step) / total_steps)
+        batch = order[step * spec.batch_size : (step + 1) * spec.batch_size]
+        loss = F.cross_entropy(model(x[batch]), y[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * len(batch)
+    _, accuracy = evaluate(model, test_x, test_y)
+    state.epoch = epoch + 1
+    state.rng = torch.get_rng_state()
+    if spec.device.startswith("cuda"):
+        state.cuda_rng = torch.cuda.get_rng_state(spec.device)
+    state.history.append({
+        "epoch": epoch + 1,
+        "train_loss": float(total_loss) / len(y),
+        "test_accuracy": accuracy,
+        "seconds": time.perf_counter() - started,
+    })

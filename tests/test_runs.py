@@ -17,6 +17,7 @@ import torch
 from tdlib import runs
 from tdlib.dropout import TargetedDropout
 from tdlib.runs import RunCache, atomic_write
+from tdlib.schedules import paper_alpha, paper_gamma
 from tdlib.spec import DataSpec, RunSpec
 from tdlib.train import build_model, plain_copy
 
@@ -73,22 +74,177 @@ def test_checkpoints_hold_the_weights_of_their_epochs(cache: RunCache) -> None:
         run.checkpoint(2)
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    spec = small_spec("TU", epochs=4, targeted=TargetedDropout.constant("unit", 0.5, 0.5), checkpoints=(2,))
-    straight = RunCache(tmp_path / "straight", progress=False).get(spec)
-    cache = RunCache(tmp_path / "stopped", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        cache.get(spec, stop_after=1)
-    assert (cache.root / spec.name / runs.RESUME).exists()
-    assert not (cache.root / spec.name / runs.RECORD).exists()
-    with pytest.raises(KeyboardInterrupt):
-        cache.get(spec, stop_after=2)  # resumes at 1, stops again at 3
+@pytest.fixture(scope="module")
+def straight_tu(tmp_path_factory: pytest.TempPathFactory) -> runs.Run:
+    """A TU run with checkpoints at 0, 2 and 4 of 5 epochs, trained without a stop."""
+    return RunCache(tmp_path_factory.mktemp("straight"), progress=False).get(TU_SPEC)
+
+
+TU_SPEC = small_spec("TU", epochs=5, targeted=TargetedDropout.constant("unit", 0.5, 0.5), checkpoints=(0, 2, 4))
+
+
+@pytest.mark.parametrize("stops", [(1,), (2,), (4,), (1, 1), (2, 2), (3, 1)], ids=str)
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, straight_tu: runs.Run, stops: tuple) -> None:
+    """Stopped after any epoch, checkpoint epochs (2, 4) included, and resumed: the same bits."""
+    spec = TU_SPEC
+    cache = RunCache(tmp_path, progress=False)
+    done = 0
+    for stop in stops:
+        with pytest.raises(KeyboardInterrupt):
+            cache.get(spec, stop_after=stop)
+        done += stop
+        assert (cache.root / spec.name / runs.RESUME).exists()
+        assert not (cache.root / spec.name / runs.RECORD).exists()
     resumed = cache.get(spec)
-    assert resumed.trained_now and resumed.record["resumed_from_epoch"] == 3
-    assert same_weights(resumed.model().state_dict(), straight.model().state_dict())
-    assert same_weights(resumed.checkpoint(2).state_dict(), straight.checkpoint(2).state_dict())
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert resumed.trained_now and resumed.record["resumed_from_epoch"] == done
+    assert same_weights(resumed.model().state_dict(), straight_tu.model().state_dict())
+    for epoch in spec.checkpoints:
+        assert same_weights(resumed.checkpoint(epoch).state_dict(), straight_tu.checkpoint(epoch).state_dict())
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight_tu.history]
     assert not (cache.root / spec.name / runs.RESUME).exists()
+
+
+def test_training_leaves_the_callers_generator_alone(tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    RunCache(tmp_path, progress=False).get(small_spec(epochs=1, checkpoints=(0, 1)))
+    build_model(small_spec())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_on_epoch_end_cannot_shift_the_next_epochs_draws(tmp_path: Path) -> None:
+    """Whatever a callback draws between epochs, the run's own stream is the same."""
+    from tdlib.train import initial_state, train
+
+    spec = small_spec("TW", epochs=3, targeted=TargetedDropout.constant("weight", 0.5, 0.5))
+    data = RunCache(tmp_path, progress=False).data_for(spec)
+    quiet = train(initial_state(spec), data, progress=False)
+    noisy = train(initial_state(spec), data, on_epoch_end=lambda s: torch.rand(1000), progress=False)
+    assert same_weights(quiet.model.state_dict(), noisy.model.state_dict())
+
+
+def test_final_state_continues_to_the_same_bits(tmp_path: Path) -> None:
+    """A longer run of a length-independent description continues from the shorter run's final state."""
+    targeted = TargetedDropout.constant("weight", 0.5, 0.5)
+    short = small_spec("TW", epochs=2, targeted=targeted, checkpoints=(0, 1, 2))
+    long = small_spec("TW", epochs=4, targeted=targeted, checkpoints=(0, 2, 3, 4))
+    assert long.continues(short) and not short.continues(long)
+    scratch = RunCache(tmp_path / "scratch", progress=False).get(long)
+    cache = RunCache(tmp_path / "extended", progress=False)
+    cache.get(short)
+    extended = cache.get(long)
+    assert extended.record["extended_from"] == short.name and extended.record["resumed_from_epoch"] == 2
+    assert same_weights(extended.model().state_dict(), scratch.model().state_dict())
+    for epoch in long.checkpoints:
+        assert same_weights(extended.checkpoint(epoch).state_dict(), scratch.checkpoint(epoch).state_dict())
+    assert [h["train_loss"] for h in extended.history] == [h["train_loss"] for h in scratch.history]
+    assert scratch.record["extended_from"] is None
+
+
+def test_what_cannot_be_continued() -> None:
+    ramped = TargetedDropout("weight", paper_gamma(0.9), paper_alpha(0.9))
+    assert not small_spec("TWR", epochs=4, targeted=ramped).continues(small_spec("TWR", epochs=2, targeted=ramped))
+    assert not small_spec(epochs=4, checkpoints=(1,)).continues(small_spec(epochs=2, checkpoints=(2,)))
+    assert not small_spec(epochs=4, lr=2e-3).continues(small_spec(epochs=2))
+    assert small_spec(epochs=4, checkpoints=(3,)).continues(small_spec(epochs=2))
+
+
+def test_spec_json_round_trip() -> None:
+    ramped = TargetedDropout("weight", paper_gamma(0.9), paper_alpha(0.9))
+    for spec in (small_spec(), TU_SPEC, small_spec("TWR", targeted=ramped)):
+        assert RunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def damage(path: Path, at: int = -10) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def stopped(cache: RunCache, spec: RunSpec, after: int) -> Path:
+    with pytest.raises(KeyboardInterrupt):
+        cache.get(spec, stop_after=after)
+    return cache.root / spec.name
+
+
+@pytest.mark.parametrize("how", ["bit flip", "other run's", "edited epoch", "checkpoint damaged", "checkpoint gone"])
+def test_a_bad_resume_is_named_set_aside_and_never_used(
+    tmp_path: Path, straight_tu: runs.Run, how: str
+) -> None:
+    spec = TU_SPEC
+    cache = RunCache(tmp_path, progress=False)
+    directory = stopped(cache, spec, 3)
+    resume = directory / runs.RESUME
+    if how == "bit flip":
+        damage(resume)
+    elif how == "other run's":
+        other = stopped(cache, small_spec("TU", seed=1, epochs=5, targeted=spec.targeted, checkpoints=(0, 2, 4)), 3)
+        resume.write_bytes((other / runs.RESUME).read_bytes())
+    elif how == "edited epoch":
+        resume.write_bytes(resume.read_bytes().replace(b'"epoch": 3', b'"epoch": 4', 1))
+    elif how == "checkpoint damaged":
+        damage(directory / runs.checkpoint_file(2))
+    else:
+        (directory / runs.checkpoint_file(2)).unlink()
+    with pytest.warns(UserWarning, match=r"resume\.pt cannot be resumed from"):
+        run = cache.get(spec)
+    assert run.record["resumed_from_epoch"] == 0
+    assert same_weights(run.model().state_dict(), straight_tu.model().state_dict())
+    assert len(list((cache.root / "corrupt").iterdir())) == 1
+
+
+def test_a_checkpoint_damaged_during_training_is_never_certified(
+    tmp_path: Path, straight_tu: runs.Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint that changes on disk after it was written sends the run back to the start."""
+    spec = TU_SPEC
+    cache = RunCache(tmp_path, progress=False)
+    real_train, calls = runs.train, []
+
+    def train_then_damage(state, data, on_epoch_end=None, progress=True):
+        result = real_train(state, data, on_epoch_end=on_epoch_end, progress=progress)
+        if not calls:
+            damage(cache.root / spec.name / runs.checkpoint_file(2))
+        calls.append(1)
+        return result
+
+    monkeypatch.setattr(runs, "train", train_then_damage)
+    with pytest.warns(UserWarning, match=r"checkpoint-epoch002\.pt changed after it was written"):
+        run = cache.get(spec)
+    assert len(calls) == 2
+    assert same_weights(run.checkpoint(2).state_dict(), straight_tu.checkpoint(2).state_dict())
+
+
+def test_a_record_without_its_provenance_is_retrained(cache: RunCache) -> None:
+    run = cache.get(small_spec(epochs=1))
+    record = json.loads((run.directory / runs.RECORD).read_text())
+    del record["provenance"]
+    (run.directory / runs.RECORD).write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="has no 'provenance'"):
+        assert cache.get(small_spec(epochs=1)).trained_now
+
+
+def test_stale_temporary_files_are_cleaned(cache: RunCache) -> None:
+    directory = stopped(cache, small_spec(epochs=3), 1)
+    (directory / ".model.pt.x1.tmp").write_bytes(b"half")
+    run = cache.get(small_spec(epochs=3))
+    assert sorted(p.name for p in run.directory.iterdir()) == sorted([*run.record["files"], runs.RECORD])
+
+
+def test_a_held_lock_is_named_and_given_up_on(cache: RunCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    from filelock import FileLock
+
+    spec = small_spec(epochs=1)
+    monkeypatch.setattr(runs, "LOCK_TIMEOUT", 0.5)
+    held = FileLock(str(cache.root / f"{spec.name}.lock"))
+    held.acquire()
+    runs._note_lock_holder(cache.root / f"{spec.name}.lock")
+    try:
+        with pytest.raises(runs.LockTimeout, match=rf"locked by process {os.getpid()} on .* TDLIB_LOCK_TIMEOUT"):
+            cache.get(spec)
+    finally:
+        held.release()
 
 
 WORKER = textwrap.dedent(
@@ -96,16 +252,18 @@ WORKER = textwrap.dedent(
     import json, sys
     from tdlib.runs import RunCache
     from tdlib.spec import DataSpec, RunSpec
-    spec = RunSpec("B", 0, int(sys.argv[2]), batch_size=64, hidden=(32, 16), data=DataSpec(600, 300, 0))
+    every = sys.argv[3:] == ["every"]
+    spec = RunSpec("B", 0, int(sys.argv[2]), batch_size=64, hidden=(32, 16), data=DataSpec(600, 300, 0),
+                   checkpoints=tuple(range(int(sys.argv[2]) + 1)) if every else ())
     run = RunCache(sys.argv[1], progress=False).get(spec)
     print(json.dumps({"trained_now": run.trained_now}))
     """
 )
 
 
-def worker(root: Path, epochs: int) -> subprocess.Popen[str]:
+def worker(root: Path, epochs: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.Popen([sys.executable, "-c", WORKER, str(root), str(epochs)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(root), str(epochs), *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -118,9 +276,13 @@ def test_two_processes_train_a_run_once(tmp_path: Path) -> None:
     assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == 1
 
 
-def test_killed_process_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    spec = RunSpec("B", 0, 12, batch_size=64, hidden=(32, 16), data=SMALL)
-    proc = worker(tmp_path / "killed", 12)
+@pytest.mark.parametrize("checkpoints", ["none", "every"])
+def test_killed_process_resumes_to_the_same_weights(tmp_path: Path, checkpoints: str) -> None:
+    """SIGKILL once a resume point exists; with ``every``, each epoch is a checkpoint epoch."""
+    epochs = 12
+    spec = RunSpec("B", 0, epochs, batch_size=64, hidden=(32, 16), data=SMALL,
+                   checkpoints=tuple(range(epochs + 1)) if checkpoints == "every" else ())
+    proc = worker(tmp_path / "killed", epochs, checkpoints)
     resume = tmp_path / "killed" / spec.name / runs.RESUME
     deadline = time.monotonic() + 120
     while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -132,6 +294,8 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert resumed.record["resumed_from_epoch"] >= 1
     straight = RunCache(tmp_path / "straight", progress=False).get(spec)
     assert same_weights(resumed.model().state_dict(), straight.model().state_dict())
+    for epoch in spec.checkpoints:
+        assert same_weights(resumed.checkpoint(epoch).state_dict(), straight.checkpoint(epoch).state_dict())
 
 
 def test_corrupt_model_file_is_named_moved_aside_and_retrained(cache: RunCache) -> None:
@@ -155,12 +319,13 @@ def test_unreadable_record_and_resume_file_are_set_aside(cache: RunCache) -> Non
     (run.directory / runs.RECORD).write_text("{not json")
     with pytest.warns(UserWarning, match="record.json is unreadable"):
         assert cache.get(spec).trained_now
+    other = small_spec(epochs=3, lr=2e-3)  # not a continuation of ``spec``
     with pytest.raises(KeyboardInterrupt):
-        cache.get(small_spec(epochs=3), stop_after=1)
-    resume = cache.root / small_spec(epochs=3).name / runs.RESUME
+        cache.get(other, stop_after=1)
+    resume = cache.root / other.name / runs.RESUME
     resume.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="cannot be resumed from"):
-        fresh = cache.get(small_spec(epochs=3))
+        fresh = cache.get(other)
     assert fresh.record["resumed_from_epoch"] == 0
     assert len(list((cache.root / "corrupt").iterdir())) == 2
 
