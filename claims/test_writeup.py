@@ -1,4 +1,4 @@
-"""The writeup's claims, C1 to C12 of ``claims.md``, each judged by a rule fixed before the runs.
+"""The writeup's claims, C1 to C13 of ``claims.md``, each judged by a rule fixed before the runs.
 
 Accuracies are top-1 on the profile's test images, in percent; a loss is in percentage points (pp).
 Every comparison pairs conditions by seed. See ``tdlib.stats`` for how a verdict is reached.
@@ -284,4 +284,30 @@ def test_c12_the_notebook_collapse_is_its_criterion(ev: Evidence) -> Finding:
             ),
         ],
         info=info,
+    )
+
+
+@claim(
+    "C13",
+    quote="a network trained with targeted dropout is robust to post-hoc pruning at its targeted proportion",
+    rule="(a) TW90 (weight level, gamma 0.9, alpha 0.5) pruned to 90% of hidden weights (layerwise) keeps more "
+    "accuracy than B pruned the same way; (b) TU80 (unit level, gamma 0.8, alpha 0.5) pruned to 80% of hidden "
+    "units (whole units) keeps more than B pruned the same way",
+    conditions=("TW90", "TU80", "B"),
+    figures=("sweeps",),
+)
+def test_c13_robust_at_the_targeted_proportion(ev: Evidence) -> Finding:
+    b_dense = ev.accuracy("B")
+    tw90, tu80 = ev.pruned("TW90", "weight", 90), ev.pruned("TU80", "unit", 80)
+    return Finding(
+        [
+            Part("(a) TW90, weight 90%", (keeps_more(ev, "TW90", "B", "weight", 90),)),
+            Part("(b) TU80, unit 80%", (keeps_more(ev, "TU80", "B", "unit", 80),)),
+        ],
+        info={
+            "B dense - TW90 weight 90% (pp)": values(b_dense - tw90),
+            "B dense - TU80 unit 80% (pp)": values(b_dense - tu80),
+            "TW90 dense accuracy (%)": values(ev.accuracy("TW90")),
+            "TU80 dense accuracy (%)": values(ev.accuracy("TU80")),
+        },
     )

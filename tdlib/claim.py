@@ -6,8 +6,8 @@ every claim is judged together (:func:`tdlib.stats.judge`) and the report is wri
 
 Adding a claim (the README shows the same)::
 
-    @claim("C13", quote="...", rule="B keeps 99% of its accuracy at 30% weight pruning", conditions=("B",))
-    def test_c13_thirty_percent_is_free(ev: Evidence) -> Finding:
+    @claim("C14", quote="...", rule="B keeps 99% of its accuracy at 30% weight pruning", conditions=("B",))
+    def test_c14_thirty_percent_is_free(ev: Evidence) -> Finding:
         kept = 100 * ev.pruned("B", "weight", 30) / ev.accuracy("B")   # one value per seed
         return Finding([Part("keeps 99%", (Comparison("B: weight 30% / dense", values(kept), 99.0, "greater", "%"),))])
 """

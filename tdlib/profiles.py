@@ -10,19 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from tdlib.dropout import TargetedDropout
-from tdlib.schedules import paper_alpha, paper_gamma
+from tdlib.conditions import CONDITIONS, condition
 from tdlib.spec import DataSpec, RunSpec
-
-CONDITIONS: dict[str, str] = {
-    "B": "baseline, with biases, no dropout",
-    "B0": "baseline without any bias",
-    "D": "standard dropout, p = 0.5, on hidden units",
-    "TW": "weight-level targeted dropout, gamma = 0.5, alpha = 0.5",
-    "TU": "unit-level targeted dropout, gamma = 0.5, alpha = 0.5 (a dropped unit loses its bias too)",
-    "TWR": "weight-level targeted dropout ramped to gamma = 0.99, alpha = 0.99 (the official piecewise ramp: "
-    "gamma 95% of the way by 20% of the run and all of it by 40%, alpha linearly by 40%)",
-}
 
 
 @dataclass(frozen=True)
@@ -54,23 +43,14 @@ class Profile:
         """The checkpoint closest to half of training (C8)."""
         return round(self.epochs / 2)
 
-    def spec(self, condition: str, seed: int, device: str = "cpu") -> RunSpec:
-        """The run description of ``condition`` (a key of :data:`CONDITIONS`) at ``seed``."""
-        common = {"epochs": self.epochs, "batch_size": self.batch_size, "data": self.data, "device": device}
-        if condition == "B":
-            return RunSpec("B", seed, checkpoints=self.checkpoints, **common)
-        if condition == "B0":
-            return RunSpec("B0", seed, bias=False, **common)
-        if condition == "D":
-            return RunSpec("D", seed, dropout=0.5, **common)
-        if condition == "TW":
-            return RunSpec("TW", seed, targeted=TargetedDropout.constant("weight", 0.5, 0.5), **common)
-        if condition == "TU":
-            return RunSpec("TU", seed, targeted=TargetedDropout.constant("unit", 0.5, 0.5), **common)
-        if condition == "TWR":
-            ramped = TargetedDropout("weight", paper_gamma(0.99), paper_alpha(0.99))
-            return RunSpec("TWR", seed, targeted=ramped, **common)
-        raise ValueError(f"condition must be one of {sorted(CONDITIONS)}, got {condition!r}")
+    def spec(self, condition_name: str, seed: int, device: str = "cpu") -> RunSpec:
+        """The run description of the registered condition ``condition_name`` at ``seed``."""
+        recipe = condition(condition_name)
+        return RunSpec(
+            recipe.name, seed, self.epochs, batch_size=self.batch_size, bias=recipe.bias, dropout=recipe.dropout,
+            targeted=recipe.targeted, data=self.data, checkpoints=self.checkpoints if recipe.checkpoints else (),
+            device=device,
+        )
 
     def describe(self) -> dict[str, object]:
         return {
@@ -113,8 +93,8 @@ def main() -> None:
     profile = PROFILES[sys.argv[1]]
     cache = RunCache(sys.argv[2] if len(sys.argv) > 2 else "cache")
     for seed in profile.seeds:
-        for condition in CONDITIONS:
-            run = cache.get(profile.spec(condition, seed))
+        for name in CONDITIONS:
+            run = cache.get(profile.spec(name, seed))
             print(f"{run.spec.name}: {run.final_accuracy:.4f} ({'trained' if run.trained_now else 'cached'}, "
                   f"{run.record['wall_seconds']:.0f} s)", flush=True)
 

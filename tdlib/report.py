@@ -16,9 +16,9 @@ import torch
 
 from tdlib import savings_report
 from tdlib.claim import ClaimResult
+from tdlib.conditions import CONDITIONS
 from tdlib.evidence import SWEEP_KINDS, Evidence
 from tdlib.metrics import SWEEP, activation_stats, weight_stats
-from tdlib.profiles import CONDITIONS
 from tdlib.provenance import provenance
 from tdlib.stats import ALPHA, MIN_SEEDS, Judgement
 
@@ -289,7 +289,7 @@ def render(
         "",
         "| id | what |",
         "|---|---|",
-        *(f"| {k} | {v} |" for k, v in CONDITIONS.items()),
+        *(f"| {k} | {v.description} |" for k, v in CONDITIONS.items()),
         "",
         "## Claims",
         "",

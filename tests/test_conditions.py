@@ -1,0 +1,36 @@
+"""The condition registry: the standard conditions of claims.md, and adding one as data."""
+
+from __future__ import annotations
+
+import pytest
+
+from tdlib.conditions import CONDITIONS, Condition, register
+from tdlib.dropout import TargetedDropout
+from tdlib.profiles import PROFILES
+
+
+def test_the_registered_conditions_are_claims_md_s() -> None:
+    assert list(CONDITIONS)[:8] == ["B", "B0", "D", "TW", "TU", "TWR", "TW90", "TU80"]
+    default = PROFILES["default"]
+    tw90, tu80 = default.spec("TW90", 0), default.spec("TU80", 0)
+    assert tw90.targeted == TargetedDropout.constant("weight", 0.9, 0.5)
+    assert tu80.targeted == TargetedDropout.constant("unit", 0.8, 0.5)
+    assert default.spec("B", 0).checkpoints == default.checkpoints
+    assert default.spec("B0", 0).bias is False and default.spec("D", 0).dropout == 0.5
+    assert all(default.spec(name, 0).checkpoints == () for name in CONDITIONS if name != "B")
+    assert not default.spec("TWR", 0).length_independent and default.spec("TU80", 0).length_independent
+
+
+def test_a_condition_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tdlib.conditions.CONDITIONS", dict(CONDITIONS))
+    from tdlib import conditions
+
+    tw70 = register(Condition("TW70", "weight level, gamma 0.7", targeted=TargetedDropout.constant("weight", 0.7, 0.5)))
+    assert conditions.CONDITIONS["TW70"] is tw70
+    spec = PROFILES["smoke"].spec("TW70", 3)
+    assert (spec.condition, spec.seed, spec.targeted) == ("TW70", 3, tw70.targeted)
+    register(tw70)  # the same condition twice is harmless
+    with pytest.raises(ValueError, match="'TW70' is already registered"):
+        register(Condition("TW70", "something else"))
+    with pytest.raises(ValueError, match="name is letters"):
+        Condition("TW 70", "a space")
