@@ -58,6 +58,7 @@ def test_c1_a_small_minority_does_the_work(ev: Evidence) -> Finding:
     "same count at random",
     conditions=("B",),
     figures=("sweeps",),
+    parts=("weight 80%", "unit 50%"),
 )
 def test_c2_magnitude_beats_random(ev: Evidence) -> Finding:
     weight = greater(
@@ -93,6 +94,7 @@ def test_c3_extreme_sparsity_with_ramped_targeted_dropout(ev: Evidence) -> Findi
     "70% and 80%",
     conditions=("TW", "TU", "B"),
     figures=("sweeps",),
+    parts=("TW, weight pruning", "TU, unit pruning"),
 )
 def test_c4_targeted_dropout_is_robust_to_pruning(ev: Evidence) -> Finding:
     return Finding(
@@ -110,6 +112,7 @@ def test_c4_targeted_dropout_is_robust_to_pruning(ev: Evidence) -> Finding:
     "dead (0 on every test input)",
     conditions=("B",),
     figures=("activations",),
+    parts=("zero activations >= 25%", "dead units >= 1%"),
 )
 def test_c5_many_units_output_zero(ev: Evidence) -> Finding:
     zero, dead = ev.activation_fractions("B")
@@ -170,6 +173,7 @@ def test_c7_training_longer_makes_weights_small(ev: Evidence) -> Finding:
     "of them do), so unit pruning removes them first",
     conditions=("B",),
     figures=("dead-units",),
+    parts=("(a) dead units stop moving", "(b) dead norms below the live median"),
 )
 def test_c8_dead_units_stop_moving_and_shrink(ev: Evidence) -> Finding:
     half = ev.profile.half
@@ -215,6 +219,7 @@ def test_c8_dead_units_stop_moving_and_shrink(ev: Evidence) -> Finding:
     rule="B keeps more accuracy than D under weight pruning 90% and unit pruning 50%",
     conditions=("B", "D"),
     figures=("sweeps",),
+    parts=("weight 90%", "unit 50%"),
 )
 def test_c9_no_dropout_prunes_better(ev: Evidence) -> Finding:
     return Finding(
@@ -232,6 +237,7 @@ def test_c9_no_dropout_prunes_better(ev: Evidence) -> Finding:
     "the weights-only variant reported)",
     conditions=("B0", "B"),
     figures=("sweeps",),
+    parts=("weight 90%", "unit 80%"),
 )
 def test_c10_no_bias_prunes_better(ev: Evidence) -> Finding:
     weights_only = ev.pruned("B0", "unit", 80) - ev.pruned("B", "unit_weights_only", 80)
@@ -266,6 +272,7 @@ def test_c11_weight_pruning_beats_unit_pruning(ev: Evidence) -> Finding:
     "falls below 20%; (b) with magnitude pruning, B at 25% loses < 1 pp. Both supported: the collapse is an "
     "artefact of the criterion",
     conditions=("B",),
+    parts=("(a) notebook criterion collapses", "(b) magnitude pruning does not"),
 )
 def test_c12_the_notebook_collapse_is_its_criterion(ev: Evidence) -> Finding:
     info = {}
@@ -295,6 +302,7 @@ def test_c12_the_notebook_collapse_is_its_criterion(ev: Evidence) -> Finding:
     "units (whole units) keeps more than B pruned the same way",
     conditions=("TW90", "TU80", "B"),
     figures=("sweeps",),
+    parts=("(a) TW90, weight 90%", "(b) TU80, unit 80%"),
 )
 def test_c13_robust_at_the_targeted_proportion(ev: Evidence) -> Finding:
     b_dense = ev.accuracy("B")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,12 +19,12 @@ import numpy as np
 import torch
 
 from tdlib import savings_report
-from tdlib.claim import ClaimResult
+from tdlib.claim import ClaimResult, Judged
 from tdlib.conditions import CONDITIONS
 from tdlib.evidence import SWEEP_KINDS, Evidence
 from tdlib.metrics import SWEEP, activation_stats, weight_stats
 from tdlib.provenance import provenance
-from tdlib.stats import ALPHA, MIN_SEEDS, Judgement
+from tdlib.stats import MAX_FEASIBLE_SEEDS, MIN_SEEDS, POWER, JudgedPart, Judgement, Verdict
 
 SWEEP_TITLES = {
     "weight": "weight magnitude, per layer",
@@ -28,7 +32,13 @@ SWEEP_TITLES = {
     "random_weight": "random weights (control)",
     "global": "weight magnitude, global",
 }
-COLOURS = dict(zip(CONDITIONS, plt.get_cmap("tab10").colors))
+
+
+def colour(condition: str) -> tuple[float, ...]:
+    """A condition's colour, the same in every figure, for as many conditions as are registered."""
+    names = list(CONDITIONS)
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    return palette[names.index(condition) % len(palette)] if condition in names else (0.3, 0.3, 0.3)
 
 
 def cell(text: str) -> str:
@@ -56,16 +66,16 @@ def seeds_cell(vals: tuple[float, ...], seeds: tuple[int, ...] = (), all_seeds: 
 # ---------------------------------------------------------------- figures
 
 
-def sweeps_figure(ev: Evidence, path: Path) -> None:
+def sweeps_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """Accuracy against sparsity, one panel per pruning kind, a line (mean) and band (range) per condition."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), sharey=True)
     positions = np.arange(len(SWEEP))
     for ax, kind in zip(axes.flat, SWEEP_KINDS):
         title = SWEEP_TITLES[kind]
-        for condition in CONDITIONS:
+        for condition in conditions:
             curves = np.stack([ev.pruned(condition, kind, k) for k in SWEEP], axis=1)  # (seeds, ks)
-            ax.plot(positions, curves.mean(0), marker="o", ms=3, color=COLOURS[condition], label=condition)
-            ax.fill_between(positions, curves.min(0), curves.max(0), color=COLOURS[condition], alpha=0.2)
+            ax.plot(positions, curves.mean(0), marker="o", ms=3, color=colour(condition), label=condition)
+            ax.fill_between(positions, curves.min(0), curves.max(0), color=colour(condition), alpha=0.2)
         ax.set_title(title)
         ax.set_xticks(positions, [f"{k:g}" for k in SWEEP], fontsize=8)
         ax.set_xlabel("pruned (%)")
@@ -80,7 +90,7 @@ def sweeps_figure(ev: Evidence, path: Path) -> None:
     plt.close(fig)
 
 
-def activations_figure(ev: Evidence, path: Path) -> None:
+def activations_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """B's hidden activations on the test set: per layer, % exactly 0 and % dead units; a histogram."""
     per_seed = [activation_stats(ev.model("B", s), ev.data.test_x) for s in ev.seeds]
     layers = np.arange(len(per_seed[0]))
@@ -113,14 +123,14 @@ def activations_figure(ev: Evidence, path: Path) -> None:
     plt.close(fig)
 
 
-def weights_figure(ev: Evidence, path: Path) -> None:
+def weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """Histograms of hidden |w| for each condition (first seed), on a log axis."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     bins = np.logspace(-8, 0.5, 90)
-    for condition in CONDITIONS:
+    for condition in conditions:
         model = ev.model(condition, ev.seeds[0])
         weights = torch.cat([layer.weight.detach().abs().flatten() for layer in model.hidden_layers]).numpy()
-        ax.hist(np.clip(weights, 1e-8, None), bins=bins, histtype="step", color=COLOURS[condition], label=condition)
+        ax.hist(np.clip(weights, 1e-8, None), bins=bins, histtype="step", color=colour(condition), label=condition)
     ax.set_xscale("log")
     ax.axvline(1e-3, color="grey", ls="--", lw=1)
     ax.set_xlabel("|w| of hidden weights")
@@ -132,7 +142,7 @@ def weights_figure(ev: Evidence, path: Path) -> None:
     plt.close(fig)
 
 
-def small_weights_figure(ev: Evidence, path: Path) -> None:
+def small_weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """C7: the fraction of hidden |w| < 1e-3 at each checkpoint of B, one line per seed."""
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = ev.profile.checkpoints
@@ -150,7 +160,7 @@ def small_weights_figure(ev: Evidence, path: Path) -> None:
     plt.close(fig)
 
 
-def dead_units_figure(ev: Evidence, path: Path) -> None:
+def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """C8: how far dead and live units' incoming weights moved in the last half, and their norms."""
     half = ev.profile.half
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -199,48 +209,139 @@ FIGURES = {
 # ---------------------------------------------------------------- markdown
 
 
-def _claim_section(result: ClaimResult, seeds: tuple[int, ...]) -> list[str]:
+def guarantee(judged: Judged) -> str:
+    """The report's guarantee, in one paragraph, truthful for this run (partial or whole)."""
+    m, alpha = judged.family_parts, judged.alpha
+    text = (
+        f"Guarantee: the chance of any wrong verdict (a part or claim SUPPORTED when false, or REFUTED when true) "
+        f"is at most {alpha:g} over the {len(judged.family)} registered claims ({m} parts), assuming roughly normal "
+        f"per-seed values; Holm over the {m} parts at {alpha / 2:g} for each direction."
+    )
+    if judged.partial:
+        text += (
+            f" PARTIAL: {len(judged.family) - len(judged.missing)} of {len(judged.family)} claims judged; the "
+            "others count as undecided, so no verdict here is stronger than in a full run."
+        )
+    return text
+
+
+def decision_cell(j: Judgement) -> str:
+    low, high = j.decision_interval
+    if not math.isfinite(low):
+        return "n/a"
+    confidence = {round(100 * c, 3) for c in j.decision_confidence}
+    label = " / ".join(f"{c:g}%" for c in sorted(confidence))
+    return f"[{fmt(low)}, {fmt(high)}] ({label})"
+
+
+def decide_cell(part: JudgedPart, j: Judgement) -> str:
+    """What would decide an undecided comparison."""
+    if part.verdict is not Verdict.INCONCLUSIVE:
+        return "decided"
+    if j.n < MIN_SEEDS:
+        return f"at least {MIN_SEEDS} seeds"
+    if j.seeds_needed is None:
+        return "n/a"
+    toward = "SUPPORTED" if j.toward == "support" else "REFUTED"
+    if j.feasible:
+        return f"~{j.seeds_needed} seeds toward {toward}"
+    low, high = j.decision_interval
+    return f"not decidable at a feasible seed count (> {MAX_FEASIBLE_SEEDS}); effect in [{fmt(low)}, {fmt(high)}]"
+
+
+def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str, str]) -> list[str]:
+    """A claim's section; ``shown`` (figure -> the claim that showed it) keeps each figure to one place."""
     c = result.claim
-    lines = [
-        f"### {c.id}: {result.verdict.value}",
-        "",
-        f"> {c.quote}",
-        "",
-        f"**Rule (fixed before the runs):** {c.rule}",
-        "",
-    ]
+    lines = [f"### {c.id}: {c.title} ({result.verdict.value})", "", f"> {c.quote}", "",
+             f"**Rule (fixed before the runs):** {c.rule}", ""]
+    if result.error:
+        return [*lines, f"**Not judged:** {cell(result.error)}", ""]
     lines += [
-        "| part | comparison | per seed (" + ", ".join(map(str, seeds)) + ") | mean [95% CI] | rule | "
-        "p (Holm) | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| part | comparison | per seed (" + ", ".join(map(str, seeds)) + ") | mean [95% CI] | "
+        "decision-level interval | rule | part p, Holm (support / refute) | what would decide it |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for part in result.parts:
         for j in part.judgements:
-            verdict = j.verdict.value + (f" ({j.note})" if j.note else "")
+            note = f" ({cell(j.note)})" if j.note else ""
             lines.append(
-                f"| {cell(part.part.name)} ({part.verdict.value}) | {cell(j.comparison.name)} | "
-                f"{seeds_cell(j.comparison.values, j.comparison.seeds, seeds)} | {effect(j)} | "
-                f"{cell(j.comparison.rule)} | {j.p_holm:.3g} | {verdict} |"
+                f"| {cell(part.part.name)}: **{part.verdict.value}** | {cell(j.comparison.name)}{note} | "
+                f"{seeds_cell(j.comparison.values, j.comparison.seeds, seeds)} | {effect(j)} | {decision_cell(j)} | "
+                f"{cell(j.comparison.rule)} | {part.p_support_holm:.3g} / {part.p_refute_holm:.3g} | "
+                f"{decide_cell(part, j)} |"
             )
-    if result.finding.info:
+    finding = result.finding
+    if finding is not None and finding.info:
         lines += ["", "Reported beside the rule, not judged:", "", "| measure | per seed | mean |", "|---|---|---|"]
-        lines += [
-            f"| {cell(label)} | {seeds_cell(v)} | {fmt(float(np.mean(v)))} |"
-            for label, v in result.finding.info.items()
-        ]
-    lines += [f"- {note}" for note in result.finding.notes]
+        lines += [f"| {cell(label)} | {seeds_cell(v)} | {fmt(float(np.mean(v)))} |"
+                  for label, v in finding.info.items()]
+    if finding is not None:
+        lines += [f"- {note}" for note in finding.notes]
     for name in c.figures:
-        lines += ["", f"![{FIGURES[name][1]}](figures/{name}.png)"]
+        if name in shown:
+            lines += ["", f"Figure: {FIGURES[name][1].lower()}, under {shown[name]}."]
+        else:
+            shown[name] = c.id
+            lines += ["", f"![{FIGURES[name][1]}](figures/{name}.png)"]
     return [*lines, ""]
 
 
+def summary_effect(result: ClaimResult) -> str:
+    """The claim's effect, short: one comparison's mean and 95% interval, or every comparison's mean."""
+    judgements = [j for p in result.parts for j in p.judgements]
+    if not judgements:
+        return "n/a"
+    if len(judgements) == 1:
+        return effect(judgements[0])
+    return "; ".join(f"{fmt(j.mean)}" for j in judgements) + " (means)"
+
+
+def how_judged(judged: Judged) -> list[str]:
+    m, alpha = judged.family_parts, judged.alpha
+    return [
+        "## How a verdict is reached, and what it guarantees",
+        "",
+        f"**The guarantee.** The chance that this report holds *any* wrong verdict (a part or a claim SUPPORTED "
+        f"when it is false, or REFUTED when it is true; at the exact threshold, either is wrong) is at most "
+        f"{alpha:g}, over the {len(judged.family)} registered claims and their {m} parts, whichever claims a run "
+        "selects. It assumes that each comparison's per-seed values are roughly normal (they are means over "
+        "thousands of test images); `tests/test_guarantee.py` checks it by simulation on families shaped like "
+        "this one, with every comparison at its threshold, one at its threshold and the rest decisive, and with "
+        "3, 5 and 10 seeds.",
+        "",
+        "**How.** Each comparison holds one number per seed, paired by seed where two conditions meet. Two "
+        "one-sided t tests ask whether its mean lies on the claim's side of the threshold (support) or on the "
+        "other (refute). A part whose comparisons must all hold is supported by intersection-union (its p is the "
+        "largest of its comparisons', with no charge for needing them all) and refuted by Bonferroni over its "
+        f"comparisons; a part that needs any one of them (C6) the other way round. Holm's method runs over the {m} "
+        f"parts at {alpha / 2:g} for support and {alpha / 2:g} for refutation, so each direction's chance of any "
+        f"error is at most {alpha / 2:g}. A claim is SUPPORTED when all its parts are and REFUTED when any is.",
+        "",
+        f"**Limits of the tests.** Fewer than {MIN_SEEDS} seeds never decide. Where every seed agrees exactly, a "
+        "t test would claim certainty; the sign test is used instead, whose smallest p with n seeds is 2^-n "
+        f"(0.031 at 5 seeds, against a first Holm step of {alpha / 2 / m:.2g}). A comparison whose seeds hold an "
+        "outlier (a Grubbs-type test at 1%) is marked, and must pass the exact sign-flip test as well as the t "
+        "test, since a t test's level is not assured there; with 2^-n as that test's floor, it waits for seeds.",
+        "",
+        f"**Reading an INCONCLUSIVE.** The *decision-level interval* holds the one-sided bounds the first Holm step "
+        "uses: a part of one comparison is decided once it clears the threshold. The 95% interval beside it is "
+        "unadjusted, for description: it may exclude the threshold while the decision-level one does not. *What "
+        f"would decide it* gives the paired seeds at which a one-sided t test at that level would decide with "
+        f"{100 * POWER:.0f}% power, at the observed mean and spread (noncentral t); above {MAX_FEASIBLE_SEEDS} "
+        "seeds the comparison is not decidable at a feasible seed count.",
+        "",
+    ]
+
+
 def render(
-    results: list[ClaimResult],
+    judged: Judged,
     ev: Evidence,
     prov: dict[str, str],
-    savings: savings_report.Savings,
+    savings: savings_report.Savings | None,
     seconds: dict[str, float],
+    conditions: list[str],
 ) -> str:
+    results = judged.results
     records = ev.run_records()
     versions = sorted({r["provenance"]["code_version"] for r in records})
     dates = sorted(r["provenance"]["date"] for r in records)
@@ -248,8 +349,17 @@ def render(
     lines = [
         "# Claims report: pruning and targeted dropout on Fashion-MNIST",
         "",
-        "Generated by `pytest claims` (`conftest.py` and `tdlib/report.py`); do not edit by hand.",
+        "Generated by the claims suite's pytest plugin (`tdlib/plugin.py`, `tdlib/report.py`); do not edit by hand.",
         "",
+    ]
+    if judged.partial:
+        lines += [
+            f"**Partial report:** {len(judged.family) - len(judged.missing)} of the {len(judged.family)} registered "
+            f"claims were judged (missing: {', '.join(c.id for c in judged.missing)}). Their parts count as "
+            "undecided, so no verdict here is stronger than in a full run.",
+            "",
+        ]
+    lines += [
         "| | |",
         "|---|---|",
         *(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in profile.items()),
@@ -264,40 +374,32 @@ def render(
         "",
         "## Summary",
         "",
-        "| claim | the writeup says | rule | verdict | effect: mean [95% CI] per comparison |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results:
-        effects = "<br>".join(f"{cell(j.comparison.name)}: {effect(j)}" for p in r.parts for j in p.judgements)
-        lines.append(
-            f"| {r.claim.id} | {cell(r.claim.quote)} | {cell(r.claim.rule)} | **{r.verdict.value}** | {effects} |"
-        )
-    lines += [
+        guarantee(judged),
         "",
-        "## How a verdict is reached",
+        "| claim | | verdict | effect |",
+        "|---|---|---|---|",
+        *(f"| [{r.claim.id}](#{anchor(r)}) | {cell(r.claim.title)} | "
+          f"**{r.verdict.value if not r.error else 'NOT JUDGED'}** | {cell(summary_effect(r))} |" for r in results),
         "",
-        f"Each comparison holds one number per seed (paired by seed where two conditions meet). A one-sided "
-        f"t test asks whether its mean lies on the claim's side of the threshold, and another whether it lies "
-        f"on the other side. The smaller p of each comparison is adjusted by Holm's method over all "
-        f"{sum(len(p.judgements) for r in results for p in r.parts)} comparisons of this run, at alpha = {ALPHA}: "
-        f"SUPPORTED or REFUTED when the adjusted p is below alpha, INCONCLUSIVE otherwise, and always with "
-        f"fewer than {MIN_SEEDS} seeds. A part is SUPPORTED when all its comparisons are (or any, for "
-        f'"some layer" rules) and REFUTED when any is; a claim likewise from its parts. The interval '
-        f"shown is the two-sided 95% t interval of the mean, unadjusted.",
+        "Effects are means over seeds, with the unadjusted 95% interval for a claim of one comparison; each "
+        "claim's section has the rule, every comparison and what would decide it.",
         "",
+        *how_judged(judged),
         "## Training conditions",
         "",
         "| id | what |",
         "|---|---|",
-        *(f"| {k} | {v.description} |" for k, v in CONDITIONS.items()),
+        *(f"| {k} | {CONDITIONS[k].description} |" for k in conditions),
         "",
         "## Claims",
         "",
     ]
+    shown: dict[str, str] = {}
     for r in results:
-        lines += _claim_section(r, ev.seeds)
+        lines += _claim_section(r, ev.seeds, shown)
     lines += ["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""]
-    lines += savings_report.markdown(savings, ev)
+    if savings is not None:
+        lines += savings_report.markdown(savings, ev)
     lines += [
         "## What this run cannot tell",
         "",
@@ -316,23 +418,121 @@ def render(
     return "\n".join(lines)
 
 
-def write_report(path: Path, results: list[ClaimResult], ev: Evidence, session_seconds: float) -> None:
-    """Write ``path`` (markdown), ``claims.json`` and ``figures/`` beside it."""
+def anchor(result: ClaimResult) -> str:
+    """GitHub's anchor for a claim's section heading."""
+    heading = f"{result.claim.id}: {result.claim.title} ({result.verdict.value})".lower()
+    kept = "".join(ch for ch in heading if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
+
+
+class ReportError(ValueError):
+    """The report cannot be written where it was asked to be."""
+
+
+REPORT_FILES = ("claims.json", "figures")
+
+
+def check_report_path(text: str | Path) -> Path:
+    """The report's path, checked before any work: a ``.md`` file in a directory that is writable and holds
+    nothing but reports (its own files, and subdirectories that are reports themselves), since the whole
+    directory is swapped in when the report is written."""
+    if not str(text).strip():
+        raise ReportError("needs a markdown file's path, such as reports/CLAIMS.md")
+    path = Path(text).expanduser().absolute()
+    if path.suffix.lower() != ".md":
+        raise ReportError("the report is a markdown file: give a path ending in .md, such as reports/CLAIMS.md")
+    directory = path.parent
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ReportError(f"{existing} is not a directory this process can write to")
+    if directory.exists():
+        if not os.access(directory.parent, os.W_OK | os.X_OK):
+            raise ReportError(f"{directory.parent} is not writable, and the report directory is swapped in there")
+        foreign = [p.name for p in directory.iterdir()
+                   if p.name not in (path.name, *REPORT_FILES) and not (p.is_dir() and (p / "claims.json").exists())]
+        if foreign:
+            raise ReportError(
+                f"{directory} holds other files ({', '.join(sorted(foreign)[:5])}); a report is written into a "
+                "directory of its own (e.g. reports/), which is replaced whole"
+            )
+    return path
+
+
+def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: float) -> None:
+    """Write ``path`` (markdown), ``claims.json`` and ``figures/`` beside it, all at once.
+
+    Everything is written into a temporary directory beside the report's, which is then swapped in, so a
+    reader sees the old report or the new one, whole, never a mix; a failure leaves the old one as it was.
+    Subdirectories that are reports of their own (``reports/paper/``) are carried over.
+    """
     started = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure_dir = path.parent / "figures"
-    figure_dir.mkdir(exist_ok=True)
-    wanted = {name for r in results for name in r.claim.figures} | {"weights"}
-    for name in sorted(wanted):
-        FIGURES[name][0](ev, figure_dir / f"{name}.png")
-    savings = savings_report.measure(ev)
-    savings_report.figure(savings, ev, figure_dir / "speedup.png")
-    seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
-    prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
-    path.write_text(render(results, ev, prov, savings, seconds))
-    payload = {
+    path = check_report_path(path)
+    directory = path.parent
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    results = [r for r in judged.results if not r.error]
+    conditions = [c for c in CONDITIONS if any(c in r.claim.conditions for r in results)] or ["B"]
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
+    try:
+        figure_dir = staging / "figures"
+        figure_dir.mkdir()
+        wanted = {name for r in results for name in r.claim.figures} | {"weights"}
+        for name in sorted(wanted):
+            FIGURES[name][0](ev, figure_dir / f"{name}.png", conditions)
+        savings = None
+        if all(c in conditions for c, _, _ in savings_report.MODELS):
+            savings = savings_report.measure(ev)
+            savings_report.figure(savings, ev, figure_dir / "speedup.png")
+        seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
+        prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
+        (staging / path.name).write_text(render(judged, ev, prov, savings, seconds, conditions))
+        payload = as_json(judged, ev, prov, savings)
+        (staging / "claims.json").write_text(json.dumps(payload, indent=1, default=str))
+        if directory.exists():
+            for nested in directory.iterdir():  # other reports inside this one's directory
+                if nested.is_dir() and nested.name != "figures" and (nested / "claims.json").exists():
+                    shutil.copytree(nested, staging / nested.name)
+        _swap_in(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, directory: Path) -> None:
+    """Make ``staging`` the new ``directory``: one atomic exchange where the system offers it (Linux's
+    renameat2 with RENAME_EXCHANGE), else two renames; the old directory ends up at ``staging``."""
+    if not directory.exists():
+        os.replace(staging, directory)
+        staging.mkdir()  # so the caller's clean-up finds something to remove
+        return
+    if _exchange(staging, directory):
+        return
+    aside = staging.with_name(staging.name + "-old")
+    os.replace(directory, aside)
+    os.replace(staging, directory)
+    os.replace(aside, staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2); False where that is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
+def as_json(judged: Judged, ev: Evidence, prov: dict[str, str], savings: savings_report.Savings | None) -> dict:
+    """Everything the markdown shows, and the per-seed numbers behind it, as plain data."""
+    return {
         "profile": ev.profile.describe(),
         "provenance": prov,
+        "guarantee": guarantee(judged),
+        "family": [{"id": c.id, "parts": c.n_parts} for c in judged.family],
+        "partial": judged.partial,
         "runs": [
             {
                 "name": r["name"],
@@ -345,13 +545,20 @@ def write_report(path: Path, results: list[ClaimResult], ev: Evidence, session_s
         "claims": [
             {
                 "id": r.claim.id,
+                "title": r.claim.title,
                 "quote": r.claim.quote,
                 "rule": r.claim.rule,
                 "verdict": r.verdict.value,
+                "error": r.error,
                 "parts": [
                     {
                         "name": p.part.name,
+                        "how": p.part.how,
                         "verdict": p.verdict.value,
+                        "p_support": p.p_support,
+                        "p_refute": p.p_refute,
+                        "p_support_holm": p.p_support_holm,
+                        "p_refute_holm": p.p_refute_holm,
                         "comparisons": [
                             {
                                 "name": j.comparison.name,
@@ -360,10 +567,13 @@ def write_report(path: Path, results: list[ClaimResult], ev: Evidence, session_s
                                 "rule": j.comparison.rule,
                                 "mean": j.mean,
                                 "ci95": list(j.ci95),
+                                "decision_interval": list(j.decision_interval),
+                                "decision_confidence": list(j.decision_confidence),
                                 "p_support": j.p_support,
                                 "p_refute": j.p_refute,
-                                "p_holm": j.p_holm,
-                                "verdict": j.verdict.value,
+                                "outlier_seeds": list(j.flagged),
+                                "seeds_needed": j.seeds_needed,
+                                "toward": j.toward,
                                 "note": j.note,
                             }
                             for j in p.judgements
@@ -371,10 +581,9 @@ def write_report(path: Path, results: list[ClaimResult], ev: Evidence, session_s
                     }
                     for p in r.parts
                 ],
-                "info": {k: list(v) for k, v in r.finding.info.items()},
+                "info": {k: list(v) for k, v in r.finding.info.items()} if r.finding is not None else {},
             }
-            for r in results
+            for r in judged.results
         ],
-        "what_pruning_buys": savings_report.as_json(savings, ev),
+        "what_pruning_buys": savings_report.as_json(savings, ev) if savings is not None else None,
     }
-    (path.parent / "claims.json").write_text(json.dumps(payload, indent=1, default=str))

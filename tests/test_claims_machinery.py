@@ -51,13 +51,60 @@ def test_findings_are_judged_together_and_combined() -> None:
     strong = Comparison("strong", (5.0, 5.1, 4.9, 5.2), 0.0, "greater")
     against = Comparison("against", (-5.0, -5.1, -4.9, -5.2), 0.0, "greater")
     vague = Comparison("vague", (1.0, -1.0, 0.5, -0.4), 0.0, "greater")
-    findings.add(C, Finding([Part("a", (strong,)), Part("b", (strong, vague))]))
+    two = Claim("C0", "quote", "rule", ("B",), parts=("a", "b"))
+    findings.add(two, Finding([Part("a", (strong,)), Part("b", (strong, vague))]))
     findings.add(Claim("C9", "q", "r", ("B",)), Finding([Part("any", (against, strong), how="any")]))
-    first, second = findings.judge()
+    judged = findings.judge()
+    first, second = judged.results
     assert [p.verdict for p in first.parts] == [Verdict.SUPPORTED, Verdict.INCONCLUSIVE]
     assert first.verdict is Verdict.INCONCLUSIVE
     assert second.verdict is Verdict.SUPPORTED
-    assert second.parts[0].judgements[0].verdict is Verdict.REFUTED
+    assert judged.family_parts == 3 and not judged.partial
+
+
+def test_a_claim_in_a_larger_family_is_judged_partially_and_never_more_strongly() -> None:
+    borderline = Comparison("c", (1.0, 1.3, 0.7, 1.2, 0.8), 0.6, "greater")
+    alone = Claim("C1", "q", "r", ("B",))
+    others = [Claim(f"C{i}", "q", "r", ("B",)) for i in range(2, 22)]
+    findings = Findings()
+    findings.add(alone, Finding([Part("p", (borderline,))]))
+    by_itself = findings.judge([alone])
+    in_family = findings.judge([alone, *others])
+    assert by_itself.results[0].verdict is Verdict.SUPPORTED
+    assert in_family.partial and [c.id for c in in_family.missing] == [c.id for c in others]
+    assert in_family.results[0].parts[0].p_support_holm == pytest.approx(21 * by_itself.results[0].parts[0].p_support)
+    assert in_family.results[0].verdict is Verdict.INCONCLUSIVE
+    with pytest.raises(ValueError, match="not in the registered family"):
+        findings.judge(others)
+
+
+def test_a_claim_that_cannot_be_judged_is_named_and_the_others_stand() -> None:
+    findings = Findings()
+    good = Claim("C1", "q", "r", ("B",))
+    bad = Claim("C2", "q", "r", ("B",), parts=("a", "b"))
+    strong = Comparison("strong", (5.0, 5.1, 4.9, 5.2), 0.0, "greater")
+    findings.add(bad, Finding([Part("only one", (strong,))]))  # registered with two parts
+    findings.add(good, Finding([Part("p", (strong,))]))
+    judged = findings.judge([bad, good])
+    broken, fine = judged.results
+    assert "registered with parts ('a', 'b')" in broken.error and broken.parts == []
+    assert fine.verdict is Verdict.SUPPORTED and judged.partial
+    assert fine.parts[0].p_support_holm == pytest.approx(3 * fine.parts[0].p_support)  # a family of 3 parts
+
+
+def test_the_registered_family_is_every_claim_of_the_modules() -> None:
+    import types
+
+    from tdlib.claim import registered_family
+
+    module = types.ModuleType("m")
+    for cid in ("A1", "A2"):
+        setattr(module, f"test_{cid}", claim(cid, "q", "r", ("B",))(lambda ev: None))
+    assert [c.id for c in registered_family([module])] == ["A1", "A2"]
+    other = types.ModuleType("other")
+    other.test_x = claim("A1", "q", "r", ("B",))(lambda ev: None)
+    with pytest.raises(ValueError, match="claim id A1 is defined twice: in m and in other"):
+        registered_family([module, other])
 
 
 def test_a_claim_test_fails_when_the_baseline_did_not_learn(tmp_path: Path) -> None:

@@ -1,0 +1,195 @@
+"""The claims suite's pytest plugin (entry point ``pytest11: tdlib``): options, fixtures, the verdict
+table and the report. The only module of tdlib that imports pytest.
+
+Options, checked once when pytest starts (one usage error, before any work):
+
+- ``--claims-profile {smoke,default,paper}`` (default smoke) and ``--claims-seeds`` (a count, ``5``, or a
+  list, ``0,3,7``; more than :data:`MAX_SEEDS` needs ``--claims-many-seeds``);
+- ``--claims-device {cpu,cuda}``; ``--claims-cache`` (default ``cache/`` under the rootdir);
+- ``--claims-report PATH``: write the report there (``CLAIMS.md``, with ``claims.json`` and ``figures/``
+  beside it, swapped in whole). Without it, no report is written: a plain or ``-k`` run never
+  overwrites one.
+
+Every test made by :func:`tdlib.claim.claim` is marked ``@pytest.mark.claim(id)``. The *registered
+family* is every claim defined in the claim modules pytest collected, before ``-k``/``-m``
+deselection; a duplicate id is a usage error. A claim test passes when its evidence is sound,
+whatever the verdict. The verdicts come at the end, judged once over the registered family: a run
+that selected some of the claims judges them as members of the whole family, never more strongly,
+and says it is partial.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tdlib.claim import Claim, Findings, Judged, registered_family
+
+MAX_SEEDS = 50
+XDIST_REFUSED = (
+    "the claims suite cannot run under pytest-xdist (-n): its family is judged once, in one process, after "
+    "every claim; run the claims without -n (their training is cached and shared between runs anyway)"
+)
+
+EVIDENCE = pytest.StashKey[object]()
+FINDINGS = pytest.StashKey[Findings]()
+FAMILY = pytest.StashKey[list[Claim]]()
+SELECTED = pytest.StashKey[list[Claim]]()
+JUDGED = pytest.StashKey[Judged]()
+STARTED = pytest.StashKey[float]()
+SETTINGS = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("claims", "claim verification (tdlib)")
+    group.addoption("--claims-profile", default="smoke", choices=("smoke", "default", "paper"),
+                    help="training profile of the claims suite (default: smoke)")
+    group.addoption("--claims-seeds", default=None, metavar="N|LIST",
+                    help="a number of seeds (5) or a list (0,3,7); default: the profile's")
+    group.addoption("--claims-many-seeds", action="store_true",
+                    help=f"allow more than {MAX_SEEDS} seeds")
+    group.addoption("--claims-device", default="cpu", choices=("cpu", "cuda"), help="where to train (default: cpu)")
+    group.addoption("--claims-cache", default=None, metavar="DIR",
+                    help="where trained runs and measurements are kept (default: cache/ under the rootdir)")
+    group.addoption("--claims-report", default=None, metavar="PATH",
+                    help="write the report to PATH (e.g. reports/CLAIMS.md), claims.json and figures/ beside it; "
+                    "default: no report")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "claim(id): a registered claim of the claims suite (tdlib)")
+    config.stash[SETTINGS] = _settings(config)
+    config.stash[STARTED] = time.perf_counter()
+
+
+def _settings(config: pytest.Config) -> dict:
+    """The options, checked: a bad one is one usage error, raised before any test or training."""
+    from tdlib.profiles import PROFILES, parse_seeds
+
+    profile = PROFILES[config.getoption("claims_profile")]
+    seeds_text = config.getoption("claims_seeds")
+    if seeds_text is not None:
+        try:
+            profile = profile.with_seeds(parse_seeds(seeds_text))
+        except ValueError as error:
+            raise pytest.UsageError(str(error).replace("--seeds", "--claims-seeds")) from None
+        if len(profile.seeds) > MAX_SEEDS and not config.getoption("claims_many_seeds"):
+            raise pytest.UsageError(
+                f"--claims-seeds {seeds_text} asks for {len(profile.seeds)} seeds, which trains up to "
+                f"{len(profile.seeds)} runs per condition; more than {MAX_SEEDS} needs --claims-many-seeds"
+            )
+    device = config.getoption("claims_device")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError("--claims-device cuda: this machine has no CUDA device torch can use")
+    cache = config.getoption("claims_cache")
+    cache_dir = Path(cache) if cache else config.rootpath / "cache"
+    report = config.getoption("claims_report")
+    report_path = None
+    if report is not None:
+        from tdlib.report import ReportError, check_report_path
+
+        try:
+            report_path = check_report_path(report)
+        except ReportError as error:
+            raise pytest.UsageError(f"--claims-report {report!r}: {error}") from None
+    return {"profile": profile, "device": device, "cache": cache_dir, "report": report_path}
+
+
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Claims collected by a pytest-xdist worker are refused, as a collection error the controller shows."""
+    if hasattr(collector.config, "workerinput") and isinstance(getattr(obj, "claim", None), Claim):
+        raise collector.CollectError(XDIST_REFUSED)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before ``-k``/``-m`` deselect anything: mark the claim tests and fix the registered family."""
+    claim_items = [item for item in items if isinstance(getattr(getattr(item, "obj", None), "claim", None), Claim)]
+    if not claim_items:
+        return
+    modules = {id(item.module): item.module for item in claim_items}  # type: ignore[attr-defined]
+    try:
+        config.stash[FAMILY] = registered_family(modules.values())
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    for item in claim_items:
+        item.add_marker(pytest.mark.claim(item.obj.claim.id))  # type: ignore[attr-defined]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The plan: which claims run, the runs they need, and how many are cached."""
+    config = session.config
+    if FAMILY not in config.stash:
+        return
+    selected = [item.obj.claim for item in session.items  # type: ignore[attr-defined]
+                if isinstance(getattr(getattr(item, "obj", None), "claim", None), Claim)]
+    config.stash[SELECTED] = selected
+    if not selected:
+        return
+    from tdlib.plan import plan
+
+    settings = config.stash[SETTINGS]
+    conditions = ["B", *sorted({c for claim_ in selected for c in claim_.conditions} - {"B"})]
+    the_plan = plan(settings["profile"], conditions, settings["cache"], settings["device"])
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; "
+                            + the_plan.summary())
+
+
+@pytest.fixture(scope="session")
+def evidence(request: pytest.FixtureRequest):
+    """The session's :class:`~tdlib.evidence.Evidence`: runs of the chosen profile, trained once and cached."""
+    from tdlib.evidence import Evidence
+    from tdlib.runs import RunCache
+
+    config = request.config
+    settings = config.stash[SETTINGS]
+    cache = RunCache(settings["cache"], progress=config.getoption("verbose") >= 0)
+    ev = Evidence(settings["profile"], cache, device=settings["device"])
+    config.stash[EVIDENCE] = ev
+    return ev
+
+
+@pytest.fixture(scope="session")
+def findings(request: pytest.FixtureRequest) -> Findings:
+    """Where each claim test leaves its finding, for the judging at the end."""
+    request.config.stash[FINDINGS] = Findings()
+    return request.config.stash[FINDINGS]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if FINDINGS not in config.stash or not config.stash[FINDINGS].items:
+        return
+    judged = config.stash[FINDINGS].judge(config.stash.get(FAMILY, None))
+    config.stash[JUDGED] = judged
+    report = config.stash[SETTINGS]["report"]
+    if report is not None:
+        from tdlib.report import write_report
+
+        write_report(report, judged, config.stash[EVIDENCE],  # type: ignore[arg-type]
+                     session_seconds=time.perf_counter() - config.stash[STARTED])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if JUDGED not in config.stash:
+        return
+    from tdlib.report import guarantee
+
+    judged = config.stash[JUDGED]
+    terminalreporter.section("claims: verdicts")
+    for result in judged.results:
+        if result.error:
+            terminalreporter.write_line(f"{result.claim.id:>4} NOT JUDGED   {result.error}", red=True)
+            continue
+        effects = "; ".join(f"{j.comparison.name}: {j.mean:+.2f}" for p in result.parts for j in p.judgements)
+        terminalreporter.write_line(f"{result.claim.id:>4} {result.verdict.value:<12} {effects}")
+    terminalreporter.write_line(guarantee(judged))
+    report = config.stash[SETTINGS]["report"]
+    terminalreporter.write_line(f"report: {report}" if report else "report: not written (--claims-report PATH)")

@@ -1,0 +1,191 @@
+"""The claims plugin as a user meets it, through pytest's own ``pytester``: options, usage errors, the
+marker, duplicate ids, reports only when asked, and the same verdicts whichever claims a run selects."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+ROOT = Path(__file__).resolve().parent.parent
+
+CLAIM_FILE = '''
+from tdlib.claim import Comparison, Finding, Part, claim
+
+
+@claim("X1", quote="B learns", rule="B's dense accuracy > 30%", conditions=("B",))
+def test_x1_b_learns(ev):
+    return Finding([Part("learns", (Comparison("B dense", ev.accuracy("B"), 30.0, "greater", "%"),))])
+
+
+@claim("X2", quote="B is not perfect", rule="B's dense accuracy < 99.9%", conditions=("B",))
+def test_x2_b_is_not_perfect(ev):
+    return Finding([Part("imperfect", (Comparison("B dense", ev.accuracy("B"), 99.9, "less", "%"),))])
+'''
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("claims-cache")
+
+
+def usage_error(result: pytest.RunResult) -> str:
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    return result.stderr.str()
+
+
+def test_help_lists_the_namespaced_options(pytester: pytest.Pytester) -> None:
+    """An empty directory, no conftest: the options come from the installed entry point."""
+    result = pytester.runpytest("--help")
+    for option in ("--claims-profile", "--claims-seeds", "--claims-device", "--claims-cache", "--claims-report"):
+        result.stdout.fnmatch_lines([f"*{option}*"])
+    assert "--profile" not in result.stdout.str().replace("--claims-profile", "")
+
+
+def test_the_wheel_declares_the_pytest11_entry_point(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("tdlib-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        entry_points = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
+        text = archive.read(entry_points).decode()
+        assert "[pytest11]" in text and "tdlib = tdlib.plugin" in text
+        assert "tdlib/plugin.py" in archive.namelist()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--claims-seeds", "abc"], "--claims-seeds must be a count or a comma-separated list"),
+        (["--claims-seeds", "0,0"], "--claims-seeds must name distinct"),
+        (["--claims-seeds", "100000"], "needs --claims-many-seeds"),
+        (["--claims-report", ""], "needs a markdown file's path"),
+        (["--claims-report", "out.txt"], "give a path ending in .md"),
+        (["--claims-profile", "huge"], "invalid choice: 'huge'"),
+    ],
+)
+def test_a_bad_option_is_one_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    result = pytester.runpytest(*args)
+    err = usage_error(result)
+    assert message in err
+    assert err.count("ERROR") <= 1 and "passed" not in result.stdout.str()
+
+
+def test_cuda_without_a_gpu_is_a_usage_error_and_leaves_nothing(pytester: pytest.Pytester) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    cache = pytester.path / "cache"
+    assert "no CUDA device" in usage_error(pytester.runpytest("--claims-device", "cuda", "--claims-cache", str(cache)))
+    assert not cache.exists()
+
+
+def test_a_report_directory_that_cannot_be_written_is_refused_before_any_work(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    (pytester.path / "a-file").write_text("")
+    assert "not a directory this process can write to" in usage_error(
+        pytester.runpytest("--claims-report", str(pytester.path / "a-file" / "CLAIMS.md")))
+    locked = pytester.path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root can write anywhere
+            assert "not a directory this process can write to" in usage_error(
+                pytester.runpytest("--claims-report", str(locked / "r" / "CLAIMS.md")))
+    finally:
+        locked.chmod(0o700)
+    (pytester.path / "notes.txt").write_text("mine")
+    err = usage_error(pytester.runpytest("--claims-report", str(pytester.path / "CLAIMS.md")))
+    assert "holds other files (" in err and "notes.txt" in err and "directory of its own" in err
+
+
+def test_duplicate_claim_ids_are_refused_at_collection(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_a=CLAIM_FILE, test_b=CLAIM_FILE.replace('"X2"', '"X3"'))
+    err = usage_error(pytester.runpytest("--collect-only"))
+    assert "claim id X1 is defined twice: in test_a and in test_b" in err
+
+
+def test_claim_tests_carry_the_registered_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_claims=CLAIM_FILE, test_other="def test_plain():\n    pass\n")
+    result = pytester.runpytest("--collect-only", "-q", "-m", "claim")
+    result.stdout.fnmatch_lines(["*test_x1_b_learns*", "*test_x2_b_is_not_perfect*"])
+    assert "test_plain" not in result.stdout.str()
+    pytester.runpytest("--markers").stdout.fnmatch_lines(["*@pytest.mark.claim(id)*"])
+    assert pytester.runpytest("--collect-only", "-q", "--strict-markers", "-m", "claim").ret == 0
+
+
+def test_no_report_unless_asked_and_a_whole_one_when_asked(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    cache = ["--claims-cache", str(shared_cache), "--claims-seeds", "3"]
+    result = pytester.runpytest(*cache)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*claims: verdicts*", "*X1 SUPPORTED*", "*report: not written*"])
+    assert not [*pytester.path.rglob("CLAIMS.md"), *pytester.path.rglob("claims.json"), *pytester.path.rglob("*.png")]
+    report = pytester.path / "out" / "CLAIMS.md"
+    pytester.runpytest(*cache, "--claims-report", str(report)).assert_outcomes(passed=2)
+    data = json.loads((report.parent / "claims.json").read_text())
+    assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"] and not data["partial"]
+    assert "Guarantee" in report.read_text()
+    assert not [p for p in pytester.path.iterdir() if p.name.startswith(".out")]  # no staging left behind
+
+
+def test_a_subset_is_judged_in_the_whole_family(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    report = pytester.path / "out" / "CLAIMS.md"
+    result = pytester.runpytest("--claims-cache", str(shared_cache), "--claims-seeds", "3", "-k", "x1",
+                                "--claims-report", str(report))
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*claims: 1 of 2 registered claims*", "*PARTIAL: 1 of 2 claims judged*"])
+    data = json.loads((report.parent / "claims.json").read_text())
+    assert data["partial"] and [f["id"] for f in data["family"]] == ["X1", "X2"]
+    part = data["claims"][0]["parts"][0]
+    assert part["p_support_holm"] == pytest.approx(2 * part["p_support"])
+    assert "Partial report" in report.read_text()
+
+
+def test_xdist_is_refused_with_a_reason(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    assert result.ret != 0
+    assert "cannot run under pytest-xdist" in result.stdout.str() + result.stderr.str()
+
+
+def verdict_lines(result: pytest.RunResult) -> dict[str, str]:
+    """Claim id -> verdict, from the plugin's terminal summary."""
+    lines = result.stdout.str().split("claims: verdicts", 1)[1].splitlines()
+    return {words[0]: words[1] for words in (line.split() for line in lines) if words and words[0][:1] == "C"
+            and words[0][1:].isdigit()}
+
+
+@pytest.mark.slow
+def test_the_writeups_claims_get_the_same_or_weaker_verdicts_when_selected(pytester: pytest.Pytester,
+                                                                         tmp_path: Path) -> None:
+    """``-k "C1 or C5"`` judges the claims it selects as members of all 13 registered claims: never more
+    strongly than the full run, from the same seeds and cache; and a subset trains only what its claims
+    need. (In subprocesses: torch registers some operator libraries once per process.)"""
+    pytester.makepyfile(test_writeup=(ROOT / "claims" / "test_writeup.py").read_text())
+    only_b = tmp_path / "only-b"
+    pytester.runpytest_subprocess("--claims-cache", str(only_b), "--claims-seeds", "3", "-k", "c1_").assert_outcomes(
+        passed=1, deselected=12)
+    assert {d.name.split("-")[0] for d in only_b.iterdir() if (d / "record.json").exists()} == {"B"}
+    common = ["--claims-cache", str(tmp_path / "cache"), "--claims-seeds", "3"]
+    full = pytester.runpytest_subprocess(*common)
+    full.assert_outcomes(passed=13)
+    subset = pytester.runpytest_subprocess(*common, "-k", "C1 or C5")
+    subset.assert_outcomes(passed=6, deselected=7)  # "C1" also matches C10 to C13
+    subset.stdout.fnmatch_lines(["*6 of 13 registered claims; * runs, all cached*", "*PARTIAL: 6 of 13 claims*"])
+    whole, part = verdict_lines(full), verdict_lines(subset)
+    assert len(whole) == 13 and sorted(part) == ["C1", "C10", "C11", "C12", "C13", "C5"]
+    for cid, verdict in part.items():
+        assert verdict in ("INCONCLUSIVE", whole[cid]), (cid, verdict, whole[cid])
+    assert whole["C5"] == part["C5"] == "SUPPORTED"  # decisive enough to survive the whole family either way
