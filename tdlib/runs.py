@@ -368,6 +368,7 @@ class RunCache:
             "provenance": provenance(),
             "data_source": data.source,
             "resumed_from_epoch": resumed_from,
+            "threads": state.threads,
             "extended_from": extended_from,
             "wall_seconds": round(time.perf_counter() - started, 3),
             "files": {name: sha256(directory / name) for name in files},

@@ -6,14 +6,18 @@ global generator is left as it was, and it sets the generator from :attr:`TrainS
 of every epoch, so nothing done between epochs (writing a checkpoint, a caller's ``on_epoch_end``) can
 shift the draws of the next one. The state is part of a :class:`TrainState`, so a run resumed from any
 epoch ends with the same bits as one that never stopped.
+
+The number of torch threads changes the bits too (a matrix product splits its sums differently), so a
+state also records the thread count it trains with: a run keeps the count it started with, and a run
+resumed or continued in a process with another count trains on with the recorded one.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +43,7 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     rng: Tensor = field(default_factory=torch.get_rng_state)  # the CPU generator's state after ``epoch``
     cuda_rng: Tensor | None = None  # the CUDA generator's, for a run on a GPU
+    threads: int = field(default_factory=torch.get_num_threads)  # torch threads it trains with (they change bits)
 
     def state_dict(self) -> dict:
         saved = {
@@ -47,6 +52,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "rng": self.rng,
+            "threads": self.threads,
         }
         if self.cuda_rng is not None:
             saved["cuda_rng"] = self.cuda_rng
@@ -61,6 +67,17 @@ def _forked_rng(device: str) -> AbstractContextManager[None]:
     """Fork torch's generators (the CPU one, and the run's CUDA device if it trains there)."""
     devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
     return torch.random.fork_rng(devices=devices)
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Train with ``threads`` intra-op threads, then give the caller back its own count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _seeded_model(spec: RunSpec) -> tuple[MLP, Tensor]:
@@ -121,6 +138,7 @@ def restore_state(spec: RunSpec, saved: dict) -> TrainState:
     state.optimizer.load_state_dict(saved["optimizer"])
     state.epoch, state.history, state.rng = saved["epoch"], list(saved["history"]), saved["rng"].cpu()
     state.cuda_rng = saved["cuda_rng"].cpu() if "cuda_rng" in saved else None
+    state.threads = int(saved.get("threads", state.threads))
     return state
 
 
@@ -152,7 +170,7 @@ def train(
     model.train()
     bar = tqdm(range(state.epoch, spec.epochs), initial=state.epoch, total=spec.epochs,
                desc=f"{spec.condition} seed {spec.seed}", unit="epoch", disable=not progress, leave=False)
-    with _forked_rng(spec.device):
+    with _forked_rng(spec.device), _torch_threads(state.threads):
         for epoch in bar:
             _train_epoch(state, epoch, x, y, test_x, test_y, steps_per_epoch, total_steps)
             bar.set_postfix(loss=f"{state.history[-1]['train_loss']:.4f}",

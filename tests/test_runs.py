@@ -354,3 +354,25 @@ def test_spec_hash_and_validation() -> None:
         small_spec(epochs=3, checkpoints=(4,))
     with pytest.raises(ValueError, match="condition"):
         small_spec("B/../x")
+
+
+def test_a_run_resumed_with_another_thread_count_trains_on_with_its_own(tmp_path: Path) -> None:
+    """Thread counts change the bits of a matrix product; the state keeps the count it started with."""
+    spec = small_spec(epochs=3, hidden=(512, 256), batch_size=300)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        straight = RunCache(tmp_path / "straight", progress=False).get(spec)
+        cache = RunCache(tmp_path / "stopped", progress=False)
+        with pytest.raises(KeyboardInterrupt):
+            cache.get(spec, stop_after=1)
+        torch.set_num_threads(1)
+        one_thread = RunCache(tmp_path / "one", progress=False).get(spec)
+        resumed = cache.get(spec)
+        assert torch.get_num_threads() == 1  # the caller's count is given back
+    finally:
+        torch.set_num_threads(before)
+    assert straight.record["threads"] == resumed.record["threads"] == 2 and one_thread.record["threads"] == 1
+    assert same_weights(resumed.model().state_dict(), straight.model().state_dict())
+    if same_weights(one_thread.model().state_dict(), straight.model().state_dict()):
+        pytest.skip("on this machine one and two threads happen to give the same bits for this network")
