@@ -4,12 +4,22 @@ Every (condition, seed) is trained once through the :class:`~tdlib.runs.RunCache
 claim that needs it. Every measurement (an accuracy after pruning, an activation statistic, ...) is
 stored beside the cache in ``evidence/<run name>.json`` under a key naming what was measured, so that
 re-rendering a report from a warm cache trains nothing and measures nothing twice.
+
+An evidence file is tied to what it measured: it names the run's key and the SHA-256 of the run's
+record of files (so a retrained run, or a file swapped in from another seed or condition, does not
+match), and carries a checksum of its values. A file that fails any check is named in a warning, moved
+aside to ``evidence/corrupt/`` and measured again; it is never used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,8 +40,49 @@ from tdlib.profiles import Profile
 from tdlib.runs import Run, RunCache, atomic_write
 
 # Bump when a measurement changes meaning, so that stored numbers are measured again.
-EVIDENCE_FORMAT = 1
+# 2: each file is tied to its run's key and files, and checksummed.
+EVIDENCE_FORMAT = 2
 SWEEP_KINDS = ("weight", "unit", "random_weight", "global")  # drawn for every condition in the report
+
+
+class EvidenceMismatch(ValueError):
+    """An evidence file that is damaged, or that measured another model than the run's."""
+
+
+def _run_digest(run: Run) -> str:
+    """The SHA-256 of the run's record of files: it changes whenever any file the run certifies does."""
+    return hashlib.sha256(json.dumps(run.record["files"], sort_keys=True).encode()).hexdigest()
+
+
+def _evidence_bytes(run: Run, values: dict[str, float]) -> bytes:
+    body = {"format": EVIDENCE_FORMAT, "run": run.spec.name, "key": run.spec.key(), "files": _run_digest(run),
+            "values": dict(sorted(values.items()))}
+    text = json.dumps(body, sort_keys=True)
+    return json.dumps({**body, "sha256": hashlib.sha256(text.encode()).hexdigest()}, indent=0, sort_keys=True).encode()
+
+
+def _verified_values(raw: bytes, run: Run) -> dict[str, float]:
+    """The values of an evidence file written by :func:`_evidence_bytes` for ``run``; raises
+    :class:`EvidenceMismatch` saying what is wrong otherwise."""
+    try:
+        data = json.loads(raw)
+    except ValueError as error:
+        raise EvidenceMismatch(f"not JSON ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("values"), dict):
+        raise EvidenceMismatch(f"not an evidence file (a {type(data).__name__} without values)")
+    digest = data.pop("sha256", None)
+    if digest != hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest():
+        raise EvidenceMismatch("its checksum does not match its contents")
+    if data.get("format") != EVIDENCE_FORMAT:
+        raise EvidenceMismatch(f"evidence format {data.get('format')}, this code writes {EVIDENCE_FORMAT}")
+    if (data.get("run"), data.get("key")) != (run.spec.name, run.spec.key()):
+        raise EvidenceMismatch(f"it measured run {data.get('run')}, not {run.spec.name}")
+    if data.get("files") != _run_digest(run):
+        raise EvidenceMismatch("it measured other files than the run's record holds now (the run was trained again)")
+    values = data["values"]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
+        raise EvidenceMismatch("it holds a value that is not a number")
+    return {k: float(v) for k, v in values.items()}
 
 
 class BrokenEvidence(AssertionError):
@@ -101,18 +152,34 @@ class Evidence:
         values = []
         for run in self.runs(condition):
             path = self.store / f"{run.spec.name}.json"
-            stored = json.loads(path.read_text()) if path.exists() else {}
-            if f"v{EVIDENCE_FORMAT}:{key}" not in stored:
-                new = compute(run, self.model(condition, run.spec.seed))
+            stored = self._read(path, run)
+            if key not in stored:
+                new = {k: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()}
                 with FileLock(str(path) + ".lock"):
-                    stored = json.loads(path.read_text()) if path.exists() else {}
-                    stored.update({f"v{EVIDENCE_FORMAT}:{k}": float(v) for k, v in new.items()})
-                    atomic_write(path, json.dumps(stored, indent=0, sort_keys=True).encode())
-            value = stored[f"v{EVIDENCE_FORMAT}:{key}"]
+                    stored = {**self._read(path, run), **new}
+                    atomic_write(path, _evidence_bytes(run, stored))
+            value = stored[key]
             if not np.isfinite(value) and not (undefined_ok and np.isnan(value)):
                 raise BrokenEvidence(f"{key} of {run.spec.name} is {value}")
             values.append(value)
         return np.asarray(values)
+
+    def _read(self, path: Path, run: Run) -> dict[str, float]:
+        """The verified measurements of ``run`` in ``path`` ({} if none); a file that fails a check is named,
+        moved aside and treated as absent."""
+        if not path.exists():
+            return {}
+        try:
+            return _verified_values(path.read_bytes(), run)
+        except EvidenceMismatch as error:
+            aside = self.store / "corrupt" / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
+            aside.parent.mkdir(exist_ok=True)
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:  # another process moved it first
+                return {}
+            warnings.warn(f"evidence file {path}: {error}; moved it to {aside} and measuring again", stacklevel=4)
+            return {}
 
     def accuracy(self, condition: str) -> np.ndarray:
         """Dense test accuracy in percent, per seed."""

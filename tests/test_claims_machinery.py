@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,54 @@ def test_a_seed_without_dead_units_is_left_out_of_c8_with_a_note() -> None:
 def test_a_comparison_names_values_that_do_not_match_their_seeds() -> None:
     with pytest.raises(ValueError, match=r"'c' has 2 values for seeds \(0, 1, 2\)"):
         Comparison("c", (1.0, 2.0), 0.0, "greater", seeds=(0, 1, 2))
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache whose B runs of TINY have their dense accuracy stored as evidence."""
+    root = tmp_path_factory.mktemp("evidence")
+    Evidence(TINY, RunCache(root, progress=False)).accuracy("B")
+    return root
+
+
+def damaged_copy(measured: Path, tmp_path: Path, how: str) -> tuple[Evidence, Path]:
+    import shutil
+
+    shutil.copytree(measured, tmp_path / "c")
+    evidence = Evidence(TINY, RunCache(tmp_path / "c", progress=False))
+    files = sorted((tmp_path / "c" / "evidence").glob("B-s*.json"))
+    target = files[0]
+    text = target.read_text()
+    if how == "digit":
+        import re
+
+        target.write_text(re.sub(r'"accuracy": (\d)', lambda m: f'"accuracy": {(int(m[1]) + 4) % 10}', text, count=1))
+    elif how == "swapped seeds":
+        target.write_text(files[1].read_text())
+    elif how == "truncated":
+        target.write_text(text[: len(text) // 2])
+    elif how == "empty":
+        target.write_text("")
+    elif how == "a list":
+        target.write_text("[1, 2]")
+    elif how == "retrained":
+        record = json.loads((tmp_path / "c" / target.stem / "record.json").read_text())
+        record["files"]["model.pt"] = "0" * 64  # as if the run's files had changed since it was measured
+        evidence.runs("B")  # loads the runs first, then the record changes under the evidence
+        for run in evidence.runs("B"):
+            if run.spec.name == target.stem:
+                run.record["files"]["model.pt"] = "0" * 64
+    return evidence, target
+
+
+@pytest.mark.parametrize("how", ["digit", "swapped seeds", "truncated", "empty", "a list", "retrained"])
+def test_damaged_or_foreign_evidence_is_named_set_aside_and_measured_again(
+    measured: Path, tmp_path: Path, how: str
+) -> None:
+    good = Evidence(TINY, RunCache(measured, progress=False)).accuracy("B")
+    evidence, target = damaged_copy(measured, tmp_path, how)
+    with pytest.warns(UserWarning, match=rf"evidence file .*{target.name}: .*measuring again"):
+        again = evidence.accuracy("B")
+    assert list(again) == list(good)
+    assert len(list((target.parent / "corrupt").iterdir())) == 1
+    assert json.loads(target.read_text())["run"] == target.stem  # rewritten, whole
