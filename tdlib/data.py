@@ -2,7 +2,8 @@
 
 Where the files are looked for, in order:
 
-1. a directory the caller names (``root=``), else the ``TDLIB_DATA_DIR`` environment variable;
+1. a directory the caller names (``root=``), else the ``TDLIB_DATA_DIR`` environment variable; a named
+   directory is used or refused (a :class:`DataError` saying what it lacks), never skipped;
 2. the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
 3. the user cache (``$XDG_CACHE_HOME/tdlib/fashion-mnist``, by default ``~/.cache/...``);
 4. torchvision's download into that cache, for machines that are online.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -112,7 +114,7 @@ def read_verified(path: Path, name: str) -> bytes:
     try:
         data = path.read_bytes()
         content = gzip.decompress(data) if path.suffix == ".gz" else data
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DataError(f"{path}: cannot read {name} ({error}); it is truncated or corrupt. {HOW_TO_GET}") from error
     actual = hashlib.md5(content).hexdigest()
     if actual != raw_md5:
@@ -142,13 +144,21 @@ def _download(target: Path) -> None:
 
 def _locate(root: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Path]]:
     searched = candidate_dirs(root)
+    named = root if root is not None else os.environ.get(ENV_VAR)
+    if named:
+        how = "root=" if root is not None else f"{ENV_VAR}="
+        directory = Path(named)
+        if not directory.is_dir():
+            raise DataError(f"{how}{named}: no such directory. {HOW_TO_GET}")
+        found = {name: _find(directory, name) for name in FILES}
+        missing = [name for name, path in found.items() if path is None]
+        if missing:
+            raise DataError(f"{how}{named}: the directory lacks {', '.join(missing)} (raw or .gz). {HOW_TO_GET}")
+        return directory, found  # type: ignore[return-value]
     for directory in searched:
         found = {name: _find(directory, name) for name in FILES}
         if all(found.values()):
             return directory, found  # type: ignore[return-value]
-        if root is not None and directory == Path(root):
-            missing = [name for name, path in found.items() if path is None]
-            raise DataError(f"{directory} lacks {', '.join(missing)} (raw or .gz). {HOW_TO_GET}")
     target = cache_dir()
     try:
         _download(target)
@@ -160,9 +170,13 @@ def _locate(root: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Path]]
     return target, {name: _find(target, name) for name in FILES}  # type: ignore[misc]
 
 
-@lru_cache(maxsize=4)
 def load_fashion_mnist(root: str | None = None) -> FashionMNIST:
     """All of Fashion-MNIST, verified: 60,000 training and 10,000 test images (see module docstring)."""
+    return _load(root, os.environ.get(ENV_VAR))
+
+
+@lru_cache(maxsize=4)
+def _load(root: str | None, env: str | None) -> FashionMNIST:  # ``env`` only keys the cache
     directory, paths = _locate(root)
     arrays = {name: _parse_idx(read_verified(path, name)) for name, path in paths.items()}
 

@@ -98,6 +98,43 @@ def test_named_directory_missing_a_file_says_which(
         load_fashion_mnist(str(tmp_path / "part"))
 
 
+@pytest.mark.parametrize("state", ["missing", "incomplete"])
+def test_a_named_environment_directory_is_used_or_refused_never_skipped(
+    full: data.FashionMNIST, tmp_path: Path, no_default_sources: Path, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    copy_raw(Path(full.source), tmp_path / "fallback")
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "fallback")  # a complete copy it must not fall back to
+    named = tmp_path / "env"
+    if state == "incomplete":
+        copy_raw(Path(full.source), named)
+        (named / "t10k-images-idx3-ubyte").unlink()
+    monkeypatch.setenv(data.ENV_VAR, str(named))
+    with pytest.raises(DataError, match="TDLIB_DATA_DIR=.*(no such directory|lacks t10k-images-idx3-ubyte)"):
+        load_fashion_mnist()
+
+
+def test_every_single_bit_flip_of_a_gz_is_a_named_data_error(
+    full: data.FashionMNIST, tmp_path: Path
+) -> None:
+    """Sampled bit flips over a small .gz, each an error naming the file (once a bare zlib.error escaped)."""
+    import gzip
+    import random
+
+    name = "t10k-labels-idx1-ubyte"
+    source = gzip.compress((Path(full.source) / name).read_bytes() if (Path(full.source) / name).exists()
+                           else gzip.decompress((Path(full.source) / f"{name}.gz").read_bytes()))
+    path = tmp_path / f"{name}.gz"
+    rng = random.Random(0)
+    for bit in rng.sample(range(8 * len(source)), 300):
+        damaged = bytearray(source)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(damaged))
+        try:
+            data.read_verified(path, name)
+        except DataError as error:
+            assert name in str(error)
+
+
 def test_nothing_anywhere_and_offline_says_how_to_get_it(no_default_sources: Path) -> None:
     with pytest.raises(DataError) as error:
         data._locate(None)
