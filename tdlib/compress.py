@@ -308,7 +308,7 @@ def load(path: str | Path) -> CompressedMLP:
         return CompressedMLP(_layers(header, entries), fused=bool(header["fused"]))
     except KeyError as error:
         raise CompressedFileError(f"{path}: the field {error} is missing") from error
-    except (TypeError, ValueError, RuntimeError) as error:
+    except (TypeError, ValueError, RuntimeError, AttributeError) as error:  # e.g. a list where a tensor belongs
         raise CompressedFileError(f"{path}: {error}") from error
 
 

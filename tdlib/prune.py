@@ -149,6 +149,10 @@ def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
     for name, mask in masks.items():
         if name not in params:
             raise ValueError(f"mask for {name!r}, but the model has no such parameter")
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask for {name!r} must be a bool tensor, got {type(mask).__name__}")
+        if mask.device != params[name].device:
+            raise ValueError(f"mask for {name!r} is on {mask.device}, the parameter on {params[name].device}")
         if mask.shape != params[name].shape or mask.dtype != torch.bool:
             raise ValueError(
                 f"mask for {name!r} must be a bool tensor of shape {tuple(params[name].shape)}, "

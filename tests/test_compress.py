@@ -248,6 +248,7 @@ def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
         (lambda f: f["layers"][0].update(stored="coo"), r"layer 0 is stored as 'coo'"),
         (lambda f: f["layers"][1].update(values=f["layers"][1]["values"].long()), r"layer 1 holds torch\.int64"),
         (lambda f: f.update(layers=[]) or f["header"].update(shapes=[], layouts=[]), r"0 layers"),
+        (lambda f: f["layers"][0].update(values=f["layers"][0]["values"].tolist()), r"bad\.pt: .*list"),
     ]:
         saved = torch.load(path, weights_only=True)
         damage(saved)

@@ -346,3 +346,12 @@ def test_notebook_criterion_prunes_the_most_negative_weights_per_row() -> None:
     assert keep[1].tolist() == [False, False, True, True, True]
     assert bool(notebook_masks(model, 0)["layers.0.weight"].all())
     assert not bool(notebook_masks(model, 100)["layers.0.weight"].any())
+
+
+def test_apply_masks_refuses_masks_that_are_not_bool_tensors_beside_their_parameters() -> None:
+    model = MLP((4,), in_features=3, n_classes=2)
+    shape = model.layers[0].weight.shape
+    with pytest.raises(TypeError, match=r"mask for 'layers\.0\.weight' must be a bool tensor, got list"):
+        apply_masks(model, {"layers.0.weight": [[True] * 3] * 4})
+    with pytest.raises(ValueError, match=r"is on meta, the parameter on cpu"):
+        apply_masks(model, {"layers.0.weight": torch.ones(shape, dtype=torch.bool, device="meta")})
