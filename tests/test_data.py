@@ -109,7 +109,7 @@ def test_a_named_environment_directory_is_used_or_refused_never_skipped(
         copy_raw(Path(full.source), named)
         (named / "t10k-images-idx3-ubyte").unlink()
     monkeypatch.setenv(data.ENV_VAR, str(named))
-    with pytest.raises(DataError, match="TDLIB_DATA_DIR=.*(no such directory|lacks t10k-images-idx3-ubyte)"):
+    with pytest.raises(DataError, match=r"TDLIB_DATA_DIR=.*(no such directory|lacks t10k-images-idx3-ubyte)"):
         load_fashion_mnist()
 
 
