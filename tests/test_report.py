@@ -1,0 +1,79 @@
+"""The report is written whole or not at all: staged beside its directory, then swapped in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tdlib import report
+from tdlib.claim import Judged
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """write_report with its drawing and rendering stubbed: what is under test is only how it writes."""
+    calls = SimpleNamespace(fail=False)
+
+    def weights(ev: object, path: Path, conditions: list[str]) -> None:
+        path.write_bytes(b"new figure")
+        if calls.fail:
+            raise OSError("No space left on device")
+
+    monkeypatch.setitem(report.FIGURES, "weights", (weights, "Hidden weight magnitudes"))
+    monkeypatch.setattr(report, "render", lambda *a, **k: "new report")
+    monkeypatch.setattr(report, "as_json", lambda *a, **k: {"new": True})
+    return calls
+
+
+EV = SimpleNamespace(training_seconds=lambda: 0.0)
+JUDGED = Judged(results=[], family=[])
+
+
+def old_report(directory: Path) -> None:
+    (directory / "figures").mkdir(parents=True)
+    (directory / "CLAIMS.md").write_text("old report")
+    (directory / "claims.json").write_text("{}")
+    (directory / "figures" / "weights.png").write_bytes(b"old figure")
+    (directory / "paper").mkdir()
+    (directory / "paper" / "claims.json").write_text('{"paper": 1}')
+
+
+def test_a_new_report_replaces_the_old_whole_and_keeps_nested_reports(tmp_path: Path, fake: SimpleNamespace) -> None:
+    old_report(tmp_path / "reports")
+    report.write_report(tmp_path / "reports" / "CLAIMS.md", JUDGED, EV, 0.0)  # type: ignore[arg-type]
+    assert (tmp_path / "reports" / "CLAIMS.md").read_text() == "new report"
+    assert (tmp_path / "reports" / "figures" / "weights.png").read_bytes() == b"new figure"
+    assert (tmp_path / "reports" / "paper" / "claims.json").read_text() == '{"paper": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # no staging directory left
+
+
+def test_a_failure_while_writing_leaves_the_old_report_as_it_was(tmp_path: Path, fake: SimpleNamespace) -> None:
+    old_report(tmp_path / "reports")
+    fake.fail = True
+    with pytest.raises(OSError, match="No space left"):
+        report.write_report(tmp_path / "reports" / "CLAIMS.md", JUDGED, EV, 0.0)  # type: ignore[arg-type]
+    assert (tmp_path / "reports" / "CLAIMS.md").read_text() == "old report"
+    assert (tmp_path / "reports" / "figures" / "weights.png").read_bytes() == b"old figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_swap_in_with_and_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     exchange: bool) -> None:
+    if not exchange:
+        monkeypatch.setattr(report, "_exchange", lambda a, b: False)
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "CLAIMS.md").write_text("old")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "CLAIMS.md").write_text("new")
+    report._swap_in(tmp_path / "new", tmp_path / "live")
+    assert (tmp_path / "live" / "CLAIMS.md").read_text() == "new"
+    assert (tmp_path / "new" / "CLAIMS.md").read_text() == "old"  # the old one, for the caller to remove
+
+
+def test_a_first_report_creates_its_directory(tmp_path: Path, fake: SimpleNamespace) -> None:
+    report.write_report(tmp_path / "a" / "reports" / "CLAIMS.md", JUDGED, EV, 0.0)  # type: ignore[arg-type]
+    assert (tmp_path / "a" / "reports" / "CLAIMS.md").read_text() == "new report"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["reports"]
