@@ -26,10 +26,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             ratio = bench.stats.median / base
             flops = bench.extra_info.get("flop_ratio")
             layouts = bench.extra_info.get("layouts")
+            steady = bench.extra_info.get("steady epochs/min")
             terminalreporter.write_line(
                 f"{group}: {bench.name}: {bench.stats.median * 1e3:.3f} ms = {ratio:.3f}x the time of "
                 f"{baseline.name} (speed-up {1 / ratio:.2f}x"
                 + (f", FLOP ratio {flops:.1f}" if flops else "")
                 + (f", layers {'/'.join(layouts)}" if layouts else "")
+                + (f", steady {steady} epochs/min" if steady else "")
                 + ")"
             )

@@ -97,3 +97,32 @@ def test_epoch_tdlib(benchmark, data: FashionMNIST) -> None:
     benchmark.group = "training epoch, all 60,000 images"
     state = benchmark.pedantic(train, setup=setup, rounds=5, iterations=1)
     assert state.epoch == 1 and evaluate(state.model, data.test_x, data.test_y)[1] > 0.75
+
+
+ENGINE_SETUPS = {"1 process x 2 threads": ("inprocess", 1, 2), "2 workers x 1 thread": ("local", 2, 1)}
+
+
+@pytest.mark.parametrize("setup", list(ENGINE_SETUPS))
+def test_runs_per_hour_by_workers_and_threads(benchmark, tmp_path_factory: pytest.TempPathFactory,
+                                              setup: str) -> None:
+    """Four two-epoch runs of B on 12,000 images, trained into a fresh cache. The time includes starting the
+    workers (each imports torch and loads the data once), which a short job pays and a long one does not;
+    ``steady epochs/min``, from the runs' own second epochs, is what a long job (a profile) gets."""
+    import json
+
+    from tdlib.executors import train_all
+    from tdlib.spec import DataSpec
+
+    engine, workers, threads = ENGINE_SETUPS[setup]
+    specs = [RunSpec("B", seed, 2, data=DataSpec(12_000, 2_000, 0)) for seed in range(4)]
+    caches = []
+
+    def train_fresh() -> None:
+        caches.append(tmp_path_factory.mktemp("engine"))
+        train_all(specs, caches[-1], engine=engine, workers=workers, threads=threads, progress=False)
+
+    benchmark.group = "four runs, by workers x threads"
+    benchmark.extra_info["baseline"] = engine == "inprocess"
+    benchmark.pedantic(train_fresh, rounds=1, iterations=1)
+    second_epochs = [json.loads((caches[-1] / s.name / "history.json").read_text())[1]["seconds"] for s in specs]
+    benchmark.extra_info["steady epochs/min"] = round(60 * workers / (sum(second_epochs) / len(second_epochs)), 2)

@@ -1,7 +1,7 @@
-"""Profiles: how much training a claims run does, and the training conditions of ``claims.md``.
+"""Profiles: how much training a claims run does (the conditions it trains are in :mod:`tdlib.conditions`).
 
 - ``smoke``: a small class-balanced subset, two epochs, two seeds; for CI (a few minutes in all).
-- ``default``: all of Fashion-MNIST, 15 epochs, five seeds; a cold run takes about 45 minutes on a
+- ``default``: all of Fashion-MNIST, 15 epochs, five seeds; a cold run (8 conditions) takes about 2.5 hours on a
   2-core CPU.
 - ``paper``: the writeup's 100 epochs, five seeds; for a GPU or a patient user.
 """
@@ -12,6 +12,10 @@ from dataclasses import dataclass, field, replace
 
 from tdlib.conditions import CONDITIONS, condition
 from tdlib.spec import DataSpec, RunSpec
+
+# Epochs every B run keeps when it is that long: the default profile's end, and the marks at which the
+# paper report shows the verdicts by training length.
+MARKS = (15, 30, 50, 100)
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,12 @@ class Profile:
 
     @property
     def checkpoints(self) -> tuple[int, ...]:
-        """The epochs at which B keeps its weights: every tenth of the run, and the start and end."""
-        return tuple(sorted({round(i * self.epochs / 10) for i in range(11)}))
+        """The epochs at which B keeps its weights: every tenth of the run, the start and the end, and the
+        lengths of the other profiles' runs (:data:`MARKS`) that fall inside it. So a paper-length run keeps
+        epoch 15 for the verdicts by training length, and the default run keeps every checkpoint a longer
+        run wants up to its end: the longer run continues from it (:meth:`RunSpec.continues`)."""
+        tenths = {round(i * self.epochs / 10) for i in range(11)}
+        return tuple(sorted(tenths | {m for m in MARKS if m <= self.epochs}))
 
     @property
     def tenth(self) -> int:
@@ -84,19 +92,43 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def main() -> None:
-    """``python -m tdlib.profiles PROFILE [CACHE_DIR]``: train every run of a profile into the cache."""
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tdlib.profiles PROFILE``: train a profile's runs into the cache (``--help`` says how)."""
+    import argparse
+    from pathlib import Path
 
-    from tdlib.runs import RunCache
+    from tdlib.executors import ENGINES, describe, train_all
+    from tdlib.plan import plan
 
-    profile = PROFILES[sys.argv[1]]
-    cache = RunCache(sys.argv[2] if len(sys.argv) > 2 else "cache")
-    for seed in profile.seeds:
-        for name in CONDITIONS:
-            run = cache.get(profile.spec(name, seed))
-            print(f"{run.spec.name}: {run.final_accuracy:.4f} ({'trained' if run.trained_now else 'cached'}, "
-                  f"{run.record['wall_seconds']:.0f} s)", flush=True)
+    parser = argparse.ArgumentParser(prog="python -m tdlib.profiles",
+                                     description="Train every run of a profile into the run cache (resumable).")
+    parser.add_argument("profile", choices=sorted(PROFILES))
+    parser.add_argument("--cache", default="cache", help="the run cache (default: cache)")
+    parser.add_argument("--seeds", default=None, help="a count (5) or a list (0,3,7); default: the profile's")
+    parser.add_argument("--conditions", default=",".join(CONDITIONS),
+                        help="comma-separated registered conditions (default: all)")
+    parser.add_argument("--engine", choices=ENGINES, default="local", help="where runs train (default: local)")
+    parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: 1 for local workers, else the process's)")
+    parser.add_argument("--plan", action="store_true", help="print what would be trained, and stop")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    try:
+        if args.seeds is not None:
+            profile = profile.with_seeds(parse_seeds(args.seeds))
+        conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+        specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"{profile.name}: {plan(profile, conditions, Path(args.cache)).summary()}", flush=True)
+    if args.plan:
+        return
+    results = train_all(specs, args.cache, engine=args.engine, workers=args.workers, threads=args.threads)
+    for r in results:
+        print(f"{r.name}: {r.final_accuracy:.4f} ({'trained' if r.trained_now else 'cached'}, {r.wall_seconds:.0f} s, "
+              f"{r.threads} threads)", flush=True)
+    print(describe(results), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""Training many runs on an engine: in this process, in local worker processes, through submitit; the
+same bits from each, every run trained once in a shared cache, and the command line around them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tdlib.dropout import TargetedDropout
+from tdlib.executors import train_all
+from tdlib.spec import DataSpec, RunSpec
+
+SMALL = DataSpec(n_train=600, n_test=300, seed=0)
+SPECS = [
+    RunSpec("B", 0, 2, batch_size=64, hidden=(64, 32), data=SMALL, checkpoints=(0, 1, 2)),
+    RunSpec("TW", 1, 2, batch_size=64, hidden=(64, 32), data=SMALL,
+            targeted=TargetedDropout.constant("weight", 0.5, 0.5)),
+    RunSpec("TU", 0, 2, batch_size=64, hidden=(64, 32), data=SMALL,
+            targeted=TargetedDropout.constant("unit", 0.5, 0.5)),
+]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def model_digests(cache: Path) -> dict[str, str]:
+    return {spec.name: json.loads((cache / spec.name / "record.json").read_text())["files"]["model.pt"]
+            for spec in SPECS}
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    cache = tmp_path_factory.mktemp("inprocess")
+    results = train_all(SPECS, cache, engine="inprocess", threads=1, progress=False)
+    assert [r.name for r in results] == [s.name for s in SPECS] and all(r.trained_now for r in results)
+    return model_digests(cache)
+
+
+def test_local_workers_give_the_same_bits_and_train_each_run_once(tmp_path: Path, in_process: dict) -> None:
+    twice = SPECS + SPECS  # the same runs submitted twice: the locks let one worker train, the other load
+    results = train_all(twice, tmp_path, engine="local", workers=2, threads=1, progress=False)
+    assert sum(r.trained_now for r in results) == len(SPECS)
+    assert all(r.threads == 1 for r in results)
+    assert model_digests(tmp_path) == in_process
+
+
+def test_submitit_gives_the_same_bits(tmp_path: Path, in_process: dict) -> None:
+    pytest.importorskip("submitit")
+    results = train_all(SPECS, tmp_path / "cache", engine="submitit", threads=1, progress=False,
+                        slurm={"cluster": "local", "timeout_min": 10})
+    assert [r.name for r in results] == [s.name for s in SPECS]
+    assert model_digests(tmp_path / "cache") == in_process
+
+
+def test_bad_engines_are_named() -> None:
+    with pytest.raises(ValueError, match="engine must be one of"):
+        train_all(SPECS, "unused", engine="ray")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        train_all(SPECS, "unused", engine="local", workers=0)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tdlib.profiles", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_the_command_line_helps_plans_and_refuses(tmp_path: Path) -> None:
+    helped = cli("--help")
+    assert helped.returncode == 0 and "--engine" in helped.stdout and "--plan" in helped.stdout
+    planned = cli("smoke", "--cache", str(tmp_path), "--plan")
+    assert planned.returncode == 0 and "16 runs, 0 cached, 16 to train" in planned.stdout
+    assert not any(tmp_path.iterdir())  # a plan trains nothing, creates nothing
+    refused = cli("smoke", "--conditions", "B,XYZ", "--plan")
+    assert refused.returncode == 2 and "condition must be one of" in refused.stderr
