@@ -9,22 +9,48 @@ from pathlib import Path
 
 import torch
 
-_REPO = Path(__file__).resolve().parent.parent
 
+def code_version(package_dir: Path | None = None) -> str:
+    """The git commit of tdlib's own checkout, with ``+dirty`` if tdlib or the claims differ from it.
 
-def code_version() -> str:
-    """The git commit of this checkout, with ``+dirty`` if tdlib or the claims differ from it."""
+    Only a checkout whose top level holds this very package counts: tdlib installed from a wheel (in
+    site-packages, perhaps inside someone else's repository) reports its version instead, never the
+    enclosing repository's commit.
+    """
+    package = (package_dir or Path(__file__).resolve().parent).resolve()
+    repo = package.parent
+    installed = f"tdlib {_installed_version()} (installed, not a git checkout)"
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if Path(top).resolve() != repo or not (repo / "pyproject.toml").is_file():
+            return installed
+        tracked = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", f"{package.name}/__init__.py"], cwd=repo, capture_output=True,
+            text=True,
+        )
+        if tracked.returncode != 0:
+            return installed
         commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=_REPO, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "tdlib", "claims", "conftest.py"],
-            cwd=_REPO, capture_output=True, text=True, check=True,
+            ["git", "status", "--porcelain", "--", package.name, "claims", "conftest.py"],
+            cwd=repo, capture_output=True, text=True, check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
+        return installed
     return f"{commit}+dirty" if dirty else commit
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tdlib")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def machine() -> str:
