@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     from tdlib.executors import ENGINES, describe, train_all
     from tdlib.plan import plan
 
-    parser = argparse.ArgumentParser(prog="python -m tdlib.profiles",
+    parser = argparse.ArgumentParser(prog="python -m tdlib train",
                                      description="Train every run of a profile into the run cache (resumable).")
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--cache", default="cache", help="the run cache (default: cache)")

@@ -1,0 +1,109 @@
+"""``python -m tdlib``: the run cache, training a profile, and compressing a cached run, from the shell.
+
+    python -m tdlib runs [--cache DIR] [--verify]          list the cached runs (and check every file)
+    python -m tdlib train PROFILE [options]                train a profile's runs (see ``train --help``)
+    python -m tdlib compress RUN --kind weight --k 99 -o tw.pt
+                                                           prune a cached run and save it compressed
+
+The claims report itself comes from the pytest plugin: ``pytest claims --claims-report reports/CLAIMS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tdlib.metrics import PRUNE_KINDS
+from tdlib.runs import RECORD, RunCache
+from tdlib.spec import RunSpec
+
+
+def _cached_specs(cache: Path) -> list[tuple[Path, RunSpec | None, str]]:
+    """(directory, spec or None, what went wrong) for every entry with a record, in name order."""
+    entries = []
+    for record in sorted(cache.glob(f"*/{RECORD}")):
+        try:
+            entries.append((record.parent, RunSpec.from_json(json.loads(record.read_text())["spec"]), ""))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            entries.append((record.parent, None, f"unreadable record ({error})"))
+    return entries
+
+
+def runs(args: argparse.Namespace) -> int:
+    cache_dir = Path(args.cache)
+    if not cache_dir.is_dir():
+        print(f"no run cache at {cache_dir}", file=sys.stderr)
+        return 1
+    cache, bad = RunCache(cache_dir, progress=False), 0
+    for directory, spec, problem in _cached_specs(cache_dir):
+        run = None
+        if spec is not None:
+            run = cache.cached(spec) if args.verify else None
+            if args.verify and run is None:
+                problem = "FAILS its checks (python -m tdlib train, or the claims run, retrains it)"
+        if problem:
+            bad += 1
+            print(f"{directory.name}: {problem}")
+            continue
+        record = run.record if run is not None else json.loads((directory / RECORD).read_text())
+        history = json.loads((directory / "history.json").read_text()) if (directory / "history.json").exists() else []
+        accuracy = f"{history[-1]['test_accuracy']:.4f}" if history else "n/a"
+        print(f"{directory.name}: {spec.epochs} epochs, test accuracy {accuracy}, "  # type: ignore[union-attr]
+              f"{record.get('threads', '?')} threads, {record['wall_seconds']:.0f} s, "
+              f"code {record['provenance']['code_version']}" + (", verified" if args.verify else ""))
+    return 1 if bad else 0
+
+
+def compress_run(args: argparse.Namespace) -> int:
+    from tdlib.compress import compress, save
+    from tdlib.metrics import masks_for
+
+    directory = Path(args.run) if Path(args.run).is_dir() else Path(args.cache) / args.run
+    try:
+        spec = RunSpec.from_json(json.loads((directory / RECORD).read_text())["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"{directory}: not a finished run of the cache ({error})", file=sys.stderr)
+        return 1
+    run = RunCache(directory.parent, progress=False).cached(spec)
+    if run is None:
+        print(f"{directory}: the run fails its checks; train it again first", file=sys.stderr)
+        return 1
+    model = run.model()
+    small = compress(model, masks_for(model, args.kind, args.k, spec.seed), batch=args.batch)
+    save(small, args.output)
+    print(f"{spec.name}, {args.kind} pruning {args.k:g}%: {small.parameter_count():,} parameters, layers "
+          f"{'fused' if small.fused else '/'.join(small.layouts)} (fastest at batch {args.batch}) -> {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # handed whole to the profile trainer, --help included
+        from tdlib.profiles import main as train_profile
+
+        train_profile(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m tdlib", description="The run cache, training a profile, and "
+                                     "compressing a cached run, from the shell.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("runs", help="list the cached runs; --verify checks every file")
+    listing.add_argument("--cache", default="cache")
+    listing.add_argument("--verify", action="store_true", help="check every file against its record")
+    listing.set_defaults(handler=runs)
+    commands.add_parser("train", help="train a profile's runs (python -m tdlib train --help)")
+    packing = commands.add_parser("compress", help="prune a cached run and save it compressed")
+    packing.add_argument("run", help="a run's directory, or its name in --cache")
+    packing.add_argument("--cache", default="cache")
+    packing.add_argument("--kind", choices=PRUNE_KINDS, default="weight")
+    packing.add_argument("--k", type=float, required=True, help="percent pruned")
+    packing.add_argument("--batch", type=int, default=1, help="the batch size to choose the fastest layout for")
+    packing.add_argument("-o", "--output", required=True)
+    packing.set_defaults(handler=compress_run)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""``python -m tdlib``: help, listing and verifying the cache, training, compressing a cached run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tdlib.runs import RunCache
+from tdlib.spec import DataSpec, RunSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = RunSpec("B", 0, 2, batch_size=64, hidden=(32, 16), data=DataSpec(600, 300, 0))
+
+
+def tdlib(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tdlib", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli-cache")
+    RunCache(root, progress=False).get(SPEC)
+    return root
+
+
+def test_help_works_for_every_command() -> None:
+    top = tdlib("--help")
+    assert top.returncode == 0 and all(c in top.stdout for c in ("runs", "train", "compress"))
+    assert tdlib("train", "--help").returncode == 0
+    assert "--kind" in tdlib("compress", "--help").stdout
+
+
+def test_runs_lists_and_verifies_the_cache(cache: Path, tmp_path: Path) -> None:
+    listed = tdlib("runs", "--cache", str(cache), "--verify")
+    assert listed.returncode == 0 and f"{SPEC.name}: 2 epochs" in listed.stdout and "verified" in listed.stdout
+    import shutil
+
+    shutil.copytree(cache, tmp_path / "c")
+    model = tmp_path / "c" / SPEC.name / "model.pt"
+    model.write_bytes(model.read_bytes()[:-8] + b"damaged!")
+    damaged = tdlib("runs", "--cache", str(tmp_path / "c"), "--verify")
+    assert damaged.returncode == 1 and "FAILS its checks" in damaged.stdout
+    assert model.exists()  # verifying reads; it never moves or deletes
+
+
+def test_compress_saves_a_cached_run_that_computes_what_the_masked_model_does(cache: Path, tmp_path: Path) -> None:
+    from tdlib.compress import load
+    from tdlib.metrics import masks_for
+    from tdlib.prune import apply_masks
+
+    out = tmp_path / "b-90.pt"
+    done = tdlib("compress", SPEC.name, "--cache", str(cache), "--kind", "weight", "--k", "90", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    model = RunCache(cache, progress=False).cached(SPEC).model()
+    x = torch.rand(7, 784)
+    expected = apply_masks(model, masks_for(model, "weight", 90)).eval()(x)
+    assert torch.allclose(load(out)(x), expected, atol=1e-5)
+    assert tdlib("compress", "no-such-run", "--cache", str(cache), "--k", "90", "-o", str(out)).returncode == 1
