@@ -68,6 +68,8 @@ def _verified_values(raw: bytes, run: Run) -> dict[str, float]:
         data = json.loads(raw)
     except ValueError as error:
         raise EvidenceMismatch(f"not JSON ({error})") from None
+    if isinstance(data, dict) and "values" not in data and any(str(k).startswith("v1:") for k in data):
+        raise EvidenceMismatch(f"written in evidence format 1, this code writes {EVIDENCE_FORMAT}")
     if not isinstance(data, dict) or not isinstance(data.get("values"), dict):
         raise EvidenceMismatch(f"not an evidence file (a {type(data).__name__} without values)")
     digest = data.pop("sha256", None)

@@ -11,12 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 from tdlib import savings_report
 from tdlib.claim import ClaimResult, Judged
@@ -37,7 +35,7 @@ SWEEP_TITLES = {
 def colour(condition: str) -> tuple[float, ...]:
     """A condition's colour, the same in every figure, for as many conditions as are registered."""
     names = list(CONDITIONS)
-    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"].colors
     return palette[names.index(condition) % len(palette)] if condition in names else (0.3, 0.3, 0.3)
 
 
@@ -68,7 +66,8 @@ def seeds_cell(vals: tuple[float, ...], seeds: tuple[int, ...] = (), all_seeds: 
 
 def sweeps_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """Accuracy against sparsity, one panel per pruning kind, a line (mean) and band (range) per condition."""
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), sharey=True)
+    fig = Figure(figsize=(12, 8.5))
+    axes = fig.subplots(2, 2, sharey=True)
     positions = np.arange(len(SWEEP))
     for ax, kind in zip(axes.flat, SWEEP_KINDS):
         title = SWEEP_TITLES[kind]
@@ -87,7 +86,6 @@ def sweeps_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def activations_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
@@ -96,7 +94,8 @@ def activations_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     layers = np.arange(len(per_seed[0]))
     zero = np.array([[100 * layer.zero_fraction for layer in stats] for stats in per_seed])
     dead = np.array([[100 * layer.dead_fraction for layer in stats] for stats in per_seed])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig = Figure(figsize=(12, 4.2))
+    left, right = fig.subplots(1, 2)
     for offset, (label, data) in zip((-0.2, 0.2), (("activations exactly 0", zero), ("dead units", dead))):
         left.bar(
             layers + offset,
@@ -120,31 +119,45 @@ def activations_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
-    """Histograms of hidden |w| for each condition (first seed), on a log axis."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    """Histograms of hidden |w| (first seed), one panel per condition with B's outline in each, log axes."""
+    columns = min(4, len(conditions))
+    rows = -(-len(conditions) // columns)
+    fig = Figure(figsize=(3.4 * columns, 2.7 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).flat
     bins = np.logspace(-8, 0.5, 90)
-    for condition in conditions:
+
+    def magnitudes(condition: str) -> np.ndarray:
         model = ev.model(condition, ev.seeds[0])
         weights = torch.cat([layer.weight.detach().abs().flatten() for layer in model.hidden_layers]).numpy()
-        ax.hist(np.clip(weights, 1e-8, None), bins=bins, histtype="step", color=colour(condition), label=condition)
-    ax.set_xscale("log")
-    ax.axvline(1e-3, color="grey", ls="--", lw=1)
-    ax.set_xlabel("|w| of hidden weights")
-    ax.set_ylabel("count")
-    ax.set_title(f"Hidden weight magnitudes after training (seed {ev.seeds[0]})")
-    ax.legend(ncol=3, fontsize=8)
+        return np.clip(weights, 1e-8, None)
+
+    baseline = magnitudes("B") if "B" in conditions else None
+    for ax, condition in zip(axes, conditions):
+        if baseline is not None and condition != "B":
+            ax.hist(baseline, bins=bins, histtype="step", color="grey", lw=0.8, label="B")
+        ax.hist(magnitudes(condition), bins=bins, histtype="stepfilled", alpha=0.6, color=colour(condition),
+                label=condition)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.axvline(1e-3, color="black", ls="--", lw=0.8)
+        ax.set_title(condition)
+        ax.legend(fontsize=7)
+    for ax in axes:
+        ax.set_visible(False)  # the panels left over in the last row
+    fig.supxlabel("|w| of hidden weights (dashed: 1e-3)")
+    fig.supylabel("count")
+    fig.suptitle(f"Hidden weight magnitudes after training (seed {ev.seeds[0]})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def small_weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """C7: the fraction of hidden |w| < 1e-3 at each checkpoint of B, one line per seed."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     epochs = ev.profile.checkpoints
     per_epoch = [ev.small_weights("B", e) for e in epochs]  # (seeds,) each, the same evidence C7 judges
     for i, seed in enumerate(ev.seeds):
@@ -157,13 +170,13 @@ def small_weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> Non
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """C8: how far dead and live units' incoming weights moved in the last half, and their norms."""
     half = ev.profile.half
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig = Figure(figsize=(12, 4.2))
+    left, right = fig.subplots(1, 2)
     for i, run in enumerate(ev.runs("B")):
         model = ev.model("B", run.spec.seed)
         moved, dead = ev.unit_movement(run, model, since=half)
@@ -187,14 +200,15 @@ def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
                 label="dead" if i == 0 else None,
             )
     left.set_title(f"B: movement of incoming weights and bias, epochs {half} to {ev.profile.epochs}")
+    left.set_ylabel("L2 distance moved, per unit (log)")
     right.set_title("B: incoming weight norm at the end")
+    right.set_ylabel("L2 norm of incoming weights, per unit (log)")
     for ax in (left, right):
         ax.set_xticks(range(len(ev.seeds)), [f"seed {s}" for s in ev.seeds])
         ax.set_yscale("log")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 FIGURES = {

@@ -6,11 +6,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from tdlib.evidence import Evidence
 from tdlib.metrics import SWEEP, PruneKind, masks_for
@@ -81,7 +78,8 @@ def measure(ev: Evidence) -> Savings:
 
 def figure(savings: Savings, ev: Evidence, path: Path) -> None:
     """Measured speed-up (solid) and FLOP ratio (dashed) against sparsity, one panel per batch size."""
-    fig, axes = plt.subplots(1, len(BATCHES), figsize=(12, 4.5), sharey=True)
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, len(BATCHES), sharey=True)
     colours = {"weight": "tab:blue", "unit": "tab:orange"}
     for ax, batch in zip(axes, BATCHES):
         for kind in CURVE_KINDS:
@@ -102,7 +100,6 @@ def figure(savings: Savings, ev: Evidence, path: Path) -> None:
     fig.suptitle(f"Compressed B (seed {ev.seeds[0]}) against dense: measured speed-up and FLOP ratio")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _speed_cell(speed: Speed) -> str:

@@ -77,3 +77,13 @@ def test_a_first_report_creates_its_directory(tmp_path: Path, fake: SimpleNamesp
     report.write_report(tmp_path / "a" / "reports" / "CLAIMS.md", JUDGED, EV, 0.0)  # type: ignore[arg-type]
     assert (tmp_path / "a" / "reports" / "CLAIMS.md").read_text() == "new report"
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["reports"]
+
+
+def test_importing_the_report_leaves_matplotlibs_backend_alone() -> None:
+    import subprocess
+    import sys
+
+    code = "import matplotlib; matplotlib.use('svg'); import tdlib.report, tdlib.savings_report; " \
+           "print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg"
