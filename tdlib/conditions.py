@@ -28,6 +28,7 @@ class Condition:
     dropout: float = 0.0  # standard dropout on hidden units
     targeted: TargetedDropout | None = None
     checkpoints: bool = False  # keep the profile's checkpoints (B's, for the claims about training time)
+    group: str = "claims"  # "claims": the conditions of claims.md; "map": the gamma x alpha map's
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -71,3 +72,27 @@ for _standard in (
               "pruning; a dropped unit loses its bias too; C13)", targeted=TargetedDropout.constant("unit", 0.8, 0.5)),
 ):
     register(_standard)
+
+
+# The gamma x alpha map of claims.md (descriptive, not judged): one condition per cell, except where a
+# registered condition already trains that recipe (TW, TU, TW90), whose run the cell reuses.
+MAP_GAMMAS = (0.5, 0.7, 0.9)
+MAP_ALPHAS = (0.25, 0.5, 0.75)
+
+
+def map_condition(level: str, gamma: float, alpha: float) -> str:
+    """The registered condition of a map cell (registering it if it is new)."""
+    targeted = TargetedDropout.constant(level, gamma, alpha)  # type: ignore[arg-type]
+    for known in CONDITIONS.values():
+        if known.targeted == targeted and known.bias and not known.dropout:
+            return known.name
+    name = f"T{level[0].upper()}-g{round(100 * gamma)}-a{round(100 * alpha)}"
+    register(Condition(name, f"{level}-level targeted dropout, gamma = {gamma:g}, alpha = {alpha:g} (map cell)",
+                       targeted=targeted, group="map"))
+    return name
+
+
+MAP: dict[tuple[str, float, float], str] = {
+    (level, gamma, alpha): map_condition(level, gamma, alpha)
+    for level in ("weight", "unit") for gamma in MAP_GAMMAS for alpha in MAP_ALPHAS
+}

@@ -35,10 +35,15 @@ def _duration(seconds: float) -> str:
 
 
 def plan(profile: Profile, conditions: list[str], cache_dir: Path, device: str = "cpu") -> Plan:
-    """Which of ``conditions`` x ``profile.seeds`` are in ``cache_dir``, and an estimate for the rest from
-    the cached runs' records (seconds per epoch, per condition; else any condition's; else a fallback).
-    Reads only; nothing is created or trained."""
-    specs = [profile.spec(c, seed, device) for c in conditions for seed in profile.seeds]
+    """Which of ``conditions`` x ``profile.seeds`` are in ``cache_dir``, and an estimate for the rest (see
+    :func:`plan_specs`). Reads only; nothing is created or trained."""
+    return plan_specs([profile.spec(c, seed, device) for c in conditions for seed in profile.seeds], cache_dir,
+                      _data_share(profile))
+
+
+def plan_specs(specs: list[RunSpec], cache_dir: Path, data_share: float = 1.0) -> Plan:
+    """Which ``specs`` are in ``cache_dir``, and an estimate for the rest from the cached runs' records
+    (seconds per epoch, per condition; else any condition's; else a fallback scaled by ``data_share``)."""
     cached, to_train, per_epoch = [], [], {}
     for spec in specs:
         record = cache_dir / spec.name / RECORD
@@ -52,7 +57,7 @@ def plan(profile: Profile, conditions: list[str], cache_dir: Path, device: str =
         else:
             to_train.append(spec)
     everything = [s for values in per_epoch.values() for s in values]
-    default = sum(everything) / len(everything) if everything else FALLBACK_EPOCH_SECONDS * _data_share(profile)
+    default = sum(everything) / len(everything) if everything else FALLBACK_EPOCH_SECONDS * data_share
 
     def epoch_seconds(condition: str) -> float:
         values = per_epoch.get(condition)

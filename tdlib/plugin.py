@@ -131,11 +131,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config.stash[SELECTED] = selected
     if not selected:
         return
-    from tdlib.plan import plan
+    from tdlib.conditions import MAP
+    from tdlib.plan import plan_specs
 
     settings = config.stash[SETTINGS]
+    profile, device = settings["profile"], settings["device"]
     conditions = ["B", *sorted({c for claim_ in selected for c in claim_.conditions} - {"B"})]
-    the_plan = plan(settings["profile"], conditions, settings["cache"], settings["device"])
+    specs = [profile.spec(c, seed, device) for c in conditions for seed in profile.seeds]
+    if settings["report"] is not None and len(selected) == len(config.stash[FAMILY]):  # a full report draws the map
+        specs += [s for s in (profile.spec(c, profile.seeds[0], device) for c in dict.fromkeys(MAP.values()))
+                  if s not in specs]
+    the_plan = plan_specs(specs, settings["cache"], (profile.data.n_train or 60_000) / 60_000)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; "

@@ -98,15 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     from tdlib.executors import ENGINES, describe, train_all
-    from tdlib.plan import plan
+    from tdlib.plan import plan_specs
 
     parser = argparse.ArgumentParser(prog="python -m tdlib train",
                                      description="Train every run of a profile into the run cache (resumable).")
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--cache", default="cache", help="the run cache (default: cache)")
     parser.add_argument("--seeds", default=None, help="a count (5) or a list (0,3,7); default: the profile's")
-    parser.add_argument("--conditions", default=",".join(CONDITIONS),
-                        help="comma-separated registered conditions (default: all)")
+    parser.add_argument("--conditions", default=",".join(c.name for c in CONDITIONS.values() if c.group == "claims"),
+                        help="comma-separated registered conditions (default: the claims' conditions)")
+    parser.add_argument("--no-map", action="store_true",
+                        help="leave out the gamma x alpha map's runs (one seed per cell; included by default)")
     parser.add_argument("--engine", choices=ENGINES, default="local", help="where runs train (default: local)")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
     parser.add_argument("--threads", type=int, default=None,
@@ -119,9 +121,15 @@ def main(argv: list[str] | None = None) -> None:
             profile = profile.with_seeds(parse_seeds(args.seeds))
         conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
         specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
+        if not args.no_map:
+            from tdlib.conditions import MAP
+
+            map_specs = [profile.spec(name, profile.seeds[0]) for name in dict.fromkeys(MAP.values())]
+            specs += [s for s in map_specs if s not in specs]
     except ValueError as error:
         parser.error(str(error))
-    print(f"{profile.name}: {plan(profile, conditions, Path(args.cache)).summary()}", flush=True)
+    share = (profile.data.n_train or 60_000) / 60_000
+    print(f"{profile.name}: {plan_specs(specs, Path(args.cache), share).summary()}", flush=True)
     if args.plan:
         return
     results = train_all(specs, args.cache, engine=args.engine, workers=args.workers, threads=args.threads)

@@ -211,6 +211,67 @@ def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     fig.savefig(path, dpi=110)
 
 
+def map_values(ev: Evidence) -> dict[tuple[str, float, float], float]:
+    """The gamma x alpha map: per cell, the first seed's accuracy after pruning at k = gamma (weights per layer
+    at weight level, whole units at unit level) minus B's at the same k, in pp. Trains what it lacks."""
+    from tdlib.conditions import MAP
+    from tdlib.evidence import Evidence as _Evidence
+
+    first = _Evidence(ev.profile.with_seeds(ev.seeds[:1]), ev.cache, ev.device)
+    values = {}
+    for (level, gamma, alpha), name in MAP.items():
+        k = 100 * gamma
+        values[(level, gamma, alpha)] = float(first.pruned(name, level, k)[0] - first.pruned("B", level, k)[0])
+    return values
+
+
+def map_figure(values: dict[tuple[str, float, float], float], seed: int, path: Path) -> None:
+    """Two heatmaps, weight and unit level: rows gamma, columns alpha, the difference in each cell."""
+    from tdlib.conditions import MAP_ALPHAS, MAP_GAMMAS
+
+    fig = Figure(figsize=(10, 4.2))
+    axes = fig.subplots(1, 2)
+    limit = max(1.0, max(abs(v) for v in values.values()))
+    for ax, level in zip(axes, ("weight", "unit")):
+        grid = np.array([[values[(level, g, a)] for a in MAP_ALPHAS] for g in MAP_GAMMAS])
+        image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
+        for (row, column), v in np.ndenumerate(grid):
+            ax.text(column, row, f"{v:+.1f}", ha="center", va="center", fontsize=10,
+                    color="white" if abs(v) > 0.6 * limit else "black")
+        ax.set_xticks(range(len(MAP_ALPHAS)), [f"{a:g}" for a in MAP_ALPHAS])
+        ax.set_yticks(range(len(MAP_GAMMAS)), [f"{g:g}" for g in MAP_GAMMAS])
+        ax.set_xlabel("alpha (drop rate of the targeted)")
+        ax.set_ylabel("gamma (targeted proportion)")
+        kind = "weights per layer" if level == "weight" else "whole units"
+        ax.set_title(f"{level} level: pruned {kind} at k = gamma")
+        fig.colorbar(image, ax=ax, shrink=0.8, label="pp against B at the same k")
+    fig.suptitle(f"Accuracy after pruning at the targeted proportion, minus B's (seed {seed}; descriptive)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def map_section(values: dict[tuple[str, float, float], float], seed: int) -> list[str]:
+    from tdlib.conditions import MAP, MAP_ALPHAS, MAP_GAMMAS
+
+    lines = [
+        "## The gamma x alpha map (descriptive, not judged)",
+        "",
+        "For each targeted-dropout setting, one run (seed "
+        f"{seed}) pruned at k = gamma (weight level: weights per layer; unit level: whole units), minus B's "
+        "accuracy at the same k, in pp. One seed per cell, so no cell is a verdict: it shows where targeting "
+        "pays, for C4 and C13 to be read against. Cells whose recipe a claim's condition already trains reuse "
+        "its run (TW, TU, TW90).",
+        "",
+    ]
+    for level in ("weight", "unit"):
+        lines += [f"| {level} level: gamma \\ alpha | " + " | ".join(f"{a:g}" for a in MAP_ALPHAS) + " |",
+                  "|---|" + "---|" * len(MAP_ALPHAS)]
+        lines += [f"| {g:g} | " + " | ".join(f"{values[(level, g, a)]:+.2f} ({MAP[(level, g, a)]})" for a in MAP_ALPHAS)
+                  + " |" for g in MAP_GAMMAS]
+        lines.append("")
+    return [*lines, "![The gamma x alpha map](figures/gamma-alpha-map.png)", ""]
+
+
 FIGURES = {
     "sweeps": (sweeps_figure, "Accuracy against sparsity for every condition"),
     "activations": (activations_figure, "Hidden activations and dead units of B"),
@@ -354,6 +415,7 @@ def render(
     savings: savings_report.Savings | None,
     seconds: dict[str, float],
     conditions: list[str],
+    gamma_alpha: dict[tuple[str, float, float], float] | None = None,
 ) -> str:
     results = judged.results
     records = ev.run_records()
@@ -412,6 +474,8 @@ def render(
     for r in results:
         lines += _claim_section(r, ev.seeds, shown)
     lines += ["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""]
+    if gamma_alpha is not None:
+        lines += map_section(gamma_alpha, ev.seeds[0])
     if savings is not None:
         lines += savings_report.markdown(savings, ev)
     lines += [
@@ -494,14 +558,21 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
         wanted = {name for r in results for name in r.claim.figures} | {"weights"}
         for name in sorted(wanted):
             FIGURES[name][0](ev, figure_dir / f"{name}.png", conditions)
+        gamma_alpha = None
+        if results and not judged.partial:  # a full report draws the map; a partial one trains only what it needs
+            gamma_alpha = map_values(ev)
+            map_figure(gamma_alpha, ev.seeds[0], figure_dir / "gamma-alpha-map.png")
         savings = None
         if all(c in conditions for c, _, _ in savings_report.MODELS):
             savings = savings_report.measure(ev)
             savings_report.figure(savings, ev, figure_dir / "speedup.png")
         seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
         prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
-        (staging / path.name).write_text(render(judged, ev, prov, savings, seconds, conditions))
+        (staging / path.name).write_text(render(judged, ev, prov, savings, seconds, conditions, gamma_alpha))
         payload = as_json(judged, ev, prov, savings)
+        if gamma_alpha is not None:
+            payload["gamma_alpha_map"] = [{"level": lv, "gamma": g, "alpha": a, "pp_against_B": v}
+                                          for (lv, g, a), v in gamma_alpha.items()]
         (staging / "claims.json").write_text(json.dumps(payload, indent=1, default=str))
         if directory.exists():
             for nested in directory.iterdir():  # other reports inside this one's directory

@@ -45,3 +45,14 @@ def test_the_default_runs_are_the_first_epochs_of_the_paper_runs() -> None:
         assert longer.continues(shorter) == (name != "TWR"), name
     assert paper.checkpoints == (0, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)
     assert default.checkpoints == (0, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15)  # as the committed runs kept them
+
+
+def test_the_gamma_alpha_map_has_a_condition_per_cell_and_reuses_the_claims() -> None:
+    from tdlib.conditions import MAP
+
+    assert len(MAP) == 18 and len(set(MAP.values())) == 18
+    assert (MAP[("weight", 0.5, 0.5)], MAP[("unit", 0.5, 0.5)], MAP[("weight", 0.9, 0.5)]) == ("TW", "TU", "TW90")
+    cell = CONDITIONS[MAP[("unit", 0.7, 0.25)]]
+    assert cell.group == "map" and cell.targeted == TargetedDropout.constant("unit", 0.7, 0.25)
+    assert [c.name for c in CONDITIONS.values() if c.group == "claims"] == ["B", "B0", "D", "TW", "TU", "TWR", "TW90",
+                                                                             "TU80"]
