@@ -21,6 +21,7 @@ and says it is partial.
 from __future__ import annotations
 
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ SELECTED = pytest.StashKey[list[Claim]]()
 JUDGED = pytest.StashKey[Judged]()
 STARTED = pytest.StashKey[float]()
 SETTINGS = pytest.StashKey[dict]()
+REPORT_ERROR = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -137,6 +139,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     settings = config.stash[SETTINGS]
     profile, device = settings["profile"], settings["device"]
     conditions = ["B", *sorted({c for claim_ in selected for c in claim_.conditions} - {"B"})]
+    for claim_ in selected:
+        for name in claim_.conditions:
+            try:
+                profile.spec(name, profile.seeds[0], device)
+            except ValueError as error:
+                raise pytest.UsageError(f"claim {claim_.id} names an unregistered condition: {error}") from None
     specs = [profile.spec(c, seed, device) for c in conditions for seed in profile.seeds]
     if settings["report"] is not None and len(selected) == len(config.stash[FAMILY]):  # a full report draws the map
         specs += [s for s in (profile.spec(c, profile.seeds[0], device) for c in dict.fromkeys(MAP.values()))
@@ -179,8 +187,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if report is not None:
         from tdlib.report import write_report
 
-        write_report(report, judged, config.stash[EVIDENCE],  # type: ignore[arg-type]
-                     session_seconds=time.perf_counter() - config.stash[STARTED])
+        try:
+            write_report(report, judged, config.stash[EVIDENCE],  # type: ignore[arg-type]
+                         session_seconds=time.perf_counter() - config.stash[STARTED])
+        except Exception:  # the verdicts are still printed; the old report stays whole
+            config.stash[REPORT_ERROR] = traceback.format_exc()
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -198,4 +210,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(f"{result.claim.id:>4} {result.verdict.value:<12} {effects}")
     terminalreporter.write_line(guarantee(judged))
     report = config.stash[SETTINGS]["report"]
-    terminalreporter.write_line(f"report: {report}" if report else "report: not written (--claims-report PATH)")
+    if REPORT_ERROR in config.stash:
+        terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)
+        terminalreporter.write_line(f"report: NOT written to {report} (the error above); any earlier one is unchanged",
+                                    red=True)
+    else:
+        terminalreporter.write_line(f"report: {report}" if report else "report: not written (--claims-report PATH)")

@@ -152,6 +152,31 @@ def test_a_subset_is_judged_in_the_whole_family(pytester: pytest.Pytester, share
     assert "Partial report" in report.read_text()
 
 
+def test_an_unregistered_condition_is_one_usage_error(pytester: pytest.Pytester) -> None:
+    unregistered = CLAIM_FILE.replace('conditions=("B",))\ndef test_x2', 'conditions=("B", "NOPE"))\ndef test_x2')
+    pytester.makepyfile(test_claims=unregistered)
+    assert "claim X2 names an unregistered condition" in usage_error(pytester.runpytest())
+
+
+def test_a_failing_report_keeps_the_verdicts_and_the_old_report(pytester: pytest.Pytester, shared_cache: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tdlib import report as report_module
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(report_module, "render", broken)
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    target = pytester.path / "out" / "CLAIMS.md"
+    target.parent.mkdir()
+    target.write_text("the old report")
+    result = pytester.runpytest("--claims-cache", str(shared_cache), "--claims-seeds", "3",
+                                "--claims-report", str(target))
+    result.stdout.fnmatch_lines(["*X1 SUPPORTED*", "*RuntimeError: drawing failed*", "*report: NOT written*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert target.read_text() == "the old report"
+
+
 def test_xdist_is_refused_with_a_reason(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_claims=CLAIM_FILE)
