@@ -159,6 +159,8 @@ class Evidence:
                 new = {k: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()}
                 with FileLock(str(path) + ".lock"):
                     stored = {**self._read(path, run), **new}
+                    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's, safe under the lock
+                        stale.unlink(missing_ok=True)
                     atomic_write(path, _evidence_bytes(run, stored))
             value = stored[key]
             if not np.isfinite(value) and not (undefined_ok and np.isnan(value)):

@@ -228,3 +228,15 @@ def test_damaged_or_foreign_evidence_is_named_set_aside_and_measured_again(
     assert list(again) == list(good)
     assert len(list((target.parent / "corrupt").iterdir())) == 1
     assert json.loads(target.read_text())["run"] == target.stem  # rewritten, whole
+
+
+def test_a_killed_writers_temporary_evidence_file_is_cleaned(measured: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(measured, tmp_path / "c")
+    store = tmp_path / "c" / "evidence"
+    target = sorted(store.glob("B-s*.json"))[0]
+    stale = store / f".{target.name}.x1y2.tmp"
+    stale.write_text("half a file")
+    Evidence(TINY, RunCache(tmp_path / "c", progress=False)).measure("B", "new-key", lambda run, model: 1.0)
+    assert not stale.exists()
