@@ -53,9 +53,13 @@ def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None) -
 
     from tdlib.runs import RunCache
 
+    before = torch.get_num_threads()
     if threads is not None:
-        torch.set_num_threads(threads)
-    run = RunCache(cache_root, progress=False).get(RunSpec.from_json(spec_json))
+        torch.set_num_threads(threads)  # a new run trains with it; a resumed one with its recorded count
+    try:
+        run = RunCache(cache_root, progress=False).get(RunSpec.from_json(spec_json))
+    finally:
+        torch.set_num_threads(before)  # in process, the caller keeps its own count
     return Trained(run.spec.name, run.trained_now, run.final_accuracy, float(run.record["wall_seconds"]),
                    int(run.record.get("threads", torch.get_num_threads())))
 

@@ -54,6 +54,14 @@ def test_submitit_gives_the_same_bits(tmp_path: Path, in_process: dict) -> None:
     assert model_digests(tmp_path / "cache") == in_process
 
 
+def test_in_process_training_gives_the_caller_its_thread_count_back(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    train_all(SPECS[:1], tmp_path, engine="inprocess", threads=1 if before != 1 else 2, progress=False)
+    assert torch.get_num_threads() == before
+
+
 def test_bad_engines_are_named() -> None:
     with pytest.raises(ValueError, match="engine must be one of"):
         train_all(SPECS, "unused", engine="ray")  # type: ignore[arg-type]

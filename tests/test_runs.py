@@ -292,7 +292,12 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path: Path, checkpoints:
     assert not (tmp_path / "killed" / spec.name / runs.RECORD).exists(), "the worker finished before the kill"
     resumed = RunCache(tmp_path / "killed", progress=False).get(spec)
     assert resumed.record["resumed_from_epoch"] >= 1
-    straight = RunCache(tmp_path / "straight", progress=False).get(spec)
+    before = torch.get_num_threads()
+    torch.set_num_threads(resumed.record["threads"])  # the worker's count, which the resumed run kept
+    try:
+        straight = RunCache(tmp_path / "straight", progress=False).get(spec)
+    finally:
+        torch.set_num_threads(before)
     assert same_weights(resumed.model().state_dict(), straight.model().state_dict())
     for epoch in spec.checkpoints:
         assert same_weights(resumed.checkpoint(epoch).state_dict(), straight.checkpoint(epoch).state_dict())
