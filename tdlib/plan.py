@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tdlib.profiles import Profile
 from tdlib.runs import RECORD
 from tdlib.spec import RunSpec
 
@@ -34,16 +33,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
 
 
-def plan(profile: Profile, conditions: list[str], cache_dir: Path, device: str = "cpu") -> Plan:
-    """Which of ``conditions`` x ``profile.seeds`` are in ``cache_dir``, and an estimate for the rest (see
-    :func:`plan_specs`). Reads only; nothing is created or trained."""
-    return plan_specs([profile.spec(c, seed, device) for c in conditions for seed in profile.seeds], cache_dir,
-                      _data_share(profile))
-
-
-def plan_specs(specs: list[RunSpec], cache_dir: Path, data_share: float = 1.0) -> Plan:
+def plan(specs: list[RunSpec], cache_dir: Path) -> Plan:
     """Which ``specs`` are in ``cache_dir``, and an estimate for the rest from the cached runs' records
-    (seconds per epoch, per condition; else any condition's; else a fallback scaled by ``data_share``)."""
+    (seconds per epoch, per condition; else any condition's; else a fallback scaled by the run's share of
+    the 60,000 training images). Reads only; nothing is created or trained."""
     cached, to_train, per_epoch = [], [], {}
     for spec in specs:
         record = cache_dir / spec.name / RECORD
@@ -57,15 +50,14 @@ def plan_specs(specs: list[RunSpec], cache_dir: Path, data_share: float = 1.0) -
         else:
             to_train.append(spec)
     everything = [s for values in per_epoch.values() for s in values]
-    default = sum(everything) / len(everything) if everything else FALLBACK_EPOCH_SECONDS * data_share
+    default = sum(everything) / len(everything) if everything else None
 
-    def epoch_seconds(condition: str) -> float:
-        values = per_epoch.get(condition)
-        return sum(values) / len(values) if values else default
+    def epoch_seconds(spec: RunSpec) -> float:
+        values = per_epoch.get(spec.condition)
+        if values:
+            return sum(values) / len(values)
+        return default if default is not None else FALLBACK_EPOCH_SECONDS * (spec.data.n_train or 60_000) / 60_000
 
-    seconds = sum(epoch_seconds(s.condition) * s.epochs for s in to_train)
+    seconds = sum(epoch_seconds(s) * s.epochs for s in to_train)
     return Plan(tuple(cached), tuple(to_train), seconds)
 
-
-def _data_share(profile: Profile) -> float:
-    return (profile.data.n_train or 60_000) / 60_000

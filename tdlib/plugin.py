@@ -134,7 +134,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not selected:
         return
     from tdlib.conditions import MAP
-    from tdlib.plan import plan_specs
+    from tdlib.plan import plan
 
     settings = config.stash[SETTINGS]
     profile, device = settings["profile"], settings["device"]
@@ -149,7 +149,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if settings["report"] is not None and len(selected) == len(config.stash[FAMILY]):  # a full report draws the map
         specs += [s for s in (profile.spec(c, profile.seeds[0], device) for c in dict.fromkeys(MAP.values()))
                   if s not in specs]
-    the_plan = plan_specs(specs, settings["cache"], (profile.data.n_train or 60_000) / 60_000)
+    the_plan = plan(specs, settings["cache"])
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; "

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     from tdlib.executors import ENGINES, describe, train_all
-    from tdlib.plan import plan_specs
+    from tdlib.plan import plan
 
     parser = argparse.ArgumentParser(prog="python -m tdlib train",
                                      description="Train every run of a profile into the run cache (resumable).")
@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             specs += [s for s in map_specs if s not in specs]
     except ValueError as error:
         parser.error(str(error))
-    share = (profile.data.n_train or 60_000) / 60_000
-    print(f"{profile.name}: {plan_specs(specs, Path(args.cache), share).summary()}", flush=True)
+    print(f"{profile.name}: {plan(specs, Path(args.cache)).summary()}", flush=True)
     if args.plan:
         return
     results = train_all(specs, args.cache, engine=args.engine, workers=args.workers, threads=args.threads)
