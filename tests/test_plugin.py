@@ -1,5 +1,9 @@
 """The claims plugin as a user meets it, through pytest's own ``pytester``: options, usage errors, the
-marker, duplicate ids, reports only when asked, and the same verdicts whichever claims a run selects."""
+marker, duplicate ids, reports only when asked, and the same verdicts whichever claims a run selects.
+
+Runs that write a report run in subprocesses: drawing it imports torch modules that register operator
+libraries once per process, and an in-process run's module clean-up would make the next one register
+them again (a failure that depended on which tests ran before)."""
 
 from __future__ import annotations
 
@@ -126,12 +130,12 @@ def test_claim_tests_carry_the_registered_marker(pytester: pytest.Pytester) -> N
 def test_no_report_unless_asked_and_a_whole_one_when_asked(pytester: pytest.Pytester, shared_cache: Path) -> None:
     pytester.makepyfile(test_claims=CLAIM_FILE)
     cache = ["--claims-cache", str(shared_cache), "--claims-seeds", "3"]
-    result = pytester.runpytest(*cache)
+    result = pytester.runpytest_subprocess(*cache)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*claims: verdicts*", "*X1 SUPPORTED*", "*report: not written*"])
     assert not [*pytester.path.rglob("CLAIMS.md"), *pytester.path.rglob("claims.json"), *pytester.path.rglob("*.png")]
     report = pytester.path / "out" / "CLAIMS.md"
-    pytester.runpytest(*cache, "--claims-report", str(report)).assert_outcomes(passed=2)
+    pytester.runpytest_subprocess(*cache, "--claims-report", str(report)).assert_outcomes(passed=2)
     data = json.loads((report.parent / "claims.json").read_text())
     assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"] and not data["partial"]
     assert "Guarantee" in report.read_text()
@@ -158,20 +162,17 @@ def test_an_unregistered_condition_is_one_usage_error(pytester: pytest.Pytester)
     assert "claim X2 names an unregistered condition" in usage_error(pytester.runpytest())
 
 
-def test_a_failing_report_keeps_the_verdicts_and_the_old_report(pytester: pytest.Pytester, shared_cache: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from tdlib import report as report_module
-
-    def broken(*args: object, **kwargs: object) -> str:
-        raise RuntimeError("drawing failed")
-
-    monkeypatch.setattr(report_module, "render", broken)
+def test_a_failing_report_keeps_the_verdicts_and_the_old_report(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    pytester.makeconftest(
+        "import tdlib.report\n\n\ndef broken(*args, **kwargs):\n    raise RuntimeError('drawing failed')\n\n\n"
+        "tdlib.report.render = broken\n"
+    )
     pytester.makepyfile(test_claims=CLAIM_FILE)
     target = pytester.path / "out" / "CLAIMS.md"
     target.parent.mkdir()
     target.write_text("the old report")
-    result = pytester.runpytest("--claims-cache", str(shared_cache), "--claims-seeds", "3",
-                                "--claims-report", str(target))
+    result = pytester.runpytest_subprocess("--claims-cache", str(shared_cache), "--claims-seeds", "3",
+                                           "--claims-report", str(target))
     result.stdout.fnmatch_lines(["*X1 SUPPORTED*", "*RuntimeError: drawing failed*", "*report: NOT written*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert target.read_text() == "the old report"
