@@ -69,7 +69,8 @@ class Judged:
 
     results: list[ClaimResult]
     family: list[Claim]  # every registered claim
-    alpha: float = ALPHA
+    alpha: float = ALPHA  # the level its seeds were judged at (the pilot's share when a follow-up ran)
+    follow_up: Any = None  # a tdlib.followup.FollowUp whose verdicts are merged into ``results``, or None
 
     @property
     def missing(self) -> list[Claim]:
@@ -97,8 +98,9 @@ class Findings:
             raise ValueError(f"claim {claim.id} was judged twice in one session")
         self.items.append((claim, finding))
 
-    def judge(self, family: Iterable[Claim] | None = None) -> Judged:
-        """Judge every part as a member of ``family`` (default: the claims found), then combine into claims.
+    def judge(self, family: Iterable[Claim] | None = None, alpha: float = ALPHA) -> Judged:
+        """Judge every part as a member of ``family`` (default: the claims found) at ``alpha``, then combine
+        into claims.
 
         A claim whose parts cannot be judged (an error) is reported with its error; its parts count as
         never rejected, so the other claims' verdicts stand, and the run is marked partial.
@@ -121,7 +123,7 @@ class Findings:
                 continue
             parts += finding.parts
             owners += [index] * len(finding.parts)
-        judged_parts = judge_parts(parts, family=sum(c.n_parts for c in family))
+        judged_parts = judge_parts(parts, family=sum(c.n_parts for c in family), alpha=alpha)
         results = []
         for index, (claim_, finding) in enumerate(self.items):
             if index in errors:
@@ -129,7 +131,7 @@ class Findings:
                 continue
             mine = [jp for jp, owner in zip(judged_parts, owners) if owner == index]
             results.append(ClaimResult(claim_, finding, mine, combine([p.verdict for p in mine])))
-        return Judged(results, family)
+        return Judged(results, family, alpha)
 
 
 def check_parts(claim_: Claim, finding: Finding) -> None:
@@ -180,6 +182,7 @@ def claim(
         test.__name__, test.__qualname__, test.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         test.__module__ = fn.__module__
         test.claim = meta  # type: ignore[attr-defined]
+        test.evaluate = fn  # type: ignore[attr-defined]  # Evidence -> Finding, for the follow-up's fresh seeds
         return test
 
     return decorate

@@ -18,7 +18,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from tdlib.runs import Run, RunCache, atomic_write
 # Bump when a measurement changes meaning, so that stored numbers are measured again.
 # 2: each file is tied to its run's key and files, and checksummed.
 EVIDENCE_FORMAT = 2
+WITHHELD = -1e6  # what a restricted Evidence answers for a condition it does not hold (see Evidence.restricted)
 SWEEP_KINDS = ("weight", "unit", "random_weight", "global")  # drawn for every condition in the report
 
 
@@ -94,10 +95,17 @@ class BrokenEvidence(AssertionError):
 class Evidence:
     """Per-seed measurements of ``profile``'s runs: arrays with one value per seed, in seed order."""
 
-    def __init__(self, profile: Profile, cache: RunCache, device: str = "cpu") -> None:
+    def __init__(self, profile: Profile, cache: RunCache, device: str = "cpu",
+                 conditions: Collection[str] | None = None) -> None:
         self.profile = profile
         self.cache = cache
         self.device = device
+        # With ``conditions``, only those are trained or measured: another's measurements are WITHHELD, a
+        # finite stand-in, so that a claim function still runs, and only the comparisons that read them
+        # change (the follow-up trains only what its open comparisons need, and finds what they need so).
+        self.conditions = None if conditions is None else frozenset(conditions)
+        self.read: set[str] = set()  # the conditions measured or asked for so far
+        self.withheld: set[str] = set()  # those of them answered with the stand-in
         self._runs: dict[str, list[Run]] = {}
         self._models: dict[tuple[str, int], MLP] = {}
         self._data: FashionMNIST | None = None
@@ -115,8 +123,18 @@ class Evidence:
             self._data = self.cache.data_for(self.profile.spec("B", self.seeds[0]))
         return self._data
 
+    def restricted(self, conditions: Collection[str]) -> Evidence:
+        """This evidence with only ``conditions`` trained or measured (see the constructor)."""
+        ev = Evidence(self.profile, self.cache, self.device, conditions)
+        ev._data = self._data
+        return ev
+
     def runs(self, condition: str) -> list[Run]:
         """One finished run per seed (trained now if the cache lacks it)."""
+        self.read.add(condition)
+        if self.conditions is not None and condition not in self.conditions:
+            self.withheld.add(condition)
+            raise BrokenEvidence(f"condition {condition} is not among this evidence's {sorted(self.conditions)}")
         if condition not in self._runs:
             runs = [self.cache.get(self.profile.spec(condition, seed, self.device)) for seed in self.seeds]
             self._runs[condition] = runs
@@ -151,6 +169,10 @@ class Evidence:
         self, condition: str, key: str, compute: Callable[[Run, MLP], dict[str, float]], undefined_ok: bool = False
     ) -> np.ndarray:
         """Like :meth:`measure`, where one computation also yields other keys worth storing."""
+        self.read.add(condition)
+        if self.conditions is not None and condition not in self.conditions:
+            self.withheld.add(condition)
+            return np.full(len(self.seeds), WITHHELD)
         values = []
         for run in self.runs(condition):
             path = self.store / f"{run.spec.name}.json"

@@ -6,6 +6,10 @@ Options, checked once when pytest starts (one usage error, before any work):
 - ``--claims-profile {smoke,default,paper}`` (default smoke) and ``--claims-seeds`` (a count, ``5``, or a
   list, ``0,3,7``; more than :data:`MAX_SEEDS` needs ``--claims-many-seeds``);
 - ``--claims-device {cpu,cuda}``; ``--claims-cache`` (default ``cache/`` under the rootdir);
+- ``--claims-executor {local,inprocess,submitit}`` and ``--claims-workers``: where the runs train, before
+  the first claim, with a progress bar across runs (:mod:`tdlib.executors`);
+- ``--claims-follow-up``: judge the seeds at the pilot's share of the error and follow what they leave
+  undecided on fresh seeds, by the committed design of :mod:`tdlib.sequential` (a full run only);
 - ``--claims-report PATH``: write the report there (``CLAIMS.md``, with ``claims.json`` and ``figures/``
   beside it, swapped in whole). Without it, no report is written: a plain or ``-k`` run never
   overwrites one.
@@ -41,7 +45,9 @@ SELECTED = pytest.StashKey[list[Claim]]()
 JUDGED = pytest.StashKey[Judged]()
 STARTED = pytest.StashKey[float]()
 SETTINGS = pytest.StashKey[dict]()
+SPECS = pytest.StashKey[list]()
 REPORT_ERROR = pytest.StashKey[str]()
+FOLLOW_UP_ERROR = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +59,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--claims-many-seeds", action="store_true",
                     help=f"allow more than {MAX_SEEDS} seeds")
     group.addoption("--claims-device", default="cpu", choices=("cpu", "cuda"), help="where to train (default: cpu)")
+    group.addoption("--claims-executor", default="local", choices=("local", "inprocess", "submitit"),
+                    help="where runs train: local worker processes (default), this process, or submitit")
+    group.addoption("--claims-workers", default=2, type=int, metavar="N",
+                    help="local worker processes (default: 2, one torch thread each)")
+    group.addoption("--claims-follow-up", action="store_true",
+                    help="follow what the seeds leave undecided on fresh seeds, by the committed sequential design")
     group.addoption("--claims-cache", default=None, metavar="DIR",
                     help="where trained runs and measurements are kept (default: cache/ under the rootdir)")
     group.addoption("--claims-report", default=None, metavar="PATH",
@@ -99,7 +111,18 @@ def _settings(config: pytest.Config) -> dict:
             report_path = check_report_path(report)
         except ReportError as error:
             raise pytest.UsageError(f"--claims-report {report!r}: {error}") from None
-    return {"profile": profile, "device": device, "cache": cache_dir, "report": report_path}
+    workers = config.getoption("claims_workers")
+    if workers < 1:
+        raise pytest.UsageError(f"--claims-workers must be at least 1, got {workers}")
+    follow = config.getoption("claims_follow_up")
+    if follow:
+        from tdlib.sequential import FRESH_SEEDS_FROM
+
+        if max(profile.seeds) >= FRESH_SEEDS_FROM:
+            raise pytest.UsageError(f"--claims-follow-up: the pilot's seeds must be under {FRESH_SEEDS_FROM}, where "
+                                    f"the follow-up's fresh seeds begin; got {max(profile.seeds)}")
+    return {"profile": profile, "device": device, "cache": cache_dir, "report": report_path,
+            "executor": config.getoption("claims_executor"), "workers": workers, "follow_up": follow}
 
 
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
@@ -149,7 +172,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if settings["report"] is not None and len(selected) == len(config.stash[FAMILY]):  # a full report draws the map
         specs += [s for s in (profile.spec(c, profile.seeds[0], device) for c in dict.fromkeys(MAP.values()))
                   if s not in specs]
+    if settings["follow_up"] and len(selected) < len(config.stash[FAMILY]):
+        raise pytest.UsageError(
+            f"--claims-follow-up follows the whole registered family; this run selected {len(selected)} of its "
+            f"{len(config.stash[FAMILY])} claims (drop -k/-m, or the follow-up)"
+        )
     the_plan = plan(specs, settings["cache"])
+    config.stash[SPECS] = list(the_plan.to_train)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; "
@@ -164,6 +193,12 @@ def evidence(request: pytest.FixtureRequest):
 
     config = request.config
     settings = config.stash[SETTINGS]
+    to_train = config.stash.get(SPECS, [])
+    if to_train:  # train them all now, on the chosen engine, with progress shown past pytest's capture
+        from tdlib.executors import train_all
+
+        with _uncaptured(config):
+            train_all(to_train, settings["cache"], engine=settings["executor"], workers=settings["workers"])
     cache = RunCache(settings["cache"], progress=config.getoption("verbose") >= 0)
     ev = Evidence(settings["profile"], cache, device=settings["device"])
     config.stash[EVIDENCE] = ev
@@ -181,7 +216,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if FINDINGS not in config.stash or not config.stash[FINDINGS].items:
         return
-    judged = config.stash[FINDINGS].judge(config.stash.get(FAMILY, None))
+    settings = config.stash[SETTINGS]
+    if settings["follow_up"]:
+        judged = _follow_up(session)
+    else:
+        judged = config.stash[FINDINGS].judge(config.stash.get(FAMILY, None))
     config.stash[JUDGED] = judged
     report = config.stash[SETTINGS]["report"]
     if report is not None:
@@ -193,6 +232,43 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         except Exception:  # the verdicts are still printed; the old report stays whole
             config.stash[REPORT_ERROR] = traceback.format_exc()
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _uncaptured(config: pytest.Config):
+    """A context in which output reaches the terminal whatever pytest's capture (progress bars, look lines)."""
+    import contextlib
+
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    return capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+
+
+def _follow_up(session: pytest.Session) -> Judged:
+    """Judge the pilot at its share of the error, follow what it leaves open on fresh seeds, and merge. A
+    failure of the follow-up itself keeps the pilot's verdicts (valid on their own) and fails the session."""
+    from tdlib.followup import follow_up, merged
+    from tdlib.sequential import ALPHA_PILOT
+
+    config = session.config
+    findings = config.stash[FINDINGS]
+    pilot = findings.judge(config.stash.get(FAMILY, None), alpha=ALPHA_PILOT)
+    settings = config.stash[SETTINGS]
+    functions = {item.obj.claim.id: item.obj.evaluate for item in session.items  # type: ignore[attr-defined]
+                 if isinstance(getattr(getattr(item, "obj", None), "claim", None), Claim)}
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def log(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line)
+
+    try:
+        with _uncaptured(config):
+            result = follow_up(pilot, functions, config.stash[EVIDENCE], engine=settings["executor"],  # type: ignore
+                               workers=settings["workers"], log=log)
+    except Exception:
+        config.stash[FOLLOW_UP_ERROR] = traceback.format_exc()
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return pilot
+    return merged(pilot, result)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -208,7 +284,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             continue
         effects = "; ".join(f"{j.comparison.name}: {j.mean:+.2f}" for p in result.parts for j in p.judgements)
         terminalreporter.write_line(f"{result.claim.id:>4} {result.verdict.value:<12} {effects}")
+    if judged.follow_up is not None:
+        from tdlib.followup_report import outcome_text
+
+        result = judged.follow_up
+        for part in result.parts:
+            terminalreporter.write_line(f"{part.claim:>4} follow-up of {part.part!r}: {outcome_text(result, part)}")
+        terminalreporter.write_line(f"follow-up: {len(result.runs)} fresh-seed runs over {result.looks_taken} "
+                                    f"look(s); ended at {result.ended}")
     terminalreporter.write_line(guarantee(judged))
+    if FOLLOW_UP_ERROR in config.stash:
+        terminalreporter.write_line(config.stash[FOLLOW_UP_ERROR], red=True)
+        terminalreporter.write_line("follow-up: FAILED (the error above); the verdicts are the pilot's alone, at "
+                                    f"its share {judged.alpha:g} of the error", red=True)
     report = config.stash[SETTINGS]["report"]
     if REPORT_ERROR in config.stash:
         terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)

@@ -16,10 +16,11 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from tdlib import savings_report
+from tdlib import followup_report, savings_report
 from tdlib.claim import ClaimResult, Judged
 from tdlib.conditions import CONDITIONS
 from tdlib.evidence import SWEEP_KINDS, Evidence
+from tdlib.followup import FollowUp
 from tdlib.metrics import SWEEP, activation_stats, weight_stats
 from tdlib.provenance import provenance
 from tdlib.stats import MAX_FEASIBLE_SEEDS, MIN_SEEDS, POWER, JudgedPart, Judgement, Verdict
@@ -287,11 +288,14 @@ FIGURES = {
 def guarantee(judged: Judged) -> str:
     """The report's guarantee, in one paragraph, truthful for this run (partial or whole)."""
     m, alpha = judged.family_parts, judged.alpha
+    total = alpha + (judged.follow_up.alpha if judged.follow_up is not None else 0.0)
     text = (
         f"Guarantee: the chance of any wrong verdict (a part or claim SUPPORTED when false, or REFUTED when true) "
-        f"is at most {alpha:g} over the {len(judged.family)} registered claims ({m} parts), assuming roughly normal "
+        f"is at most {total:g} over the {len(judged.family)} registered claims ({m} parts), assuming roughly normal "
         f"per-seed values; Holm over the {m} parts at {alpha / 2:g} for each direction."
     )
+    if judged.follow_up is not None:
+        text += followup_report.guarantee_text(judged.follow_up)
     if judged.partial:
         text += (
             f" PARTIAL: {len(judged.family) - len(judged.missing)} of {len(judged.family)} claims judged; the "
@@ -309,8 +313,10 @@ def decision_cell(j: Judgement) -> str:
     return f"[{fmt(low)}, {fmt(high)}] ({label})"
 
 
-def decide_cell(part: JudgedPart, j: Judgement) -> str:
-    """What would decide an undecided comparison."""
+def decide_cell(part: JudgedPart, j: Judgement, followed: str = "") -> str:
+    """What would decide an undecided comparison (``followed``: what the follow-up made of its part)."""
+    if followed:
+        return f"followed on fresh seeds: {followed}"
     if part.verdict is not Verdict.INCONCLUSIVE:
         return "decided"
     if j.n < MIN_SEEDS:
@@ -324,7 +330,8 @@ def decide_cell(part: JudgedPart, j: Judgement) -> str:
     return f"not decidable at a feasible seed count (> {MAX_FEASIBLE_SEEDS}); effect in [{fmt(low)}, {fmt(high)}]"
 
 
-def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str, str]) -> list[str]:
+def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str, str],
+                   follow_up: FollowUp | None = None) -> list[str]:
     """A claim's section; ``shown`` (figure -> the claim that showed it) keeps each figure to one place."""
     c = result.claim
     lines = [f"### {c.id}: {c.title} ({result.verdict.value})", "", f"> {c.quote}", "",
@@ -337,13 +344,15 @@ def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str,
         "|---|---|---|---|---|---|---|---|",
     ]
     for part in result.parts:
+        outcome = follow_up.part(c.id, part.part.name) if follow_up is not None else None
+        followed = followup_report.outcome_text(follow_up, outcome) if outcome is not None else ""
         for j in part.judgements:
             note = f" ({cell(j.note)})" if j.note else ""
             lines.append(
                 f"| {cell(part.part.name)}: **{part.verdict.value}** | {cell(j.comparison.name)}{note} | "
                 f"{seeds_cell(j.comparison.values, j.comparison.seeds, seeds)} | {effect(j)} | {decision_cell(j)} | "
                 f"{cell(j.comparison.rule)} | {part.p_support_holm:.3g} / {part.p_refute_holm:.3g} | "
-                f"{decide_cell(part, j)} |"
+                f"{decide_cell(part, j, followed)} |"
             )
     finding = result.finding
     if finding is not None and finding.info:
@@ -373,13 +382,18 @@ def summary_effect(result: ClaimResult) -> str:
 
 def how_judged(judged: Judged) -> list[str]:
     m, alpha = judged.family_parts, judged.alpha
+    follow_up = judged.follow_up
+    split = "" if follow_up is None else (
+        f" ({alpha:g} for the pilot's seeds, judged as this section says, and {follow_up.alpha:g} for the follow-up "
+        "on fresh seeds, whose section says how; `tests/test_sequential.py` checks the follow-up's share)")
     return [
         "## How a verdict is reached, and what it guarantees",
         "",
         f"**The guarantee.** The chance that this report holds *any* wrong verdict (a part or a claim SUPPORTED "
         f"when it is false, or REFUTED when it is true; at the exact threshold, either is wrong) is at most "
-        f"{alpha:g}, over the {len(judged.family)} registered claims and their {m} parts, whichever claims a run "
-        "selects. It assumes that each comparison's per-seed values are roughly normal (they are means over "
+        f"{alpha + (follow_up.alpha if follow_up is not None else 0):g}{split}, over the {len(judged.family)} "
+        f"registered claims and their {m} parts, whichever claims a run selects. It assumes that each "
+        "comparison's per-seed values are roughly normal (they are means over "
         "thousands of test images); `tests/test_guarantee.py` checks it by simulation on families shaped like "
         "this one, with every comparison at its threshold, one at its threshold and the rest decisive, and with "
         "3, 5 and 10 seeds.",
@@ -472,7 +486,9 @@ def render(
     ]
     shown: dict[str, str] = {}
     for r in results:
-        lines += _claim_section(r, ev.seeds, shown)
+        lines += _claim_section(r, ev.seeds, shown, judged.follow_up)
+    if judged.follow_up is not None:
+        lines += followup_report.markdown(judged.follow_up, ev.seeds)
     lines += ["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""]
     if gamma_alpha is not None:
         lines += map_section(gamma_alpha, ev.seeds[0])
@@ -671,4 +687,5 @@ def as_json(judged: Judged, ev: Evidence, prov: dict[str, str], savings: savings
             for r in judged.results
         ],
         "what_pruning_buys": savings_report.as_json(savings, ev) if savings is not None else None,
+        "follow_up": followup_report.as_json(judged.follow_up) if judged.follow_up is not None else None,
     }

@@ -72,6 +72,10 @@ def test_the_wheel_declares_the_pytest11_entry_point(tmp_path: Path) -> None:
         (["--claims-report", ""], "needs a markdown file's path"),
         (["--claims-report", "out.txt"], "give a path ending in .md"),
         (["--claims-profile", "huge"], "invalid choice: 'huge'"),
+        (["--claims-workers", "0"], "--claims-workers must be at least 1"),
+        (["--claims-executor", "ray"], "invalid choice: 'ray'"),
+        (["--claims-follow-up", "--claims-seeds", "98,99,100"], "the pilot's seeds must be under 100"),
+        (["--claims-follow-up", "-k", "x1"], "--claims-follow-up follows the whole registered family"),
     ],
 )
 def test_a_bad_option_is_one_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -140,6 +144,38 @@ def test_no_report_unless_asked_and_a_whole_one_when_asked(pytester: pytest.Pyte
     assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"] and not data["partial"]
     assert "Guarantee" in report.read_text()
     assert not [p for p in pytester.path.iterdir() if p.name.startswith(".out")]  # no staging left behind
+
+
+def test_the_runs_train_first_with_progress_shown_past_the_capture(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    result = pytester.runpytest_subprocess("--claims-cache", str(tmp_path), "--claims-seeds", "3",
+                                           "--claims-executor", "inprocess")
+    result.assert_outcomes(passed=2)
+    assert "runs (inprocess)" in result.stderr.str() and "3/3" in result.stderr.str()  # tqdm, not captured
+    assert len(list(tmp_path.glob("B-s*/record.json"))) == 3
+
+
+def test_the_follow_up_decides_on_fresh_seeds_what_the_pilot_left_open(pytester: pytest.Pytester,
+                                                                        shared_cache: Path) -> None:
+    """Two seeds decide nothing (three are the least); the first look's five fresh seeds decide both."""
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    report = pytester.path / "out" / "CLAIMS.md"
+    args = ["--claims-cache", str(shared_cache), "--claims-seeds", "2", "--claims-executor", "inprocess",
+            "--claims-follow-up", "--claims-report", str(report)]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*follow-up look 1 of 8: 5 fresh seeds (100-104) of B for 2 open comparisons*",
+        "*X1 SUPPORTED*", "*X1 follow-up of 'learns': SUPPORTED at look 1 (5 fresh seeds)*",
+        "*follow-up: 5 fresh-seed runs over 1 look(s); ended at every followed part is decided or dropped*",
+        "*at most 0.05 *pilot's seeds are judged at 0.025*",
+    ])
+    data = json.loads((report.parent / "claims.json").read_text())
+    assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"]
+    assert data["follow_up"]["looks_taken"] == 1 and len(data["follow_up"]["runs"]) == 5
+    assert "## The follow-up on fresh seeds" in report.read_text()
+    again = pytester.runpytest_subprocess(*args)  # resumes: every run cached, the same decisions
+    again.stdout.fnmatch_lines(["*5 runs, all cached*", "*X1 follow-up of 'learns': SUPPORTED at look 1*"])
 
 
 def test_a_subset_is_judged_in_the_whole_family(pytester: pytest.Pytester, shared_cache: Path) -> None:
