@@ -4,13 +4,17 @@ Each group holds one batch size and thread count; its baseline is the dense mode
 are the paper MLP with magnitude masks; timing does not depend on the trained values, so the masks are
 taken on a freshly initialised network (its |w| ranks like a trained one's for this purpose). Each
 compressed model runs in the form measured fastest for the group's batch and threads (each layer dense
-or CSR, or the whole chain fused), except two reference rows: 99% weights with every layer a torch CSR
-product, and 90% units as a plain ``nn.Linear``/ReLU chain of the units kept (the issue's references).
+or CSR, or the whole chain fused), except reference rows: 99% weights with every layer a torch CSR
+product, 90% units as the plain ``nn.Linear``/ReLU chain of the units kept (the compressed module with
+no backend), and the peer: the same compressed networks exported to ONNX and run by ONNX Runtime with the
+group's thread count.
 Targets (issue 4), read off the printed ratios, never asserted: unit-pruned speed-up >= 0.8 of the FLOP
 ratio at batch 256; 99% weight pruning >= 5x faster than dense at batch 1.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,23 +31,21 @@ CASES = [
     *[(f"unit {k}%", "unit", k, "fastest") for k in (50, 80, 90)],
     *[(f"weight {k:g}%", "weight", k, "fastest") for k in (90, 95, 99, 99.1)],
     ("weight 99%, CSR everywhere", "weight", 99, "csr"),
-    ("unit 90%, plain nn.Linear chain", "unit", 90, "plain"),
+    ("unit 90%, plain nn.Linear chain", "unit", 90, "dense"),
+    *[(f"unit {k}%, ONNX Runtime", "unit", k, "onnx") for k in (50, 80, 90)],
+    ("weight 99%, ONNX Runtime", "weight", 99, "onnx"),
 ]
 
 
-def plain_chain(model: MLP, masks: Masks) -> nn.Sequential:
-    """The units that whole-unit ``masks`` keep, as ordinary ``nn.Linear`` layers with ReLU between."""
-    modules: list[nn.Module] = []
-    kept_in = torch.ones(model.layers[0].in_features, dtype=torch.bool)
-    for i, layer in enumerate(model.layers):
-        mask = masks.get(f"layers.{i}.weight")  # the output layer keeps its units
-        kept_out = torch.ones(layer.out_features, dtype=torch.bool) if mask is None else mask.any(1)
-        linear = nn.Linear(int(kept_in.sum()), int(kept_out.sum()))
-        linear.weight.data = layer.weight.detach()[kept_out][:, kept_in].contiguous()
-        linear.bias.data = layer.bias.detach()[kept_out].clone()
-        modules += [linear, nn.ReLU()]
-        kept_in = kept_out
-    return nn.Sequential(*modules[:-1]).eval()
+def onnx_session(net: nn.Module, threads: int, path: Path):
+    """ONNX Runtime's session (CPU, ``threads`` intra-op threads) of ``net``'s plain modules, exported."""
+    import onnxruntime
+
+    torch.onnx.export(net, (torch.rand(2, 784),), str(path), input_names=["x"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +68,18 @@ def masks(model: MLP) -> dict[tuple[str, float], Masks]:
 @pytest.mark.parametrize("batch", [1, 256], ids=lambda b: f"batch{b}")
 @pytest.mark.parametrize(("name", "kind", "k", "layout"), CASES, ids=[c[0] for c in CASES])
 def test_inference(benchmark, model: MLP, masks: dict[tuple[str, float], Masks], name: str, kind: str | None,
-                   k: float, layout: str, batch: int, threads: int) -> None:
+                   k: float, layout: str, batch: int, threads: int, tmp_path: Path) -> None:
     if kind is None:
         net = model
     elif kind == "masked":
         net = install_with_torch_prune(model, masks[("weight", k)]).eval()
-    elif layout == "plain":
-        net = plain_chain(model, masks[(kind, k)])
-        probe = torch.rand(3, 784)
-        with torch.no_grad():  # the reference computes the same function as the compressed model
-            torch.testing.assert_close(net(probe), compress(model, masks[(kind, k)], "dense")(probe))
+    elif layout == "onnx":  # the peer: the same compressed network (its plain modules) in ONNX Runtime
+        pytest.importorskip("onnxruntime")
+        net = compress(model, masks[(kind, k)], "dense")
+        session = onnx_session(net, threads, tmp_path / "net.onnx")
+        x = torch.rand(batch, 784)
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(session.run(None, {"x": x.numpy()})[0]), net(x))
     else:
         net = compress(model, masks[(kind, k)], layout, batch=batch, threads=threads)
         benchmark.extra_info["layouts"] = ["fused"] if net.fused else net.layouts
@@ -85,10 +89,13 @@ def test_inference(benchmark, model: MLP, masks: dict[tuple[str, float], Masks],
     benchmark.group = f"inference, batch {batch}, {threads} thread(s)"
     benchmark.extra_info["baseline"] = kind is None
     if kind not in (None, "masked"):
-        flops = net.flops() if layout != "plain" else sum(m.weight.numel() for m in net if isinstance(m, nn.Linear))
-        benchmark.extra_info["flop_ratio"] = dense_flops(model) / flops
+        benchmark.extra_info["flop_ratio"] = dense_flops(model) / net.flops()
     try:
         with torch.no_grad():
-            benchmark(net, x)
+            if layout == "onnx":
+                feed = {"x": x.numpy()}
+                benchmark(session.run, None, feed)
+            else:
+                benchmark(net, x)
     finally:
         torch.set_num_threads(previous)

@@ -2,7 +2,7 @@
 
     python -m tdlib runs [--cache DIR] [--verify]          list the cached runs (and check every file)
     python -m tdlib train PROFILE [options]                train a profile's runs (see ``train --help``)
-    python -m tdlib compress RUN --kind weight --k 99 -o tw.pt
+    python -m tdlib compress RUN --kind weight --k 99 -o tw.safetensors
                                                            prune a cached run and save it compressed
 
 The claims report itself comes from the pytest plugin: ``pytest claims --claims-report reports/CLAIMS.md``.

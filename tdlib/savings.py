@@ -52,7 +52,7 @@ class Saving:
 def file_kib(obj: object, save_to: Callable[[object, Path], None] = torch.save) -> float:
     """Size of ``obj`` written to a file by ``save_to(obj, path)``, in KiB."""
     with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "model.pt"
+        path = Path(directory) / "model"
         save_to(obj, path)
         return path.stat().st_size / 1024
 

@@ -53,7 +53,7 @@ def test_compress_saves_a_cached_run_that_computes_what_the_masked_model_does(ca
     from tdlib.metrics import masks_for
     from tdlib.prune import apply_masks
 
-    out = tmp_path / "b-90.pt"
+    out = tmp_path / "b-90.safetensors"
     done = tdlib("compress", SPEC.name, "--cache", str(cache), "--kind", "weight", "--k", "90", "-o", str(out))
     assert done.returncode == 0, done.stderr
     model = RunCache(cache, progress=False).cached(SPEC).model()

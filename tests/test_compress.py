@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,10 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from tdlib.compress import (
     CompressedFileError,
-    _digest,
     compress,
     dense_flops,
     fastest,
@@ -21,6 +23,7 @@ from tdlib.compress import (
     median_seconds,
     save,
 )
+from tdlib.compress.fileformat import digest
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.prune import apply_masks, random_unit_masks, random_weight_masks
@@ -62,7 +65,9 @@ def test_compressed_equals_masked(
     n = len(small.shapes)
     expected_layouts = {"mixed": layouts, "fused": ["csr"] * n}.get(layout, [layout] * n)
     assert (small.layouts, small.fused) == (expected_layouts, layout == "fused")
-    assert torch.allclose(small(x), expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the inference backend
+        assert torch.allclose(small(x), expected, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(small(x), expected, atol=1e-5, rtol=1e-5)  # the plain modules, with autograd
     assert small.flops() <= dense_flops(model)
 
 
@@ -117,7 +122,8 @@ def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[s
     save(small, tmp_path / "m.pt")
     again = load(tmp_path / "m.pt")
     x = torch.randn(7, 30)
-    assert torch.equal(again(x), small(x))
+    with torch.no_grad():
+        assert torch.equal(again(x), small(x))
     assert (again.shapes, again.layouts, again.fused) == (small.shapes, small.layouts, small.fused)
     # A sparse layer is written sparse even when it runs dense.
     torch.save(model.state_dict(), tmp_path / "dense.pt")
@@ -128,8 +134,8 @@ def test_a_dense_layer_is_written_dense(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = MLP((60, 40), in_features=30, n_classes=4).eval()
     save(compress(model, {}, "csr"), tmp_path / "m.pt")
-    saved = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert [entry["stored"] for entry in saved["layers"]] == ["dense"] * 3
+    with safe_open(str(tmp_path / "m.pt"), "pt") as file:
+        assert json.loads(file.metadata()["stored"]) == ["dense"] * 3
     assert load(tmp_path / "m.pt").layouts == ["csr"] * 3
 
 
@@ -165,7 +171,7 @@ def test_fastest_runs_fused_only_where_it_measures_faster_and_can_run() -> None:
     assert not fastest(small, 4, seconds=fused_is_slower).fused
     in_double = compress(model.double(), masks_for(model, "weight", 90), "dense")
     assert not fastest(in_double, 4, seconds=fused_is_faster).fused  # the chain kernel is float32 only
-    with pytest.raises(ValueError, match="layer 0: the chain kernel runs CSR float32 weights on the CPU"):
+    with pytest.raises(ValueError, match=r"the fused chain runs float32 weights on the CPU, got torch\.float64"):
         in_double.fuse()
 
 
@@ -211,54 +217,92 @@ def test_unknown_layouts_are_named(layout: str | list[str]) -> None:
 def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = MLP((10,), in_features=5, n_classes=2).eval()
-    path = tmp_path / "m.pt"
-    save(compress(model, masks_for(model, "weight", 50), layout="csr"), path)
-    saved = torch.load(path, weights_only=True)
-    saved["layers"][0]["values"][0] += 1.0
-    torch.save(saved, tmp_path / "damaged.pt")
+    path = tmp_path / "m.safetensors"
+    save(compress(model, masks_for(model, "weight", 90), layout="csr"), path)  # layer 0 stored CSR, 1 dense
+
+    def rewritten(name: str, change, fix_checksum: bool = True) -> Path:
+        with safe_open(str(path), "pt") as file:
+            metadata = dict(file.metadata())
+            tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+        change(metadata, tensors)
+        if fix_checksum:  # consistent, yet wrong: only the checks behind the checksum can tell
+            metadata["sha256"] = digest(metadata, tensors)
+        save_file(tensors, str(tmp_path / name), metadata=metadata)
+        return tmp_path / name
+
+    def values_plus_one(metadata, tensors):
+        tensors["0.values"][0] += 1.0
+
     with pytest.raises(CompressedFileError, match="checksum"):
-        load(tmp_path / "damaged.pt")
-    saved = torch.load(path, weights_only=True)
-    saved["header"]["shapes"][0] = [11, 5]
-    torch.save(saved, tmp_path / "shape.pt")
-    with pytest.raises(CompressedFileError, match="the header says"):
-        load(tmp_path / "shape.pt")
-    saved["header"]["version"] = 99
-    torch.save(saved, tmp_path / "version.pt")
-    with pytest.raises(CompressedFileError, match="v99"):
-        load(tmp_path / "version.pt")
-    saved = torch.load(path, weights_only=True)
-    saved["layers"][0]["bias"] = torch.zeros(3)
-    saved["digest"] = _digest(saved["layers"])  # consistent, yet wrong: only the shape check can tell
-    torch.save(saved, tmp_path / "bias.pt")
-    with pytest.raises(CompressedFileError, match=r"bias\.pt: layer 0 has a bias of shape \(3,\) for 10 units"):
-        load(tmp_path / "bias.pt")
-    saved = torch.load(path, weights_only=True)
-    del saved["layers"][1]["stored"]
-    saved["digest"] = _digest(saved["layers"])
-    torch.save(saved, tmp_path / "malformed.pt")
-    with pytest.raises(CompressedFileError, match=r"malformed\.pt: the field 'stored' is missing"):
-        load(tmp_path / "malformed.pt")
-    saved = torch.load(path, weights_only=True)
-    saved["layers"][0]["relu"] = False
-    torch.save(saved, tmp_path / "relu.pt")
-    with pytest.raises(CompressedFileError, match="checksum"):  # the checksum covers flags too
-        load(tmp_path / "relu.pt")
-    for damage, match in [
-        (lambda f: f["layers"][0].update(stored="coo"), r"layer 0 is stored as 'coo'"),
-        (lambda f: f["layers"][1].update(values=f["layers"][1]["values"].long()), r"layer 1 holds torch\.int64"),
-        (lambda f: f.update(layers=[]) or f["header"].update(shapes=[], layouts=[]), r"0 layers"),
-        (lambda f: f["layers"][0].update(values=f["layers"][0]["values"].tolist()), r"bad\.pt: .*list"),
+        load(rewritten("damaged", values_plus_one, fix_checksum=False))
+    with pytest.raises(CompressedFileError, match="checksum"):  # the checksum covers the metadata too
+        load(rewritten("relu", lambda m, t: m.update(relus="[false, false]"), fix_checksum=False))
+    for change, match in [
+        (lambda m, t: m.update(shapes="[[11, 5], [2, 10]]"), r"the file says \[11, 5\]"),
+        (lambda m, t: m.update(version="99"), "v99"),
+        (lambda m, t: t.update({"0.bias": torch.zeros(3)}), r"layer 0 has a bias of shape \(3,\) for 4 units"),
+        (lambda m, t: m.pop("stored"), r"the field 'stored' is missing"),
+        (lambda m, t: m.update(stored='["coo", "csr"]'), r"layer 0 is stored as 'coo'"),
+        (lambda m, t: t.update({"1.weight": t["1.weight"].double()}), r"layer 1 holds torch\.float64 weights, layer 0"),
+        (lambda m, t: t.update({"0.values": t["0.values"].long()}), r"layer 0 holds torch\.int64"),
+        (lambda m, t: m.update(shapes="[]", stored="[]", layouts="[]", relus="[]"), r"0 shapes"),
+        (lambda m, t: t.update({"0.col": t["0.col"] + 100}), r"layer 0 does not fit its shape"),
     ]:
-        saved = torch.load(path, weights_only=True)
-        damage(saved)
-        saved["digest"] = _digest(saved["layers"])
-        torch.save(saved, tmp_path / "bad.pt")
         with pytest.raises(CompressedFileError, match=match):
-            load(tmp_path / "bad.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a model")
-    with pytest.raises(CompressedFileError, match=r"junk\.pt: not a compressed tdlib model"):
-        load(tmp_path / "junk.pt")
+            load(rewritten("bad", change))
+    (tmp_path / "junk").write_bytes(b"not a model")
+    with pytest.raises(CompressedFileError, match=r"junk: not a compressed tdlib model"):
+        load(tmp_path / "junk")
+
+
+def test_a_compressed_model_is_an_ordinary_module(tmp_path: Path) -> None:
+    """state_dict round-trips, .to() casts (and the backend follows), fine-tuning changes what it computes."""
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    masks = masks_for(model, "unit", 50)
+    small = compress(model, masks, ["csr", "dense", "csr"])
+    assert isinstance(small, torch.nn.Sequential)
+    assert [type(m).__name__ for m in small] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    x = torch.randn(5, 30)
+    with torch.no_grad():
+        before = small(x)
+    state = small.state_dict()
+    assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"}
+    other = compress(MLP((60, 40), in_features=30, n_classes=4).eval(), masks, ["csr", "dense", "csr"])
+    other.load_state_dict(state)  # in place: the backend is rebuilt from the new weights
+    with torch.no_grad():
+        assert torch.allclose(other(x), before, atol=1e-6)
+        assert small.double()(x.double()).dtype == torch.float64  # cast: the backend's copies follow
+    small.float()
+    with torch.no_grad():
+        assert torch.allclose(small(x), before, atol=1e-6)  # the backend, built again in float32
+    optimizer = torch.optim.SGD(small.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(small(x), torch.tensor([0, 1, 2, 3, 0])).backward()
+    optimizer.step()  # an in-place update: the inference backend must not run the old weights
+    with torch.no_grad():
+        assert not torch.allclose(small(x), before, atol=1e-4)
+        assert torch.allclose(small(x), torch.nn.Sequential(*small)(x), atol=1e-5)
+
+
+def test_torch_compile_and_onnx_export_see_plain_linear_layers(tmp_path: Path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    masks = masks_for(model, "unit", 50)
+    small = compress(model, masks, "fused")
+    x = torch.randn(5, 30)
+    expected = apply_masks(model, masks)(x).detach()
+    compiled = torch.compile(small)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), expected, atol=1e-5)
+    torch.onnx.export(small, (x,), str(tmp_path / "m.onnx"), input_names=["x"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"x": x.numpy()})
+    assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-5)
+    (one,) = session.run(None, {"x": x[:1].numpy()})
+    assert one.shape == (1, 4)
 
 
 def test_masks_of_the_wrong_shape_are_refused() -> None:

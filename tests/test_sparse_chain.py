@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from tdlib.sparse_chain import Chain
+from tdlib.compress.chain import Chain
 
 
 def csr(rows: int, cols: int, density: float, generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,53 @@
+"""Pruned MLPs made physically smaller and faster, as ordinary torch modules.
+
+``torch.nn.utils.prune`` keeps every weight (and a mask beside it), so a masked model is neither smaller
+nor faster. :func:`compress` turns a model and its masks into a :class:`CompressedMLP`, an
+``nn.Sequential`` of ``nn.Linear`` and ``nn.ReLU`` whose outputs equal ``apply_masks(model, masks)``'s to
+float tolerance, without the units the masks left constant or unread (:mod:`.surgery`), and runs it for
+inference dense, CSR layer by layer, or as one compiled CSR chain, whichever is measured faster
+(:mod:`.module`, :mod:`.autotune`, :mod:`.chain`). :func:`save` and :func:`load` keep it in a checked
+safetensors file (:mod:`.fileformat`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from tdlib.compress.autotune import fastest, fastest_layouts, median_seconds
+from tdlib.compress.fileformat import FILE_FORMAT, FILE_VERSION, CompressedFileError, load, save
+from tdlib.compress.module import LAYOUTS, CompressedMLP, Layout
+from tdlib.compress.surgery import shrink
+from tdlib.model import MLP
+from tdlib.prune import Masks
+
+
+def compress(model: MLP, masks: Masks,
+             layout: Layout | Literal["fastest", "fused"] | Sequence[Layout] = "fastest",
+             batch: int = 256, threads: int | None = None) -> CompressedMLP:
+    """An equivalent of ``apply_masks(model, masks)`` without its constant or unread units, run as asked.
+
+    ``layout`` is one layout for every layer, one per layer (after the removal of units, there are as
+    many layers as in ``model``), ``"fused"`` (one compiled CSR chain), or ``"fastest"``: the form
+    :func:`fastest` measures fastest at ``batch`` inputs on ``threads`` threads.
+    """
+    if isinstance(layout, str) and layout not in (*LAYOUTS, "fastest", "fused"):
+        raise ValueError(f"layout must be 'fastest', 'fused' or one of {LAYOUTS}, got {layout!r}")
+    linears, relus = shrink(model, masks)
+    plain = CompressedMLP(linears, relus)
+    if layout == "fastest":
+        return fastest(plain, batch, threads)
+    if layout == "fused":
+        return plain.fuse()
+    return plain.with_layouts([layout] * len(linears) if isinstance(layout, str) else layout)
+
+
+def dense_flops(model: MLP) -> int:
+    """Multiply-adds per input of the dense model, and of the masked one: torch.prune saves nothing."""
+    return sum(layer.weight.numel() for layer in model.layers)
+
+
+__all__ = [
+    "FILE_FORMAT", "FILE_VERSION", "LAYOUTS", "CompressedFileError", "CompressedMLP", "Layout", "compress",
+    "dense_flops", "fastest", "fastest_layouts", "load", "median_seconds", "save", "shrink",
+]

@@ -1,0 +1,125 @@
+"""Compressed models on disk: a safetensors file (readable by any safetensors tool), compact, checked.
+
+Each weight is stored in whichever form is smaller, dense (``{i}.weight``) or CSR with int32 indices
+(``{i}.crow``, ``{i}.col``, ``{i}.values``); biases as ``{i}.bias``. The metadata holds the format and
+version, the shapes, layouts, ReLU flags, whether the model runs fused, and a SHA-256 over all of it and
+every tensor's name, dtype, shape and bytes. :func:`load` checks every one of these and names the first
+that fails, and never trusts a file's CSR indices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from tdlib.compress.module import LAYOUTS, CompressedMLP, csr_quietly
+from tdlib.compress.surgery import linear
+
+FILE_FORMAT = "tdlib-compressed-mlp"
+FILE_VERSION = 3  # 3: safetensors; 2: a torch pickle whose header says whether the model runs fused
+FIELDS = ("shapes", "layouts", "relus", "fused", "stored")
+
+
+class CompressedFileError(ValueError):
+    """A compressed-model file is not one, or does not match its own metadata."""
+
+
+def digest(metadata: dict[str, str], tensors: dict[str, Tensor]) -> str:
+    """SHA-256 of the metadata (but its own checksum) and each tensor's name, dtype, shape and bytes."""
+    sha = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != "sha256"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        value = tensors[name]
+        sha.update(f"{name}{value.dtype}{tuple(value.shape)}".encode())
+        sha.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()
+
+
+def save(model: CompressedMLP, path: str | Path) -> None:
+    """Write ``model`` compactly (see the module doc); :func:`load` restores its layouts and backend."""
+    tensors: dict[str, Tensor] = {}
+    stored = []
+    for i, layer in enumerate(model.linears):
+        weight = layer.weight.detach().cpu()
+        rows, cols = weight.shape
+        nonzero = int(torch.count_nonzero(weight))
+        if nonzero * (weight.element_size() + 4) + (rows + 1) * 4 < rows * cols * weight.element_size():
+            with csr_quietly():
+                csr = weight.to_sparse_csr()
+            tensors |= {f"{i}.crow": csr.crow_indices().to(torch.int32), f"{i}.col": csr.col_indices().to(torch.int32),
+                        f"{i}.values": csr.values().contiguous()}
+            stored.append("csr")
+        else:
+            tensors[f"{i}.weight"] = weight.contiguous()
+            stored.append("dense")
+        if layer.bias is not None:
+            tensors[f"{i}.bias"] = layer.bias.detach().cpu().contiguous()
+    metadata = {"format": FILE_FORMAT, "version": str(FILE_VERSION), "shapes": json.dumps(model.shapes),
+                "layouts": json.dumps(model.layouts), "relus": json.dumps(list(model.relus)),
+                "fused": json.dumps(model.fused), "stored": json.dumps(stored)}
+    metadata["sha256"] = digest(metadata, tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load(path: str | Path) -> CompressedMLP:
+    """Read a file written by :func:`save`; raise :class:`CompressedFileError` naming what does not match."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = dict(file.metadata() or {})
+            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as error:  # any unreadable file is reported the same way
+        raise CompressedFileError(f"{path}: not a compressed tdlib model ({error!r})") from error
+    version = (metadata.get("format"), metadata.get("version"))
+    if version != (FILE_FORMAT, str(FILE_VERSION)):
+        raise CompressedFileError(f"{path}: format {version[0]!r} v{version[1]}, expected {FILE_FORMAT!r} "
+                                  f"v{FILE_VERSION}")
+    if metadata.get("sha256") != digest(metadata, tensors):
+        raise CompressedFileError(f"{path}: the file does not match its checksum; it is damaged")
+    try:
+        fields = {name: json.loads(metadata[name]) for name in FIELDS}
+        return _model(fields, tensors)
+    except KeyError as error:
+        raise CompressedFileError(f"{path}: the field {error} is missing") from error
+    except (TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise CompressedFileError(f"{path}: {error}") from error
+
+
+def _model(fields: dict, tensors: dict[str, Tensor]) -> CompressedMLP:
+    """The model a file's fields and tensors describe, each layer checked (ValueError naming the first
+    mismatch)."""
+    shapes, stored = fields["shapes"], fields["stored"]
+    if not shapes or not len(shapes) == len(stored) == len(fields["layouts"]) == len(fields["relus"]):
+        raise ValueError(f"{len(shapes)} shapes, {len(stored)} stored forms, {len(fields['layouts'])} layouts and "
+                         f"{len(fields['relus'])} ReLU flags: one of each per layer")
+    linears = []
+    for i, (shape, form) in enumerate(zip(shapes, stored)):
+        if form not in LAYOUTS:
+            raise ValueError(f"layer {i} is stored as {form!r}, not one of {LAYOUTS}")
+        values = tensors[f"{i}.values"] if form == "csr" else tensors[f"{i}.weight"]
+        first = tensors["0.values"] if stored[0] == "csr" else tensors["0.weight"]
+        if not values.is_floating_point() or values.dtype != first.dtype:
+            raise ValueError(f"layer {i} holds {values.dtype} weights, layer 0 {first.dtype}: one floating-point "
+                             "dtype is expected")
+        if form == "csr":
+            try:
+                with csr_quietly():
+                    weight = torch.sparse_csr_tensor(  # checked: a file's indices are never trusted
+                        tensors[f"{i}.crow"].long(), tensors[f"{i}.col"].long(), values, size=shape,
+                        check_invariants=True,
+                    ).to_dense()
+            except RuntimeError as error:
+                raise ValueError(f"layer {i} does not fit its shape (the file says {shape}): {error}") from error
+        else:
+            weight = values
+        if list(weight.shape) != list(shape) or (i and shape[1] != shapes[i - 1][0]):
+            raise ValueError(f"layer {i} has shape {list(weight.shape)}, the file says {shape}")
+        bias = tensors.get(f"{i}.bias")
+        if bias is not None and tuple(bias.shape) != (shape[0],):
+            raise ValueError(f"layer {i} has a bias of shape {tuple(bias.shape)} for {shape[0]} units")
+        linears.append(linear(weight, bias))
+    return CompressedMLP(linears, [bool(r) for r in fields["relus"]], fields["layouts"], bool(fields["fused"]))
