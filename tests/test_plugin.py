@@ -60,7 +60,37 @@ def test_the_wheel_declares_the_pytest11_entry_point(tmp_path: Path) -> None:
         entry_points = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
         text = archive.read(entry_points).decode()
         assert "[pytest11]" in text and "tdlib = tdlib.plugin" in text
-        assert "tdlib/plugin.py" in archive.namelist()
+        assert {"tdlib/plugin.py", "tdlib/compress/module.py", "tdlib/compress/chain.py"} <= set(archive.namelist())
+
+
+USER_CLAIM_FILE = '''
+from tdlib import TargetedDropout
+from tdlib.claim import Comparison, Finding, Part, claim
+from tdlib.conditions import Condition, register
+
+register(Condition("TW70", "weight-level targeted dropout, gamma 0.7, alpha 0.5",
+                   targeted=TargetedDropout.constant("weight", 0.7, 0.5)))
+
+
+@claim("U1", quote="TW70 survives weight pruning better than B",
+       rule="TW70 keeps more accuracy than B at 70% weight pruning", conditions=("TW70", "B"))
+def test_u1_tw70_prunes_better(ev):
+    gain = ev.pruned("TW70", "weight", 70) - ev.pruned("B", "weight", 70)
+    return Finding([Part("weight 70%", (Comparison("TW70 - B, weight 70%", gain, 0.0, "greater"),))])
+'''
+
+
+def test_a_strangers_claim_file_with_its_own_condition_runs_in_an_empty_directory(pytester: pytest.Pytester,
+                                                                                   tmp_path: Path) -> None:
+    """No conftest, no claims/ package: only the installed plugin, a 15-line file and its own condition."""
+    assert len(USER_CLAIM_FILE.strip().splitlines()) <= 15
+    pytester.makepyfile(test_mine=USER_CLAIM_FILE)
+    result = pytester.runpytest_subprocess("--claims-profile", "smoke", "--claims-cache", str(tmp_path),
+                                           "--claims-executor", "inprocess")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*claims: 1 of 1 registered claims; 4 runs, 0 cached, 4 to train*",
+                                 "*U1 INCONCLUSIVE*TW70 - B, weight 70%*"])  # 2 smoke seeds never decide
+    assert len(list(tmp_path.glob("TW70-s*/record.json"))) == 2
 
 
 @pytest.mark.parametrize(
