@@ -4,6 +4,8 @@
     python -m tdlib train PROFILE [options]                train a profile's runs (see ``train --help``)
     python -m tdlib compress RUN --kind weight --k 99 -o tw.safetensors
                                                            prune a cached run and save it compressed
+    python -m tdlib findings reports/claims.json [--readme README.md]
+                                                           the README's verdict table, from a report
 
 The claims report itself comes from the pytest plugin: ``pytest claims --claims-report reports/CLAIMS.md``.
 """
@@ -78,6 +80,19 @@ def compress_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def findings(args: argparse.Namespace) -> int:
+    from tdlib.findings import FindingsError, block, update_readme
+
+    readme = Path(args.readme)
+    try:
+        changed = update_readme(readme, block(Path(args.report), readme.resolve().parent))
+    except (FindingsError, OSError) as error:
+        print(f"python -m tdlib findings: {error}", file=sys.stderr)
+        return 2
+    print(f"{readme}: findings block {'updated' if changed else 'already current'} from {args.report}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # handed whole to the profile trainer, --help included
@@ -101,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     packing.add_argument("--batch", type=int, default=1, help="the batch size to choose the fastest layout for")
     packing.add_argument("-o", "--output", required=True)
     packing.set_defaults(handler=compress_run)
+    found = commands.add_parser("findings", help="write a report's verdict table and figure into a README's "
+                                "findings block")
+    found.add_argument("report", help="the report's claims.json (e.g. reports/claims.json)")
+    found.add_argument("--readme", default="README.md")
+    found.set_defaults(handler=findings)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -20,6 +20,7 @@ from tdlib import followup_report, savings_report
 from tdlib.claim import ClaimResult, Judged
 from tdlib.conditions import CONDITIONS
 from tdlib.evidence import SWEEP_KINDS, Evidence
+from tdlib.findings import heading_anchor
 from tdlib.followup import FollowUp
 from tdlib.metrics import SWEEP, activation_stats, weight_stats
 from tdlib.provenance import provenance
@@ -514,9 +515,7 @@ def render(
 
 def anchor(result: ClaimResult) -> str:
     """GitHub's anchor for a claim's section heading."""
-    heading = f"{result.claim.id}: {result.claim.title} ({result.verdict.value})".lower()
-    kept = "".join(ch for ch in heading if ch.isalnum() or ch in " -_")
-    return kept.replace(" ", "-")
+    return heading_anchor(result.claim.id, result.claim.title, result.verdict.value)
 
 
 class ReportError(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,34 @@ def test_compress_saves_a_cached_run_that_computes_what_the_masked_model_does(ca
     expected = apply_masks(model, masks_for(model, "weight", 90)).eval()(x)
     assert torch.allclose(load(out)(x), expected, atol=1e-5)
     assert tdlib("compress", "no-such-run", "--cache", str(cache), "--k", "90", "-o", str(out)).returncode == 1
+
+
+def test_findings_writes_the_reports_verdicts_between_the_readmes_markers(tmp_path: Path) -> None:
+    report = tmp_path / "reports" / "claims.json"
+    report.parent.mkdir()
+    comparison = {"mean": 1.234, "ci95": [0.5, 2.0]}
+    report.write_text(json.dumps({
+        "profile": {"profile": "default", "epochs": 15, "seeds": [0, 1, 2, 3, 4]},
+        "provenance": {"code_version": "abc123", "date": "2026-11-25T20:00:00+00:00"},
+        "guarantee": "Guarantee: at most 0.05.",
+        "follow_up": {"runs": ["B-s100-x", "B-s101-x"]},
+        "claims": [{"id": "C1", "title": "a small minority does the work", "verdict": "SUPPORTED", "error": "",
+                    "parts": [{"comparisons": [comparison]}]}],
+    }))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\n<!-- findings: start -->\nold\n<!-- findings: end -->\n\n## More\n")
+    done = tdlib("findings", str(report), "--readme", str(readme))
+    assert done.returncode == 0 and "updated" in done.stdout
+    text = readme.read_text()
+    assert text.startswith("# Title\n\n<!-- findings: start -->\nFrom [reports/CLAIMS.md](reports/CLAIMS.md)")
+    assert "| [C1](reports/CLAIMS.md#c1-a-small-minority-does-the-work-supported) | a small minority does the work" \
+           " | **SUPPORTED** | 1.23 [0.50, 2.00] |" in text
+    assert "seeds 0, 1, 2, 3, 4 and 2 follow-up runs on fresh seeds" in text and "old" not in text
+    assert "![Accuracy after pruning, per condition](reports/figures/sweeps.png)" in text
+    assert text.endswith("<!-- findings: end -->\n\n## More\n")
+    assert "already current" in tdlib("findings", str(report), "--readme", str(readme)).stdout
+    readme.write_text("# no markers\n")
+    refused = tdlib("findings", str(report), "--readme", str(readme))
+    assert refused.returncode == 2 and "needs one '<!-- findings: start -->' line" in refused.stderr
+    report.write_text("[]")
+    assert "not a claims report's JSON" in tdlib("findings", str(report), "--readme", str(readme)).stderr
