@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from tdlib.data import FashionMNIST, load_fashion_mnist
 from tdlib.dropout import TargetedDropout
+from tdlib.metrics import evaluate
 from tdlib.model import MLP
 from tdlib.spec import RunSpec
-from tdlib.train import build_model, evaluate, initial_state, train
+from tdlib.train import build_model, initial_state, train
 
 BATCH = 256
 STEP_CONDITIONS = {

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from tdlib.metrics import PRUNE_KINDS
+from tdlib.prune import PRUNINGS
 from tdlib.runs import RECORD, RunCache
 from tdlib.spec import RunSpec
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     packing = commands.add_parser("compress", help="prune a cached run and save it compressed")
     packing.add_argument("run", help="a run's directory, or its name in --cache")
     packing.add_argument("--cache", default="cache")
-    packing.add_argument("--kind", choices=PRUNE_KINDS, default="weight")
+    packing.add_argument("--kind", choices=sorted(PRUNINGS), default="weight")
     packing.add_argument("--k", type=float, required=True, help="percent pruned")
     packing.add_argument("--batch", type=int, default=1, help="the batch size to choose the fastest layout for")
     packing.add_argument("-o", "--output", required=True)

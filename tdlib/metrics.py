@@ -2,56 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from tdlib.model import MLP, eval_mode
-from tdlib.prune import (
-    Masks,
-    Ranking,
-    notebook_masks,
-    random_unit_ranking,
-    random_weight_ranking,
-    unit_ranking,
-    weight_ranking,
-)
-from tdlib.train import evaluate
+from tdlib.prune import PRUNE_KINDS, Masks, PruneKind, pruning  # noqa: F401 (PRUNE_KINDS: re-exported)
 
-PruneKind = Literal[
-    "weight", "global", "unit", "unit_weights_only", "unit_l1", "random_weight", "random_unit", "notebook"
-]
-PRUNE_KINDS: tuple[PruneKind, ...] = (
-    "weight", "global", "unit", "unit_weights_only", "unit_l1", "random_weight", "random_unit", "notebook"
-)
 SWEEP = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99, 99.1)
+
+
+@torch.no_grad()
+def evaluate(model: MLP, x: Tensor, y: Tensor, batch_size: int = 10_000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``x`` (N, 784), ``y`` (N,)."""
+    loss, correct = 0.0, 0
+    with eval_mode(model):
+        for start in range(0, len(y), batch_size):
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            loss += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(1) == target).sum())
+    return loss / len(y), correct / len(y)
 
 
 def accuracy(model: MLP, x: Tensor, y: Tensor) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on images ``x`` (N, 784) with labels ``y`` (N,)."""
     return evaluate(model, x, y)[1]
-
-
-def ranking_for(model: MLP, kind: PruneKind, seed: int = 0) -> tuple[Ranking, bool] | None:
-    """(ranking, keep_bias) of a rank-based pruning ``kind``; None for the notebook's threshold rule."""
-    generator = torch.Generator().manual_seed(seed)
-    rankings: dict[str, Callable[[], tuple[Ranking, bool]]] = {
-        "weight": lambda: (weight_ranking(model, "layer"), False),
-        "global": lambda: (weight_ranking(model, "global"), False),
-        "unit": lambda: (unit_ranking(model), False),
-        "unit_weights_only": lambda: (unit_ranking(model), True),
-        "unit_l1": lambda: (unit_ranking(model, norm=1.0), True),  # the notebook's ranking, bias kept
-        "random_weight": lambda: (random_weight_ranking(model, generator), False),
-        "random_unit": lambda: (random_unit_ranking(model, generator), False),
-    }
-    if kind == "notebook":
-        return None
-    if kind not in rankings:
-        raise ValueError(f"kind must be one of {PRUNE_KINDS}, got {kind!r}")
-    return rankings[kind]()
 
 
 def masks_for(model: MLP, kind: PruneKind, k: float, seed: int = 0) -> Masks:
@@ -74,10 +53,8 @@ def pruned_accuracy(model: MLP, kind: PruneKind, k: float, x: Tensor, y: Tensor,
 
 
 def masks_at(model: MLP, kind: PruneKind, ks: Iterable[float], seed: int = 0) -> Iterator[tuple[float, Masks]]:
-    """``(k, masks)`` of one pruning ``kind`` at each ``k``, ranking the model once."""
-    ranked = ranking_for(model, kind, seed)
-    for k in ks:
-        yield k, notebook_masks(model, k) if ranked is None else ranked[0].masks(model, k, ranked[1])
+    """``(k, masks)`` of one registered pruning ``kind`` at each ``k``, ranking the model once."""
+    return pruning(kind).masks_at(model, ks, seed)
 
 
 def pruning_sweep(

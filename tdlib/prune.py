@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -141,6 +142,75 @@ def notebook_masks(model: MLP, k: float) -> Masks:
         threshold = torch.quantile(weight, fraction, dim=1, keepdim=True)
         masks[f"{name}.weight"] = ~(weight <= threshold) if fraction > 0 else torch.ones_like(weight, dtype=torch.bool)
     return masks
+
+
+PruneKind = str  # the name of a registered :class:`Pruning`
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """A named way to prune: a ranking of the hidden weights or units (the lowest go first), drawn with a
+    generator seeded per run for the random controls; or a rule that gives the masks at each ``k``."""
+
+    name: str
+    description: str
+    rank: Callable[[MLP, torch.Generator], Ranking] | None = None
+    keep_bias: bool = False  # with a unit ranking: a removed unit keeps its bias (it outputs act(b))
+    rule: Callable[[MLP, float], Masks] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.rank is None) == (self.rule is None):
+            raise ValueError(f"pruning {self.name!r} needs a ranking or a rule, and not both")
+
+    def masks_at(self, model: MLP, ks: Iterable[float], seed: int = 0) -> Iterator[tuple[float, Masks]]:
+        """``(k, masks)`` at each ``k``, ranking ``model`` once (random rankings draw from ``seed``)."""
+        if self.rule is not None:
+            for k in ks:
+                yield k, self.rule(model, k)
+            return
+        assert self.rank is not None
+        ranking = self.rank(model, torch.Generator().manual_seed(seed))
+        for k in ks:
+            yield k, ranking.masks(model, k, self.keep_bias)
+
+
+PRUNINGS: dict[str, Pruning] = {}
+
+
+def register_pruning(kind: Pruning, replace: bool = False) -> Pruning:
+    """Add a pruning kind (to :data:`PRUNINGS`); another of the same name is refused unless ``replace``."""
+    known = PRUNINGS.get(kind.name)
+    if known is not None and known != kind and not replace:
+        raise ValueError(f"pruning kind {kind.name!r} is already registered as {known.description!r}")
+    PRUNINGS[kind.name] = kind
+    return kind
+
+
+def pruning(name: str) -> Pruning:
+    """The registered pruning kind ``name``; ``ValueError`` naming the registered ones otherwise."""
+    if name not in PRUNINGS:
+        raise ValueError(f"kind must be one of {tuple(PRUNINGS)}, got {name!r}")
+    return PRUNINGS[name]
+
+
+for _standard in (
+    Pruning("weight", "the smallest |w| of each hidden layer", lambda m, g: weight_ranking(m, "layer")),
+    Pruning("global", "the smallest |w| over all hidden layers together", lambda m, g: weight_ranking(m, "global")),
+    Pruning("unit", "whole units (weights and bias) of each hidden layer, by the L2 norm of their incoming weights",
+            lambda m, g: unit_ranking(m)),
+    Pruning("unit_weights_only", "units' incoming weights by their L2 norm, the bias kept (like ln_structured)",
+            lambda m, g: unit_ranking(m), keep_bias=True),
+    Pruning("unit_l1", "units' incoming weights by their L1 norm, the bias kept (the notebook's ranking)",
+            lambda m, g: unit_ranking(m, norm=1.0), keep_bias=True),
+    Pruning("random_weight", "as many weights per layer as 'weight', chosen at random (its control)",
+            random_weight_ranking),
+    Pruning("random_unit", "as many whole units per layer as 'unit', chosen at random (its control)",
+            random_unit_ranking),
+    Pruning("notebook", "the notebook's rule: in each row, every w <= the row's k-th percentile", rule=lambda m, k:
+            notebook_masks(m, k)),
+):
+    register_pruning(_standard)
+PRUNE_KINDS: tuple[PruneKind, ...] = tuple(PRUNINGS)  # the standard kinds
 
 
 def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:

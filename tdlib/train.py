@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from tdlib.data import FashionMNIST
 from tdlib.dropout import add_targeted_dropout, set_progress
-from tdlib.model import MLP, eval_mode
+from tdlib.metrics import evaluate
+from tdlib.model import MLP
 from tdlib.spec import RunSpec
 
 
@@ -140,19 +141,6 @@ def restore_state(spec: RunSpec, saved: dict) -> TrainState:
     state.cuda_rng = saved["cuda_rng"].cpu() if "cuda_rng" in saved else None
     state.threads = int(saved.get("threads", state.threads))
     return state
-
-
-@torch.no_grad()
-def evaluate(model: MLP, x: Tensor, y: Tensor, batch_size: int = 10_000) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``x`` (N, 784), ``y`` (N,)."""
-    loss, correct = 0.0, 0
-    with eval_mode(model):
-        for start in range(0, len(y), batch_size):
-            logits = model(x[start : start + batch_size])
-            target = y[start : start + batch_size]
-            loss += float(F.cross_entropy(logits, target, reduction="sum"))
-            correct += int((logits.argmax(1) == target).sum())
-    return loss / len(y), correct / len(y)
 
 
 def train(

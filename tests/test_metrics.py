@@ -87,3 +87,28 @@ def test_a_sweep_from_one_ranking_equals_pruning_at_each_k(kind: str) -> None:
     assert sweep == {k: pruned_accuracy(model, kind, k, x, y, seed=5) for k in ks}
     copied = apply_masks(model, masks_for(model, kind, 50, seed=5))
     assert pruned_accuracy(model, kind, 50, x, y, seed=5) == accuracy(copied, x, y)
+
+
+def test_a_pruning_kind_of_ones_own_is_one_registration() -> None:
+    """The largest |w| first: registered once, then measured like any standard kind; names are guarded."""
+    from tdlib.prune import PRUNINGS, Pruning, Ranking, prunable, register_pruning
+    from tdlib.selection import ranks
+
+    largest_first = Pruning("largest_weight", "the largest |w| of each hidden layer first", lambda m, g: Ranking(
+        {name: ranks(-layer.weight.detach().abs()) for name, layer in prunable(m)}, units=False))
+    register_pruning(largest_first)
+    try:
+        torch.manual_seed(0)
+        model = MLP((20,), in_features=6, n_classes=3)
+        masks = masks_for(model, "largest_weight", 25)
+        weight = model.layers[0].weight.detach().abs()
+        assert float(weight[~masks["layers.0.weight"]].min()) >= float(weight[masks["layers.0.weight"]].max())
+        assert sparsity(masks) == pytest.approx(0.25)
+        with pytest.raises(ValueError, match="'largest_weight' is already registered"):
+            register_pruning(Pruning("largest_weight", "another", rule=lambda m, k: {}))
+    finally:
+        PRUNINGS.pop("largest_weight")
+    with pytest.raises(ValueError, match=r"kind must be one of \('weight',.*got 'largest_weight'"):
+        masks_for(model, "largest_weight", 25)
+    with pytest.raises(ValueError, match="needs a ranking or a rule"):
+        Pruning("both", "x")
