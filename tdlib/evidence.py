@@ -19,6 +19,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,9 @@ class Evidence:
 
     def __init__(self, profile: Profile, cache: RunCache, device: str = "cpu",
                  conditions: Collection[str] | None = None) -> None:
-        self.profile = profile
+        self.profile = profile  # what the claims see (its epochs are the view's: see at_epoch)
+        self.trained = profile  # the profile whose runs are read
+        self.epoch: int | None = None  # with a value, the models are the runs' checkpoints at that epoch
         self.cache = cache
         self.device = device
         # With ``conditions``, only those are trained or measured: another's measurements are WITHHELD, a
@@ -120,13 +123,24 @@ class Evidence:
     def data(self) -> FashionMNIST:
         """The profile's images (its test set is what every accuracy is measured on)."""
         if self._data is None:
-            self._data = self.cache.data_for(self.profile.spec("B", self.seeds[0]))
+            self._data = self.cache.data_for(self.trained.spec("B", self.seeds[0]))
         return self._data
 
     def restricted(self, conditions: Collection[str]) -> Evidence:
         """This evidence with only ``conditions`` trained or measured (see the constructor)."""
-        ev = Evidence(self.profile, self.cache, self.device, conditions)
+        ev = Evidence(self.trained, self.cache, self.device, conditions)
+        ev.profile, ev.epoch, ev._data = self.profile, self.epoch, self._data
+        return ev
+
+    def at_epoch(self, epoch: int) -> Evidence:
+        """This evidence as if training had stopped at ``epoch``, a checkpoint every run it reads kept: the
+        models are those checkpoints, the profile's ``epochs`` (so its ``tenth`` and ``half``) are
+        ``epoch``'s, and measurements are stored under keys of their own."""
+        ev = self.restricted(self.conditions) if self.conditions is not None else Evidence(
+            self.trained, self.cache, self.device)
         ev._data = self._data
+        if epoch != self.trained.epochs:
+            ev.profile, ev.epoch = replace(self.trained, epochs=epoch), epoch
         return ev
 
     def runs(self, condition: str) -> list[Run]:
@@ -136,7 +150,7 @@ class Evidence:
             self.withheld.add(condition)
             raise BrokenEvidence(f"condition {condition} is not among this evidence's {sorted(self.conditions)}")
         if condition not in self._runs:
-            runs = [self.cache.get(self.profile.spec(condition, seed, self.device)) for seed in self.seeds]
+            runs = [self.cache.get(self.trained.spec(condition, seed, self.device)) for seed in self.seeds]
             self._runs[condition] = runs
         return self._runs[condition]
 
@@ -152,7 +166,8 @@ class Evidence:
     def model(self, condition: str, seed: int) -> MLP:
         key = (condition, seed)
         if key not in self._models:
-            self._models[key] = self.runs(condition)[self.seeds.index(seed)].model()
+            run = self.runs(condition)[self.seeds.index(seed)]
+            self._models[key] = run.model() if self.epoch is None else run.checkpoint(self.epoch)
         return self._models[key]
 
     def measure(
@@ -174,17 +189,18 @@ class Evidence:
             self.withheld.add(condition)
             return np.full(len(self.seeds), WITHHELD)
         values = []
+        tag = "" if self.epoch is None else f"@epoch{self.epoch}"  # a checkpoint's numbers, apart from the end's
         for run in self.runs(condition):
             path = self.store / f"{run.spec.name}.json"
             stored = self._read(path, run)
-            if key not in stored:
-                new = {k: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()}
+            if key + tag not in stored:
+                new = {k + tag: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()}
                 with FileLock(str(path) + ".lock"):
                     stored = {**self._read(path, run), **new}
                     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's, safe under the lock
                         stale.unlink(missing_ok=True)
                     atomic_write(path, _evidence_bytes(run, stored))
-            value = stored[key]
+            value = stored[key + tag]
             if not np.isfinite(value) and not (undefined_ok and np.isnan(value)):
                 raise BrokenEvidence(f"{key} of {run.spec.name} is {value}")
             values.append(value)

@@ -228,10 +228,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         try:
             write_report(report, judged, config.stash[EVIDENCE],  # type: ignore[arg-type]
-                         session_seconds=time.perf_counter() - config.stash[STARTED])
+                         session_seconds=time.perf_counter() - config.stash[STARTED], functions=_functions(session))
         except Exception:  # the verdicts are still printed; the old report stays whole
             config.stash[REPORT_ERROR] = traceback.format_exc()
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _functions(session: pytest.Session) -> dict:
+    """Claim id -> its claim function, for the claims the session ran."""
+    return {item.obj.claim.id: item.obj.evaluate for item in session.items  # type: ignore[attr-defined]
+            if isinstance(getattr(getattr(item, "obj", None), "claim", None), Claim)}
 
 
 def _uncaptured(config: pytest.Config):
@@ -252,8 +258,7 @@ def _follow_up(session: pytest.Session) -> Judged:
     findings = config.stash[FINDINGS]
     pilot = findings.judge(config.stash.get(FAMILY, None), alpha=ALPHA_PILOT)
     settings = config.stash[SETTINGS]
-    functions = {item.obj.claim.id: item.obj.evaluate for item in session.items  # type: ignore[attr-defined]
-                 if isinstance(getattr(getattr(item, "obj", None), "claim", None), Claim)}
+    functions = _functions(session)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def log(line: str) -> None:

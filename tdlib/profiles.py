@@ -34,12 +34,18 @@ class Profile:
 
     @property
     def checkpoints(self) -> tuple[int, ...]:
-        """The epochs at which B keeps its weights: every tenth of the run, the start and the end, and the
-        lengths of the other profiles' runs (:data:`MARKS`) that fall inside it. So a paper-length run keeps
-        epoch 15 for the verdicts by training length, and the default run keeps every checkpoint a longer
-        run wants up to its end: the longer run continues from it (:meth:`RunSpec.continues`)."""
+        """The epochs at which B keeps its weights: every tenth of the run, the start and the end, the
+        lengths of the other profiles' runs (:data:`MARKS`) that fall inside it, and a tenth and a half of
+        each of those, for the verdicts by training length. The default profile's set is unchanged by the
+        marks; a paper-length B wants epoch 5 (a tenth of 50), which a default run does not keep, so it
+        trains from scratch, while the conditions that keep no checkpoints continue from their default runs
+        (:meth:`RunSpec.continues`)."""
         tenths = {round(i * self.epochs / 10) for i in range(11)}
-        return tuple(sorted(tenths | {m for m in MARKS if m <= self.epochs}))
+        marks = {m for m in MARKS if m <= self.epochs}
+        # At each mark, the epochs C7 and C8 compare with it (a tenth and a half of it), so that the claims
+        # can be judged as if training had stopped there.
+        within = {e for m in marks for e in (replace(self, epochs=m).tenth, replace(self, epochs=m).half)}
+        return tuple(sorted(tenths | marks | within))
 
     @property
     def tenth(self) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import math
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +18,15 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from tdlib import followup_report, savings_report
-from tdlib.claim import ClaimResult, Judged
+from tdlib import by_length, followup_report, savings_report
+from tdlib.claim import ClaimResult, Finding, Judged
 from tdlib.conditions import CONDITIONS
 from tdlib.evidence import SWEEP_KINDS, Evidence
 from tdlib.findings import heading_anchor
 from tdlib.followup import FollowUp
 from tdlib.metrics import SWEEP, activation_stats, weight_stats
 from tdlib.provenance import provenance
-from tdlib.stats import MAX_FEASIBLE_SEEDS, MIN_SEEDS, POWER, JudgedPart, Judgement, Verdict
+from tdlib.stats import MAX_FEASIBLE_SEEDS, MIN_SEEDS, POWER, JudgedPart, Judgement, Verdict, mean_interval
 
 SWEEP_TITLES = {
     "weight": "weight magnitude, per layer",
@@ -431,6 +433,7 @@ def render(
     seconds: dict[str, float],
     conditions: list[str],
     gamma_alpha: dict[tuple[str, float, float], float] | None = None,
+    lengths: dict | None = None,
 ) -> str:
     results = judged.results
     records = ev.run_records()
@@ -478,9 +481,9 @@ def render(
         *how_judged(judged),
         "## Training conditions",
         "",
-        "| id | what |",
-        "|---|---|",
-        *(f"| {k} | {CONDITIONS[k].description} |" for k in conditions),
+        f"| id | what | dense test accuracy (%), mean [95% CI] over seeds {', '.join(map(str, ev.seeds))} |",
+        "|---|---|---|",
+        *(f"| {k} | {CONDITIONS[k].description} | {_dense_cell(ev, k)} |" for k in conditions),
         "",
         "## Claims",
         "",
@@ -491,6 +494,8 @@ def render(
     if judged.follow_up is not None:
         lines += followup_report.markdown(judged.follow_up, ev.seeds)
     lines += ["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""]
+    if lengths:
+        lines += by_length.markdown(lengths, results, ev)
     if gamma_alpha is not None:
         lines += map_section(gamma_alpha, ev.seeds[0])
     if savings is not None:
@@ -511,6 +516,12 @@ def render(
         "",
     ]
     return "\n".join(lines)
+
+
+def _dense_cell(ev: Evidence, condition: str) -> str:
+    values = ev.accuracy(condition)
+    low, high = mean_interval(values)
+    return f"{fmt(float(np.mean(values)))} [{fmt(low)}, {fmt(high)}]"
 
 
 def anchor(result: ClaimResult) -> str:
@@ -553,7 +564,8 @@ def check_report_path(text: str | Path) -> Path:
     return path
 
 
-def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: float) -> None:
+def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: float,
+                 functions: dict[str, Callable[[Evidence], Finding]] | None = None) -> None:
     """Write ``path`` (markdown), ``claims.json`` and ``figures/`` beside it, all at once.
 
     Everything is written into a temporary directory beside the report's, which is then swapped in, so a
@@ -577,14 +589,20 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
         if results and not judged.partial:  # a full report draws the map; a partial one trains only what it needs
             gamma_alpha = map_values(ev)
             map_figure(gamma_alpha, ev.seeds[0], figure_dir / "gamma-alpha-map.png")
+        lengths = by_length.measure(results, functions or {}, ev) if not judged.partial else {}
+        if lengths:
+            by_length.figure(lengths, results, figure_dir / "by-length.png")
         savings = None
         if all(c in conditions for c, _, _ in savings_report.MODELS):
             savings = savings_report.measure(ev)
             savings_report.figure(savings, ev, figure_dir / "speedup.png")
         seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
         prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
-        (staging / path.name).write_text(render(judged, ev, prov, savings, seconds, conditions, gamma_alpha))
+        (staging / path.name).write_text(render(judged, ev, prov, savings, seconds, conditions, gamma_alpha,
+                                                lengths))
         payload = as_json(judged, ev, prov, savings)
+        payload["by_length"] = [{"claim": k[0], "part": k[1], "comparison": k[2],
+                                 "points": [dataclasses.asdict(point) for point in v]} for k, v in lengths.items()]
         if gamma_alpha is not None:
             payload["gamma_alpha_map"] = [{"level": lv, "gamma": g, "alpha": a, "pp_against_B": v}
                                           for (lv, g, a), v in gamma_alpha.items()]

@@ -1,0 +1,116 @@
+"""Verdicts by training length: the claims judged on B alone, measured as if training had stopped at each
+of :data:`tdlib.profiles.MARKS` that a run reaches. Descriptive: shown beside the judged verdicts, never
+judged itself (it would add comparisons to the registered family after the fact)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from tdlib.claim import ClaimResult, Finding
+from tdlib.evidence import Evidence
+from tdlib.profiles import MARKS
+from tdlib.stats import mean_interval
+
+Key = tuple[str, str, str]  # (claim id, part, comparison)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One comparison at one training length: its mean and unadjusted 95% interval over the seeds."""
+
+    epoch: int
+    n: int
+    mean: float
+    low: float
+    high: float
+
+
+def marks(ev: Evidence) -> list[int]:
+    return [m for m in MARKS if m <= ev.trained.epochs]
+
+
+def measure(results: list[ClaimResult], functions: dict[str, Callable[[Evidence], Finding]],
+            ev: Evidence) -> dict[Key, list[Point]]:
+    """Each comparison of each claim on B alone, at each mark ({} when a run reaches fewer than two)."""
+    points: dict[Key, list[Point]] = {}
+    if len(marks(ev)) < 2:
+        return points
+    for r in results:
+        if r.error or set(r.claim.conditions) != {"B"} or r.claim.id not in functions:
+            continue
+        for epoch in marks(ev):
+            try:
+                finding = functions[r.claim.id](ev.at_epoch(epoch))
+            except Exception as error:  # e.g. a checkpoint the runs did not keep: that cell stays empty
+                warnings.warn(f"{r.claim.id} at epoch {epoch}: {type(error).__name__}: {error}", stacklevel=2)
+                continue
+            for part in finding.parts:
+                for c in part.comparisons:
+                    low, high = mean_interval(c.values)
+                    mean = sum(c.values) / len(c.values) if c.values else math.nan
+                    points.setdefault((r.claim.id, part.name, c.name), []).append(
+                        Point(epoch, len(c.values), mean, low, high))
+    return points
+
+
+def _rules(results: list[ClaimResult]) -> dict[Key, tuple[str, float]]:
+    return {(r.claim.id, p.part.name, j.comparison.name): (j.comparison.rule, j.comparison.threshold)
+            for r in results for p in r.parts for j in p.judgements}
+
+
+def markdown(points: dict[Key, list[Point]], results: list[ClaimResult], ev: Evidence) -> list[str]:
+    if not points:
+        return []
+    epochs = marks(ev)
+    rules = _rules(results)
+
+    def cell(key: Key, epoch: int) -> str:
+        point = next((p for p in points[key] if p.epoch == epoch), None)
+        return "n/a" if point is None else f"{point.mean:.2f} [{point.low:.2f}, {point.high:.2f}]"
+
+    return [
+        "## Verdicts by training length",
+        "",
+        f"The claims judged on B alone, measured as if training had stopped at epochs {', '.join(map(str, epochs))} "
+        "(B's kept checkpoints of the same runs; a claim about training time compares a tenth and a half of "
+        "each length with its end). Means over the seeds with unadjusted 95% intervals: descriptive, not "
+        f"judged; the verdicts above are the {ev.trained.epochs}-epoch ones.",
+        "",
+        "| claim | comparison | rule | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
+        "|---|---|---|" + "---|" * len(epochs),
+        *(f"| {key[0]} {key[1]} | {key[2]} | {rules.get(key, ('', 0.0))[0]} | "
+          + " | ".join(cell(key, e) for e in epochs) + " |" for key in points),
+        "",
+        "![Each comparison of the claims on B by training length](figures/by-length.png)",
+        "",
+    ]
+
+
+def figure(points: dict[Key, list[Point]], results: list[ClaimResult], path: Path) -> None:
+    """One panel per comparison: mean and 95% interval against epochs, the rule's threshold dashed."""
+    rules = _rules(results)
+    keys = list(points)
+    columns = 3
+    rows = math.ceil(len(keys) / columns)
+    fig = Figure(figsize=(4.2 * columns, 2.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        series = sorted(points[key], key=lambda p: p.epoch)
+        x = [p.epoch for p in series]
+        ax.plot(x, [p.mean for p in series], "o-", color="tab:blue")
+        ax.fill_between(x, [p.low for p in series], [p.high for p in series], color="tab:blue", alpha=0.2)
+        if key in rules:
+            ax.axhline(rules[key][1], color="black", linestyle="--", linewidth=1)
+        ax.set_title(f"{key[0]}: {key[2]}", fontsize=8)
+        ax.set_xlabel("epochs trained")
+        ax.set_xscale("log")
+        ax.set_xticks(x, [str(e) for e in x])
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    fig.savefig(path, dpi=110)
