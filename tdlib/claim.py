@@ -151,9 +151,10 @@ def check_sound(claim_: Claim, finding: Finding, seeds: int) -> None:
     """Raise :class:`BrokenEvidence` if the finding cannot be judged as the claim was registered."""
     check_parts(claim_, finding)
     for part in finding.parts:
-        for c in part.comparisons:
-            if len(c.values) != seeds and not finding.notes:
-                raise BrokenEvidence(f"{claim_.id}: {c.name} has {len(c.values)} values for {seeds} seeds, unexplained")
+        for c in part.comparisons:  # fewer values than seeds only when the comparison names its seeds
+            if len(c.values) != seeds and len(c.seeds) != len(c.values):
+                raise BrokenEvidence(f"{claim_.id}: {c.name} has {len(c.values)} values for {seeds} seeds, and does "
+                                     "not name the seeds they belong to")
 
 
 def claim(
