@@ -271,6 +271,17 @@ class Evidence:
         moved = [(a - b).norm(dim=1) for a, b in zip(incoming(model), incoming(run.checkpoint(since)))]
         return torch.cat(moved), torch.cat(self.dead_unit_masks(model))
 
+    def rows(self) -> list[dict[str, object]]:
+        """The stored measurements of every run used so far as a tidy table: one row per run and measurement
+        (condition, seed, epochs, run, key, value), for pandas or any tool (the report writes it as CSV)."""
+        rows = []
+        for runs in self._runs.values():
+            for run in runs:
+                stored = self._read(self.store / f"{run.spec.name}.json", run)
+                rows += [{"condition": run.spec.condition, "seed": run.spec.seed, "epochs": run.spec.epochs,
+                          "run": run.spec.name, "key": key, "value": value} for key, value in sorted(stored.items())]
+        return rows
+
     def training_seconds(self) -> float:
         """Wall time of training all runs used so far, from their records."""
         return sum(run.record["wall_seconds"] for runs in self._runs.values() for run in runs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import ctypes
 import dataclasses
 import json
@@ -533,7 +534,7 @@ class ReportError(ValueError):
     """The report cannot be written where it was asked to be."""
 
 
-REPORT_FILES = ("claims.json", "figures")
+REPORT_FILES = ("claims.json", "evidence.csv", "figures")
 
 
 def check_report_path(text: str | Path) -> Path:
@@ -566,7 +567,8 @@ def check_report_path(text: str | Path) -> Path:
 
 def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: float,
                  functions: dict[str, Callable[[Evidence], Finding]] | None = None) -> None:
-    """Write ``path`` (markdown), ``claims.json`` and ``figures/`` beside it, all at once.
+    """Write ``path`` (markdown), ``claims.json``, ``evidence.csv`` (every stored measurement of the runs
+    used, one per row) and ``figures/`` beside it, all at once.
 
     Everything is written into a temporary directory beside the report's, which is then swapped in, so a
     reader sees the old report or the new one, whole, never a mix; a failure leaves the old one as it was.
@@ -607,6 +609,10 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
             payload["gamma_alpha_map"] = [{"level": lv, "gamma": g, "alpha": a, "pp_against_B": v}
                                           for (lv, g, a), v in gamma_alpha.items()]
         (staging / "claims.json").write_text(json.dumps(payload, indent=1, default=str))
+        with open(staging / "evidence.csv", "w", newline="") as table:  # every stored measurement, one per row
+            writer = csv.DictWriter(table, fieldnames=["condition", "seed", "epochs", "run", "key", "value"])
+            writer.writeheader()
+            writer.writerows(ev.rows())
         if directory.exists():
             for nested in directory.iterdir():  # other reports inside this one's directory
                 if nested.is_dir() and nested.name != "figures" and (nested / "claims.json").exists():

@@ -42,9 +42,12 @@ def test_unsound_findings_are_broken_evidence() -> None:
     with pytest.raises(BrokenEvidence, match="parts"):
         check_sound(C, Finding([]), seeds=3)
     short = Finding([Part("p", (Comparison("c", (1.0, 2.0), 0.0, "greater"),))])
-    with pytest.raises(BrokenEvidence, match="2 values for 3 seeds"):
+    with pytest.raises(BrokenEvidence, match="2 values for 3 seeds, and does not name the seeds"):
         check_sound(C, short, seeds=3)
-    check_sound(C, Finding(short.parts, notes=("seed 2 has no dead units",)), seeds=3)
+    with pytest.raises(BrokenEvidence, match="2 values for 3 seeds"):  # a note does not excuse it
+        check_sound(C, Finding(short.parts, notes=("seed 2 has no dead units",)), seeds=3)
+    named = Finding([Part("p", (Comparison("c", (1.0, 2.0), 0.0, "greater", seeds=(0, 1)),))])
+    check_sound(C, named, seeds=3)
 
 
 def test_findings_are_judged_together_and_combined() -> None:

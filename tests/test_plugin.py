@@ -173,6 +173,9 @@ def test_no_report_unless_asked_and_a_whole_one_when_asked(pytester: pytest.Pyte
     data = json.loads((report.parent / "claims.json").read_text())
     assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"] and not data["partial"]
     assert "Guarantee" in report.read_text()
+    table = (report.parent / "evidence.csv").read_text().splitlines()
+    assert table[0] == "condition,seed,epochs,run,key,value"
+    assert sum(",accuracy," in row for row in table) == 3  # B's dense accuracy, one row per seed
     assert not [p for p in pytester.path.iterdir() if p.name.startswith(".out")]  # no staging left behind
 
 

@@ -27,7 +27,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     return calls
 
 
-EV = SimpleNamespace(training_seconds=lambda: 0.0)
+EV = SimpleNamespace(training_seconds=lambda: 0.0, rows=lambda: [])
 JUDGED = Judged(results=[], family=[])
 
 
