@@ -39,7 +39,7 @@ def measure(results: list[ClaimResult], functions: dict[str, Callable[[Evidence]
             ev: Evidence) -> dict[Key, list[Point]]:
     """Each comparison of each claim on B alone, at each mark ({} when a run reaches fewer than two)."""
     points: dict[Key, list[Point]] = {}
-    if len(marks(ev)) < 2:
+    if not functions or not results or len(marks(ev)) < 2:
         return points
     for r in results:
         if r.error or set(r.claim.conditions) != {"B"} or r.claim.id not in functions:

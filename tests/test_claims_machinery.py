@@ -167,13 +167,17 @@ def test_a_seed_without_dead_units_is_left_out_of_c8_with_a_note() -> None:
             assert undefined_ok
             return np.array([0.2, 0.3, np.nan, 0.25]) if key.startswith("dead-movement") else np.full(4, 90.0)
 
+        def measure_many(self, condition: str, key: str, compute, undefined_ok: bool = False) -> np.ndarray:
+            return np.array([0.5, 0.6, np.nan, 0.55]) if key == "dead-mean-norm" else np.full(4, 0.7)
+
     findings = Findings()
     writeup.test_c8_dead_units_stop_moving_and_shrink(NoDeadUnitsInSeed2(), findings)
     (_, finding), = findings.items
     movement, below = (part.comparisons[0] for part in finding.parts)
     assert (movement.values, movement.seeds) == ((0.2, 0.3, 0.25), (0, 1, 3))
     assert below.seeds == (0, 1, 2, 3)
-    assert finding.notes == ("Seed 2 is left out of (a): it has no dead units on the test set.",)
+    assert finding.notes[0] == "Seed 2 is left out of (a): it has no dead units on the test set."
+    assert finding.info["mean incoming norm of dead units (weights)"] == (0.5, 0.6, 0.55)
     assert seeds_cell(movement.values, movement.seeds, (0, 1, 2, 3)) == "0.20, 0.30, –, 0.25"
 
 
