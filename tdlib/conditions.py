@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tdlib.dropout import TargetedDropout
+from tdlib.registry import Registry
 from tdlib.schedules import paper_alpha, paper_gamma
 
 
@@ -35,24 +36,18 @@ class Condition:
             raise ValueError(f"a condition's name is letters, digits, - and _, got {self.name!r}")
 
 
-CONDITIONS: dict[str, Condition] = {}
+CONDITIONS: Registry[Condition] = Registry("condition", "condition", sorted)
 
 
 def register(condition: Condition, replace: bool = False) -> Condition:
     """Add ``condition`` to :data:`CONDITIONS`; a second, different condition of the same name is refused
     unless ``replace``. Registering the same condition twice is harmless."""
-    known = CONDITIONS.get(condition.name)
-    if known is not None and known != condition and not replace:
-        raise ValueError(f"condition {condition.name!r} is already registered as {known.description!r}")
-    CONDITIONS[condition.name] = condition
-    return condition
+    return CONDITIONS.register(condition, replace)
 
 
 def condition(name: str) -> Condition:
     """The registered condition ``name``; ``ValueError`` naming the registered ones otherwise."""
-    if name not in CONDITIONS:
-        raise ValueError(f"condition must be one of {sorted(CONDITIONS)}, got {name!r}")
-    return CONDITIONS[name]
+    return CONDITIONS.named(name)
 
 
 for _standard in (

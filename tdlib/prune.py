@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from tdlib.model import MLP
+from tdlib.registry import Registry
 from tdlib.selection import count_for, ranks
 
 Masks = dict[str, Tensor]
@@ -174,23 +175,17 @@ class Pruning:
             yield k, ranking.masks(model, k, self.keep_bias)
 
 
-PRUNINGS: dict[str, Pruning] = {}
+PRUNINGS: Registry[Pruning] = Registry("pruning kind", "kind")
 
 
 def register_pruning(kind: Pruning, replace: bool = False) -> Pruning:
     """Add a pruning kind (to :data:`PRUNINGS`); another of the same name is refused unless ``replace``."""
-    known = PRUNINGS.get(kind.name)
-    if known is not None and known != kind and not replace:
-        raise ValueError(f"pruning kind {kind.name!r} is already registered as {known.description!r}")
-    PRUNINGS[kind.name] = kind
-    return kind
+    return PRUNINGS.register(kind, replace)
 
 
 def pruning(name: str) -> Pruning:
     """The registered pruning kind ``name``; ``ValueError`` naming the registered ones otherwise."""
-    if name not in PRUNINGS:
-        raise ValueError(f"kind must be one of {tuple(PRUNINGS)}, got {name!r}")
-    return PRUNINGS[name]
+    return PRUNINGS.named(name)
 
 
 for _standard in (

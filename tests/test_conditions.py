@@ -22,7 +22,7 @@ def test_the_registered_conditions_are_claims_md_s() -> None:
 
 
 def test_a_condition_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tdlib.conditions.CONDITIONS", dict(CONDITIONS))
+    monkeypatch.setattr("tdlib.conditions.CONDITIONS", CONDITIONS.copy())
     from tdlib import conditions
 
     tw70 = register(Condition("TW70", "weight level, gamma 0.7", targeted=TargetedDropout.constant("weight", 0.7, 0.5)))
