@@ -35,7 +35,7 @@ from tdlib.sequential import (
     fresh_seeds,
     nominal_level,
 )
-from tdlib.stats import How, Verdict, combine, comparison_p, mean_interval
+from tdlib.stats import How, Verdict, combine, mean_interval
 
 ClaimFunction = Callable[[Evidence], Finding]
 Key = tuple[str, str, str]  # (claim id, part name, comparison name)
@@ -75,10 +75,6 @@ class Track:
         return self.looks[-1].code if self.looks else 0
 
     @property
-    def dropped(self) -> bool:
-        return bool(self.looks) and self.looks[-1].dropped
-
-    @property
     def open(self) -> bool:
         return not self.stopped
 
@@ -116,9 +112,9 @@ class FollowUp:
         return [t for t in self.tracks if t.key[:2] == (claim_id, part)]
 
 
-def comparison_values(finding: Finding) -> dict[Key, tuple[float, ...]]:
-    """Every comparison's values, by (part, comparison) name (the claim id is added by the caller)."""
-    return {("", p.name, c.name): tuple(c.values) for p in finding.parts for c in p.comparisons}
+def comparison_values(finding: Finding) -> dict[tuple[str, str], tuple[float, ...]]:
+    """Every comparison's values, by (part, comparison) name."""
+    return {(p.name, c.name): tuple(c.values) for p in finding.parts for c in p.comparisons}
 
 
 def needed_conditions(fn: ClaimFunction, ev: Evidence) -> dict[tuple[str, str], frozenset[str]]:
@@ -129,11 +125,11 @@ def needed_conditions(fn: ClaimFunction, ev: Evidence) -> dict[tuple[str, str], 
     cannot run without it, needs that condition. Measurements come from ``ev``'s store.
     """
     probe = ev.restricted(CONDITIONS)
-    full = {k[1:]: v for k, v in comparison_values(fn(probe)).items()}
+    full = comparison_values(fn(probe))
     needs: dict[tuple[str, str], set[str]] = {k: set() for k in full}
     for condition in sorted(probe.read):
         try:
-            without = {k[1:]: v for k, v in comparison_values(fn(ev.restricted(probe.read - {condition}))).items()}
+            without = comparison_values(fn(ev.restricted(probe.read - {condition})))
         except Exception:  # it cannot run at all without this condition: every comparison needs it
             without = {}
         for k, values in full.items():
@@ -221,7 +217,7 @@ def _take_look(result: FollowUp, ev: Evidence, functions: dict[str, ClaimFunctio
         try:
             if any("B" in t.conditions for t in tracks):
                 ev.check_baseline()
-            found = {(claim_id, *k[1:]): v for k, v in comparison_values(functions[claim_id](ev)).items()}
+            found = {(claim_id, *k): v for k, v in comparison_values(functions[claim_id](ev)).items()}
             for t in tracks:
                 values = found.get(t.key)
                 if values is None:
@@ -240,10 +236,8 @@ def _take_look(result: FollowUp, ev: Evidence, functions: dict[str, ClaimFunctio
             if len(values) != n:  # seeds left out (an undefined statistic): this look cannot test it
                 continue
             decision = decide_at_look(values, t.threshold, t.side, t.levels, index, result.looks)
-            tests = comparison_p(values, t.threshold, t.side)
-            t.looks.append(Look(index, n, float(values.mean()), mean_interval(values),
-                                float(tests["p_support"][0]), float(tests["p_refute"][0]),
-                                decision.code, decision.dropped))
+            t.looks.append(Look(index, n, float(values.mean()), mean_interval(values), decision.p_support,
+                                decision.p_refute, decision.code, decision.dropped))
             if decision.code:
                 t.stopped = "decided"
             elif decision.dropped:

@@ -35,7 +35,7 @@ def _look_cell(track: Track) -> str:
             f"p {last.p_support:.2g} / {last.p_refute:.2g}")
 
 
-def _track_outcome(result: FollowUp, track: Track) -> str:
+def _track_outcome(track: Track) -> str:
     if not track.looks:
         return track.stopped or "open"
     last = track.looks[-1]
@@ -82,7 +82,7 @@ def markdown(result: FollowUp, pilot_seeds: tuple[int, ...]) -> list[str]:
         "|---|---|---|---|---|---|",
         *(f"| {t.key[0]} {t.key[1]}: {t.key[2]} | {', '.join(t.conditions)} | {t.levels[0]:.2g} / "
           f"{t.levels[1]:.2g} | p <= {t.boundary[0]:.2g} / {t.boundary[1]:.2g} | {_look_cell(t)} | "
-          f"{_track_outcome(result, t)} |" for t in result.tracks),
+          f"{_track_outcome(t)} |" for t in result.tracks),
         "",
     ]
     if result.errors:

@@ -109,10 +109,13 @@ def comparison_levels(family: int, k: int, how: How) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class LookDecision:
-    """What one look decides for one comparison: +1 support, -1 refute, 0 open; and whether it is dropped."""
+    """What one look decides for one comparison: +1 support, -1 refute, 0 open; whether it is dropped; and
+    the p-values the boundaries were applied to."""
 
     code: int
     dropped: bool
+    p_support: float
+    p_refute: float
 
 
 def decide_at_look(values: Sequence[float], threshold: float, side: str, levels: tuple[float, float],
@@ -126,19 +129,25 @@ def decide_at_look(values: Sequence[float], threshold: float, side: str, levels:
     n = looks[look_index]
     if len(values) != n:
         raise ValueError(f"look {look_index} is at {n} fresh seeds, got {len(values)} values")
-    codes, dropped = decide_looks(np.asarray(values, dtype=float)[None, None, :], np.array([threshold]),
-                                  np.array([side]), np.array([levels[0]]), np.array([levels[1]]), look_index, looks)
-    return LookDecision(int(codes[0, 0]), bool(dropped[0, 0]))
+    from tdlib.stats import comparison_p
+
+    x = np.asarray(values, dtype=float)[None, None, :]
+    tests = comparison_p(x, np.array([threshold]), np.array([side]))
+    codes, dropped = decide_looks(x, np.array([threshold]), np.array([side]), np.array([levels[0]]),
+                                  np.array([levels[1]]), look_index, looks, tests)
+    return LookDecision(int(codes[0, 0]), bool(dropped[0, 0]), float(tests["p_support"][0, 0]),
+                        float(tests["p_refute"][0, 0]))
 
 
 def decide_looks(x: np.ndarray, thresholds: np.ndarray, sides: np.ndarray, support_levels: np.ndarray,
                  refute_levels: np.ndarray, look_index: int, looks: tuple[int, ...] = LOOKS,
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 tests: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised :func:`decide_at_look`: ``x`` (..., comparisons, n) the fresh values so far, the rest per
-    comparison (broadcast against ``x``'s leading shape). Returns (codes, dropped), shape (..., comparisons)."""
+    comparison (broadcast against ``x``'s leading shape); ``tests``, :func:`tdlib.stats.comparison_p` of them
+    if the caller has it. Returns (codes, dropped), shape (..., comparisons)."""
     from tdlib.stats import comparison_p
 
-    tests = comparison_p(x, thresholds, sides)
+    tests = comparison_p(x, thresholds, sides) if tests is None else tests
     nu_support, nu_refute = nominal_level(support_levels, looks), nominal_level(refute_levels, looks)
     support = tests["p_support"] <= nu_support
     refute = ~support & (tests["p_refute"] <= nu_refute)
