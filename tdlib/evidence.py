@@ -126,8 +126,8 @@ class Evidence:
             self._data = self.cache.data_for(self.trained.spec("B", self.seeds[0]))
         return self._data
 
-    def restricted(self, conditions: Collection[str]) -> Evidence:
-        """This evidence with only ``conditions`` trained or measured (see the constructor)."""
+    def restricted(self, conditions: Collection[str] | None) -> Evidence:
+        """This evidence with only ``conditions`` trained or measured (None: all; see the constructor)."""
         ev = Evidence(self.trained, self.cache, self.device, conditions)
         ev.profile, ev.epoch, ev._data = self.profile, self.epoch, self._data
         return ev
@@ -136,11 +136,9 @@ class Evidence:
         """This evidence as if training had stopped at ``epoch``, a checkpoint every run it reads kept: the
         models are those checkpoints, the profile's ``epochs`` (so its ``tenth`` and ``half``) are
         ``epoch``'s, and measurements are stored under keys of their own."""
-        ev = self.restricted(self.conditions) if self.conditions is not None else Evidence(
-            self.trained, self.cache, self.device)
-        ev._data = self._data
-        if epoch != self.trained.epochs:
-            ev.profile, ev.epoch = replace(self.trained, epochs=epoch), epoch
+        ev = self.restricted(self.conditions)
+        at_end = epoch == self.trained.epochs
+        ev.profile, ev.epoch = (self.trained, None) if at_end else (replace(self.trained, epochs=epoch), epoch)
         return ev
 
     def runs(self, condition: str) -> list[Run]:
