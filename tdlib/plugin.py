@@ -131,10 +131,16 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
         raise collector.CollectError(XDIST_REFUSED)
 
 
+def _claim_of(item: pytest.Item) -> Claim | None:
+    """The claim a collected test was made from by :func:`tdlib.claim.claim`, or None."""
+    found = getattr(getattr(item, "obj", None), "claim", None)
+    return found if isinstance(found, Claim) else None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Before ``-k``/``-m`` deselect anything: mark the claim tests and fix the registered family."""
-    claim_items = [item for item in items if isinstance(getattr(getattr(item, "obj", None), "claim", None), Claim)]
+    claim_items = [item for item in items if _claim_of(item) is not None]
     if not claim_items:
         return
     modules = {id(item.module): item.module for item in claim_items}  # type: ignore[attr-defined]
@@ -151,8 +157,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if FAMILY not in config.stash:
         return
-    selected = [item.obj.claim for item in session.items  # type: ignore[attr-defined]
-                if isinstance(getattr(getattr(item, "obj", None), "claim", None), Claim)]
+    selected = [c for c in map(_claim_of, session.items) if c is not None]
     config.stash[SELECTED] = selected
     if not selected:
         return
@@ -236,8 +241,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def _functions(session: pytest.Session) -> dict:
     """Claim id -> its claim function, for the claims the session ran."""
-    return {item.obj.claim.id: item.obj.evaluate for item in session.items  # type: ignore[attr-defined]
-            if isinstance(getattr(getattr(item, "obj", None), "claim", None), Claim)}
+    return {claim_.id: item.obj.evaluate for item in session.items  # type: ignore[attr-defined]
+            if (claim_ := _claim_of(item)) is not None}
 
 
 def _uncaptured(config: pytest.Config):
