@@ -96,12 +96,15 @@ def _model(fields: dict, tensors: dict[str, Tensor]) -> CompressedMLP:
     if not shapes or not len(shapes) == len(stored) == len(fields["layouts"]) == len(fields["relus"]):
         raise ValueError(f"{len(shapes)} shapes, {len(stored)} stored forms, {len(fields['layouts'])} layouts and "
                          f"{len(fields['relus'])} ReLU flags: one of each per layer")
-    linears = []
-    for i, (shape, form) in enumerate(zip(shapes, stored)):
+    def values_of(i: int, form: str) -> Tensor:
         if form not in LAYOUTS:
             raise ValueError(f"layer {i} is stored as {form!r}, not one of {LAYOUTS}")
-        values = tensors[f"{i}.values"] if form == "csr" else tensors[f"{i}.weight"]
-        first = tensors["0.values"] if stored[0] == "csr" else tensors["0.weight"]
+        return tensors[f"{i}.values"] if form == "csr" else tensors[f"{i}.weight"]
+
+    first = values_of(0, stored[0])
+    linears = []
+    for i, (shape, form) in enumerate(zip(shapes, stored)):
+        values = values_of(i, form)
         if not values.is_floating_point() or values.dtype != first.dtype:
             raise ValueError(f"layer {i} holds {values.dtype} weights, layer 0 {first.dtype}: one floating-point "
                              "dtype is expected")
