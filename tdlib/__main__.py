@@ -6,8 +6,11 @@
                                                            prune a cached run and save it compressed
     python -m tdlib findings reports/claims.json [--readme README.md]
                                                            the README's verdict table, from a report
+    python -m tdlib report reports/CLAIMS.md [--profile default] [--follow-up] [--claims claims]
+                                                           draw a report again from stored evidence alone
 
-The claims report itself comes from the pytest plugin: ``pytest claims --claims-report reports/CLAIMS.md``.
+The claims report itself comes from the pytest plugin: ``pytest claims --claims-report reports/CLAIMS.md``,
+which trains and measures what it lacks; ``report`` runs the same with ``--claims-stored-only``.
 """
 
 from __future__ import annotations
@@ -93,6 +96,19 @@ def findings(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(args: argparse.Namespace) -> int:
+    """The claims suite through pytest (in a child process: the plugin's hooks run in pytest's own), judging
+    and drawing from the cache's stored runs and measurements only."""
+    import subprocess
+
+    command = [sys.executable, "-m", "pytest", *args.claims, "-p", "no:cacheprovider", "--claims-stored-only",
+               "--claims-profile", args.profile, "--claims-report", args.report]
+    command += ["--claims-cache", args.cache] if args.cache else []
+    command += ["--claims-follow-up"] if args.follow_up else []
+    command += ["--claims-seeds", args.seeds] if args.seeds else []
+    return subprocess.run(command).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # handed whole to the profile trainer, --help included
@@ -100,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
 
         train_profile(argv[1:])
         return 0
-    parser = argparse.ArgumentParser(prog="python -m tdlib", description="The run cache, training a profile, and "
-                                     "compressing a cached run, from the shell.")
+    parser = argparse.ArgumentParser(prog="python -m tdlib", description="The run cache, training a profile, "
+                                     "compressing a cached run, and drawing a report from stored evidence, from the "
+                                     "shell.")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("runs", help="list the cached runs; --verify checks every file")
     listing.add_argument("--cache", default="cache")
@@ -121,6 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     found.add_argument("report", help="the report's claims.json (e.g. reports/claims.json)")
     found.add_argument("--readme", default="README.md")
     found.set_defaults(handler=findings)
+    drawing = commands.add_parser("report", help="judge the claims and draw their report again from stored "
+                                  "evidence alone: nothing is trained or measured (missing evidence is an error)")
+    drawing.add_argument("report", help="where the report goes, e.g. reports/CLAIMS.md")
+    drawing.add_argument("--claims", nargs="+", default=["claims"], help="the claim files or directories (default: "
+                         "claims)")
+    drawing.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    drawing.add_argument("--seeds", default=None, help="as pytest's --claims-seeds (default: the profile's)")
+    drawing.add_argument("--cache", default=None, help="the run cache (default: cache/ under pytest's rootdir)")
+    drawing.add_argument("--follow-up", action="store_true", help="with the follow-up the report was made with")
+    drawing.set_defaults(handler=report)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -39,6 +39,7 @@ from tdlib.metrics import (
 from tdlib.model import MLP
 from tdlib.profiles import Profile
 from tdlib.runs import Run, RunCache, atomic_write
+from tdlib.spec import RunSpec
 
 # Bump when a measurement changes meaning, so that stored numbers are measured again.
 # 2: each file is tied to its run's key and files, and checksummed.
@@ -93,6 +94,10 @@ class BrokenEvidence(AssertionError):
     """The runs cannot support any verdict: a run is missing, a value is not finite, B did not learn."""
 
 
+class NotStored(BrokenEvidence):
+    """Evidence that may only read what is stored was asked for a run or a measurement the cache lacks."""
+
+
 class Evidence:
     """Per-seed measurements of ``profile``'s runs: arrays with one value per seed, in seed order."""
 
@@ -109,6 +114,9 @@ class Evidence:
         self.conditions = None if conditions is None else frozenset(conditions)
         self.read: set[str] = set()  # the conditions measured or asked for so far
         self.withheld: set[str] = set()  # those of them answered with the stand-in
+        # With True, nothing is trained or measured: what the cache lacks raises NotStored. A report drawn so
+        # is the one its stored evidence gives, whatever the code that would measure it now.
+        self.stored_only = False
         self._runs: dict[str, list[Run]] = {}
         self._models: dict[tuple[str, int], MLP] = {}
         self._data: FashionMNIST | None = None
@@ -129,7 +137,13 @@ class Evidence:
     def restricted(self, conditions: Collection[str] | None) -> Evidence:
         """This evidence with only ``conditions`` trained or measured (None: all; see the constructor)."""
         ev = Evidence(self.trained, self.cache, self.device, conditions)
-        ev.profile, ev.epoch, ev._data = self.profile, self.epoch, self._data
+        ev.profile, ev.epoch, ev._data, ev.stored_only = self.profile, self.epoch, self._data, self.stored_only
+        return ev
+
+    def with_seeds(self, seeds: tuple[int, ...], conditions: Collection[str] | None = None) -> Evidence:
+        """The same profile's evidence over ``seeds`` (with ``conditions``, only those), read as this one is."""
+        ev = Evidence(self.trained.with_seeds(seeds), self.cache, self.device, conditions)
+        ev.stored_only = self.stored_only
         return ev
 
     def at_epoch(self, epoch: int) -> Evidence:
@@ -148,9 +162,16 @@ class Evidence:
             self.withheld.add(condition)
             raise BrokenEvidence(f"condition {condition} is not among this evidence's {sorted(self.conditions)}")
         if condition not in self._runs:
-            runs = [self.cache.get(self.trained.spec(condition, seed, self.device)) for seed in self.seeds]
-            self._runs[condition] = runs
+            self._runs[condition] = [self._run(self.trained.spec(condition, seed, self.device)) for seed in self.seeds]
         return self._runs[condition]
+
+    def _run(self, spec: RunSpec) -> Run:
+        if not self.stored_only:
+            return self.cache.get(spec)
+        run = self.cache.cached(spec)
+        if run is None:
+            raise NotStored(f"run {spec.name} is not in the cache {self.cache.root} (finished and sound)")
+        return run
 
     def check_baseline(self) -> None:
         """Raise :class:`BrokenEvidence` unless every seed of B clears the profile's accuracy floor."""
@@ -187,22 +208,62 @@ class Evidence:
             self.withheld.add(condition)
             return np.full(len(self.seeds), WITHHELD)
         values = []
-        tag = "" if self.epoch is None else f"@epoch{self.epoch}"  # a checkpoint's numbers, apart from the end's
+        tag = self._tag()
         for run in self.runs(condition):
-            path = self.store / f"{run.spec.name}.json"
-            stored = self._read(path, run)
-            if key + tag not in stored:
-                new = {k + tag: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()}
-                with FileLock(str(path) + ".lock"):
-                    stored = {**self._read(path, run), **new}
-                    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's, safe under the lock
-                        stale.unlink(missing_ok=True)
-                    atomic_write(path, _evidence_bytes(run, stored))
+            stored = self._stored(
+                run, key + tag, lambda stored: key + tag in stored,
+                lambda run: {k + tag: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()},
+            )
             value = stored[key + tag]
             if not np.isfinite(value) and not (undefined_ok and np.isnan(value)):
                 raise BrokenEvidence(f"{key} of {run.spec.name} is {value}")
             values.append(value)
         return np.asarray(values)
+
+    def measure_group(
+        self, condition: str, prefix: str, compute: Callable[[Run, MLP], dict[str, float]],
+        seeds: Collection[int] | None = None,
+    ) -> dict[int, dict[str, float]]:
+        """Many numbers of one measurement (a histogram's counts, a timing's parts), stored under
+        ``prefix:<name>`` for each ``name`` that ``compute(run, model)`` returns; per seed (all, or ``seeds``),
+        those numbers by name. The numbers may be NaN or infinite: the caller knows what they mean."""
+        if self.conditions is not None and condition not in self.conditions:
+            self.runs(condition)  # raises, naming what this evidence holds
+        head = f"{prefix}{self._tag()}:"
+
+        def compute_all(run: Run) -> dict[str, float]:
+            values = compute(run, self.model(condition, run.spec.seed))
+            if not values:
+                raise ValueError(f"{prefix} of {run.spec.name}: the measurement returned no numbers")
+            return {head + name: float(v) for name, v in values.items()}
+
+        groups = {}
+        for run in self.runs(condition):
+            if seeds is None or run.spec.seed in seeds:
+                stored = self._stored(run, head + "*", lambda stored: any(k.startswith(head) for k in stored),
+                                      compute_all)
+                groups[run.spec.seed] = {k[len(head):]: v for k, v in stored.items() if k.startswith(head)}
+        return groups
+
+    def _tag(self) -> str:
+        """What a key is suffixed with: a checkpoint's numbers are stored apart from the end's."""
+        return "" if self.epoch is None else f"@epoch{self.epoch}"
+
+    def _stored(self, run: Run, what: str, has: Callable[[dict[str, float]], bool],
+                compute: Callable[[Run], dict[str, float]]) -> dict[str, float]:
+        """``run``'s stored measurements, after adding ``compute(run)``'s unless ``has`` finds ``what`` there."""
+        path = self.store / f"{run.spec.name}.json"
+        stored = self._read(path, run)
+        if not has(stored):
+            if self.stored_only:
+                raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}")
+            new = compute(run)
+            with FileLock(str(path) + ".lock"):
+                stored = {**self._read(path, run), **new}
+                for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's, safe under the lock
+                    stale.unlink(missing_ok=True)
+                atomic_write(path, _evidence_bytes(run, stored))
+        return stored
 
     def _read(self, path: Path, run: Run) -> dict[str, float]:
         """The verified measurements of ``run`` in ``path`` ({} if none); a file that fails a check is named,

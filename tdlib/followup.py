@@ -23,7 +23,7 @@ import numpy as np
 
 from tdlib.claim import ClaimResult, Finding, Judged
 from tdlib.conditions import CONDITIONS
-from tdlib.evidence import BrokenEvidence, Evidence
+from tdlib.evidence import BrokenEvidence, Evidence, NotStored
 from tdlib.executors import Engine, train_all
 from tdlib.plan import plan
 from tdlib.sequential import (
@@ -190,13 +190,18 @@ def follow_up(
         if len(set(used) | {s.name for s in specs}) > max_runs:
             result.ended = f"the budget of {max_runs} runs"
             break
+        the_plan = plan(specs, cache.root)
         log(f"follow-up look {index + 1} of {len(looks)}: {n} fresh seeds ({seeds[0]}-{seeds[-1]}) of "
-            f"{', '.join(conditions)} for {len(open_tracks)} open comparisons; {plan(specs, cache.root).summary()}")
-        for trained in train_all(specs, cache.root, engine=engine, workers=workers, threads=threads,
-                                 progress=progress):
+            f"{', '.join(conditions)} for {len(open_tracks)} open comparisons; {the_plan.summary()}")
+        if pilot_evidence.stored_only and the_plan.to_train:
+            raise NotStored(f"the follow-up's look {index + 1} needs {len(the_plan.to_train)} runs the cache lacks "
+                            f"({', '.join(s.name for s in the_plan.to_train[:3])}, ...): run the report command")
+        # Only reading (stored_only): load in this process rather than start workers for nothing.
+        for trained in train_all(specs, cache.root, engine="inprocess" if pilot_evidence.stored_only else engine,
+                                 workers=workers, threads=threads, progress=progress):
             used.setdefault(trained.name, trained.wall_seconds)
         result.looks_taken = index + 1
-        _take_look(result, Evidence(profile.with_seeds(seeds), cache, device, conditions), functions, index, n)
+        _take_look(result, pilot_evidence.with_seeds(seeds, conditions), functions, index, n)
         _settle_parts(result, index, n)
     done = looks[result.looks_taken - 1] if result.looks_taken else 0
     if not result.ended:

@@ -13,6 +13,9 @@ Options, checked once when pytest starts (one usage error, before any work):
 - ``--claims-report PATH``: write the report there (``CLAIMS.md``, with ``claims.json`` and ``figures/``
   beside it, swapped in whole). Without it, no report is written: a plain or ``-k`` run never
   overwrites one.
+- ``--claims-stored-only``: train and measure nothing; judge and draw from the runs and measurements
+  already stored. A run or measurement the cache lacks is an error, and the report is written only
+  if every claim (and the follow-up) was judged whole from what is stored (``python -m tdlib report``).
 
 Every test made by :func:`tdlib.claim.claim` is marked ``@pytest.mark.claim(id)``. The *registered
 family* is every claim defined in the claim modules pytest collected, before ``-k``/``-m``
@@ -67,6 +70,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="follow what the seeds leave undecided on fresh seeds, by the committed sequential design")
     group.addoption("--claims-cache", default=None, metavar="DIR",
                     help="where trained runs and measurements are kept (default: cache/ under the rootdir)")
+    group.addoption("--claims-stored-only", action="store_true",
+                    help="train and measure nothing: judge and draw the report from what the cache stores")
     group.addoption("--claims-report", default=None, metavar="PATH",
                     help="write the report to PATH (e.g. reports/CLAIMS.md), claims.json and figures/ beside it; "
                     "default: no report")
@@ -122,7 +127,8 @@ def _settings(config: pytest.Config) -> dict:
             raise pytest.UsageError(f"--claims-follow-up: the pilot's seeds must be under {FRESH_SEEDS_FROM}, where "
                                     f"the follow-up's fresh seeds begin; got {max(profile.seeds)}")
     return {"profile": profile, "device": device, "cache": cache_dir, "report": report_path,
-            "executor": config.getoption("claims_executor"), "workers": workers, "follow_up": follow}
+            "executor": config.getoption("claims_executor"), "workers": workers, "follow_up": follow,
+            "stored_only": config.getoption("claims_stored_only")}
 
 
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
@@ -183,6 +189,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             f"{len(config.stash[FAMILY])} claims (drop -k/-m, or the follow-up)"
         )
     the_plan = plan(specs, settings["cache"])
+    if settings["stored_only"] and the_plan.to_train:
+        names = ", ".join(s.name for s in the_plan.to_train[:5]) + (", ..." if len(the_plan.to_train) > 5 else "")
+        raise pytest.UsageError(
+            f"--claims-stored-only: {len(the_plan.to_train)} of the {len(specs)} runs this session needs are not in "
+            f"the cache {settings['cache']} ({names}); train them first (python -m tdlib train, or the report command)"
+        )
     config.stash[SPECS] = list(the_plan.to_train)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
@@ -206,6 +218,7 @@ def evidence(request: pytest.FixtureRequest):
             train_all(to_train, settings["cache"], engine=settings["executor"], workers=settings["workers"])
     cache = RunCache(settings["cache"], progress=config.getoption("verbose") >= 0)
     ev = Evidence(settings["profile"], cache, device=settings["device"])
+    ev.stored_only = settings["stored_only"]
     config.stash[EVIDENCE] = ev
     return ev
 
@@ -228,7 +241,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         judged = config.stash[FINDINGS].judge(config.stash.get(FAMILY, None))
     config.stash[JUDGED] = judged
     report = config.stash[SETTINGS]["report"]
-    if report is not None:
+    unwhole = _not_whole(config, judged) if settings["stored_only"] else ""
+    if report is not None and unwhole:
+        config.stash[REPORT_ERROR] = f"--claims-stored-only: {unwhole}, so the stored evidence gives no whole report"
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif report is not None:
         from tdlib.report import write_report
 
         try:
@@ -237,6 +254,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         except Exception:  # the verdicts are still printed; the old report stays whole
             config.stash[REPORT_ERROR] = traceback.format_exc()
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _not_whole(config: pytest.Config, judged: Judged) -> str:
+    """What keeps a stored-only session from giving the whole report ('' if nothing does)."""
+    if judged.partial:
+        return f"claims {', '.join(c.id for c in judged.missing)} were not judged (deselected, or their tests failed)"
+    if errors := [r.claim.id for r in judged.results if r.error]:
+        return f"claims {', '.join(errors)} could not be judged"
+    if FOLLOW_UP_ERROR in config.stash:
+        return "the follow-up failed"
+    if judged.follow_up is not None and judged.follow_up.errors:
+        return f"the follow-up could not evaluate {', '.join(judged.follow_up.errors)} on its fresh seeds"
+    return ""
 
 
 def _functions(session: pytest.Session) -> dict:

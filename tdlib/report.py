@@ -26,7 +26,9 @@ from tdlib.evidence import SWEEP_KINDS, Evidence
 from tdlib.findings import heading_anchor
 from tdlib.followup import FollowUp
 from tdlib.metrics import SWEEP, activation_stats, weight_stats
+from tdlib.model import MLP
 from tdlib.provenance import provenance
+from tdlib.runs import Run
 from tdlib.stats import MAX_FEASIBLE_SEEDS, MIN_SEEDS, POWER, JudgedPart, Judgement, Verdict, mean_interval
 
 SWEEP_TITLES = {
@@ -93,31 +95,66 @@ def sweeps_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     fig.savefig(path, dpi=110)
 
 
+ACTIVATION_BINS = 80  # equal bins from the lowest to the highest activation, per layer
+# |w| histogram edges; stored counts are only comparable under the same edges, so a change needs a new key
+WEIGHT_BINS = np.logspace(-8, 0.5, 90)
+WEIGHT_HISTOGRAM = "weight-histogram:logspace(-8,0.5,90)"
+UNIT_QUANTILES = (0, 5, 25, 50, 75, 95, 100)  # the box plots of dead and live units: ends, whiskers, box
+
+
+def activation_data(ev: Evidence) -> dict[int, dict[str, float]]:
+    """Per seed of B, stored: each hidden layer's % of activations exactly 0 and % of dead units on the test
+    set (``layer<i>:zero``, ``layer<i>:dead``), and a histogram of its activations (``layer<i>:histogram:``
+    ``low``, ``high`` and :data:`ACTIVATION_BINS` counts)."""
+    x = ev.data.test_x
+
+    def compute(run: Run, model: MLP) -> dict[str, float]:
+        values = {}
+        for i, layer in enumerate(activation_stats(model, x), 1):
+            values[f"layer{i}:zero"], values[f"layer{i}:dead"] = 100 * layer.zero_fraction, 100 * layer.dead_fraction
+        with torch.no_grad():
+            hidden = model.hidden_activations(x)
+        for i, h in enumerate(hidden, 1):
+            counts, edges = np.histogram(h.flatten().numpy(), bins=ACTIVATION_BINS)
+            values[f"layer{i}:histogram:low"], values[f"layer{i}:histogram:high"] = edges[0], edges[-1]
+            values.update({f"layer{i}:histogram:{j:02d}": c for j, c in enumerate(counts)})
+        return values
+
+    return ev.measure_group("B", "activations-figure", compute)
+
+
+def _layers(values: dict[str, float]) -> list[int]:
+    return sorted(int(name[5:].split(":")[0]) for name in values if name.endswith(":zero"))
+
+
 def activations_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """B's hidden activations on the test set: per layer, % exactly 0 and % dead units; a histogram."""
-    per_seed = [activation_stats(ev.model("B", s), ev.data.test_x) for s in ev.seeds]
-    layers = np.arange(len(per_seed[0]))
-    zero = np.array([[100 * layer.zero_fraction for layer in stats] for stats in per_seed])
-    dead = np.array([[100 * layer.dead_fraction for layer in stats] for stats in per_seed])
+    data = activation_data(ev)
+    layers = _layers(data[ev.seeds[0]])
+    zero = np.array([[data[s][f"layer{i}:zero"] for i in layers] for s in ev.seeds])  # (seeds, layers)
+    dead = np.array([[data[s][f"layer{i}:dead"] for i in layers] for s in ev.seeds])
+    positions = np.arange(len(layers))
     fig = Figure(figsize=(12, 4.2))
     left, right = fig.subplots(1, 2)
-    for offset, (label, data) in zip((-0.2, 0.2), (("activations exactly 0", zero), ("dead units", dead))):
+    for offset, (label, values) in zip((-0.2, 0.2), (("activations exactly 0", zero), ("dead units", dead))):
         left.bar(
-            layers + offset,
-            data.mean(0),
+            positions + offset,
+            values.mean(0),
             width=0.4,
             label=label,
-            yerr=[data.mean(0) - data.min(0), data.max(0) - data.mean(0)],
+            yerr=[values.mean(0) - values.min(0), values.max(0) - values.mean(0)],
             capsize=3,
         )
-    left.set_xticks(layers, [f"hidden {i + 1}" for i in layers])
+    left.set_xticks(positions, [f"hidden {i}" for i in layers])
     left.set_ylabel("% (mean over seeds, bars = range)")
     left.legend()
     left.set_title("B: zero activations and dead units per layer")
-    with torch.no_grad():
-        hidden = ev.model("B", ev.seeds[0]).hidden_activations(ev.data.test_x)
-    for i, h in enumerate(hidden):
-        right.hist(h.flatten().numpy(), bins=80, histtype="step", log=True, label=f"hidden {i + 1}")
+    first = data[ev.seeds[0]]
+    for i in layers:
+        counts = [first[f"layer{i}:histogram:{j:02d}"] for j in range(ACTIVATION_BINS)]
+        edges = np.linspace(first[f"layer{i}:histogram:low"], first[f"layer{i}:histogram:high"], ACTIVATION_BINS + 1)
+        right.stairs(counts, edges, label=f"hidden {i}")
+    right.set_yscale("log")
     right.set_xlabel("activation")
     right.set_ylabel("count (log)")
     right.set_title(f"B seed {ev.seeds[0]}: hidden activations on the test set")
@@ -126,25 +163,31 @@ def activations_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     fig.savefig(path, dpi=110)
 
 
+def weight_histograms(ev: Evidence, condition: str) -> np.ndarray:
+    """Stored counts of the hidden weights' |w| in :data:`WEIGHT_BINS` (|w| under 1e-8 in the first bin),
+    (seeds, bins)."""
+
+    def compute(run: Run, model: MLP) -> dict[str, float]:
+        weights = torch.cat([layer.weight.detach().abs().flatten() for layer in model.hidden_layers]).numpy()
+        counts, _ = np.histogram(np.clip(weights, 1e-8, None), bins=WEIGHT_BINS)
+        return {f"{j:02d}": c for j, c in enumerate(counts)}
+
+    groups = ev.measure_group(condition, WEIGHT_HISTOGRAM, compute)
+    return np.array([[groups[s][f"{j:02d}"] for j in range(len(WEIGHT_BINS) - 1)] for s in ev.seeds])
+
+
 def weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """Histograms of hidden |w| (first seed), one panel per condition with B's outline in each, log axes."""
     columns = min(4, len(conditions))
     rows = -(-len(conditions) // columns)
     fig = Figure(figsize=(3.4 * columns, 2.7 * rows))
     axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).flat
-    bins = np.logspace(-8, 0.5, 90)
-
-    def magnitudes(condition: str) -> np.ndarray:
-        model = ev.model(condition, ev.seeds[0])
-        weights = torch.cat([layer.weight.detach().abs().flatten() for layer in model.hidden_layers]).numpy()
-        return np.clip(weights, 1e-8, None)
-
-    baseline = magnitudes("B") if "B" in conditions else None
+    baseline = weight_histograms(ev, "B")[0] if "B" in conditions else None
     for ax, condition in zip(axes, conditions):
         if baseline is not None and condition != "B":
-            ax.hist(baseline, bins=bins, histtype="step", color="grey", lw=0.8, label="B")
-        ax.hist(magnitudes(condition), bins=bins, histtype="stepfilled", alpha=0.6, color=colour(condition),
-                label=condition)
+            ax.stairs(baseline, WEIGHT_BINS, color="grey", lw=0.8, label="B")
+        ax.stairs(weight_histograms(ev, condition)[0], WEIGHT_BINS, fill=True, alpha=0.6, color=colour(condition),
+                  label=condition)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.axvline(1e-3, color="black", ls="--", lw=0.8)
@@ -177,41 +220,57 @@ def small_weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> Non
     fig.savefig(path, dpi=110)
 
 
-def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
-    """C8: how far dead and live units' incoming weights moved in the last half, and their norms."""
+def dead_unit_data(ev: Evidence) -> dict[int, dict[str, float]]:
+    """Per seed of B, stored: how many hidden units are dead and live (``dead``, ``live``), and the
+    :data:`UNIT_QUANTILES` of how far their incoming weights and bias moved over the last half of training
+    (``moved:<dead|live>:q<q>``) and of their incoming weights' norms at the end (``norm:...``); NaN for a
+    group without units."""
     half = ev.profile.half
-    fig = Figure(figsize=(12, 4.2))
-    left, right = fig.subplots(1, 2)
-    for i, run in enumerate(ev.runs("B")):
-        model = ev.model("B", run.spec.seed)
+
+    def compute(run: Run, model: MLP) -> dict[str, float]:
         moved, dead = ev.unit_movement(run, model, since=half)
         norms = torch.cat([stats.row_norms for stats in weight_stats(model)])
-        for ax, values in ((left, moved), (right, norms)):
-            jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
-            ax.scatter(
-                i + jitter[~dead.numpy()],
-                values[~dead].numpy(),
-                s=2,
-                color="tab:blue",
-                alpha=0.3,
-                label="live" if i == 0 else None,
-            )
-            ax.scatter(
-                i + jitter[dead.numpy()],
-                values[dead].numpy(),
-                s=4,
-                color="tab:red",
-                alpha=0.7,
-                label="dead" if i == 0 else None,
-            )
-    left.set_title(f"B: movement of incoming weights and bias, epochs {half} to {ev.profile.epochs}")
+        values = {"dead": float(dead.sum()), "live": float((~dead).sum())}
+        for name, per_unit in (("moved", moved), ("norm", norms)):
+            for group, chosen in (("dead", dead), ("live", ~dead)):
+                chosen_values = per_unit[chosen].double().numpy()
+                quantiles = np.percentile(chosen_values, UNIT_QUANTILES) if chosen_values.size else \
+                    np.full(len(UNIT_QUANTILES), np.nan)
+                values.update({f"{name}:{group}:q{q}": v for q, v in zip(UNIT_QUANTILES, quantiles)})
+        return values
+
+    return ev.measure_group("B", f"dead-units-figure:{half}", compute)
+
+
+def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
+    """C8: how far dead and live units' incoming weights moved in the last half, and their norms, as box
+    plots per seed."""
+    from matplotlib.patches import Patch
+
+    data = dead_unit_data(ev)
+    fig = Figure(figsize=(12, 4.2))
+    left, right = fig.subplots(1, 2)
+    groups = (("live", -0.18, "tab:blue"), ("dead", 0.18, "tab:red"))
+    for ax, name in ((left, "moved"), (right, "norm")):
+        for i, seed in enumerate(ev.seeds):
+            for group, offset, colour_ in groups:
+                q = {p: data[seed][f"{name}:{group}:q{p}"] for p in UNIT_QUANTILES}
+                if np.isnan(q[50]):
+                    continue  # no unit in this group
+                box = {"med": q[50], "q1": q[25], "q3": q[75], "whislo": q[5], "whishi": q[95],
+                       "fliers": [q[0], q[100]]}
+                ax.bxp([box], positions=[i + offset], widths=0.3, patch_artist=True,
+                       boxprops={"facecolor": colour_, "alpha": 0.5}, medianprops={"color": "black"},
+                       flierprops={"marker": ".", "markerfacecolor": colour_, "markeredgecolor": colour_})
+        ax.set_xticks(range(len(ev.seeds)),
+                      [f"seed {s}\n{data[s]['dead']:.0f} dead" for s in ev.seeds])
+        ax.set_yscale("log")
+        ax.legend([Patch(facecolor=c, alpha=0.5) for _, _, c in groups], [g for g, _, _ in groups])
+    left.set_title(f"B: movement of incoming weights and bias, epochs {ev.profile.half} to {ev.profile.epochs}")
     left.set_ylabel("L2 distance moved, per unit (log)")
     right.set_title("B: incoming weight norm at the end")
     right.set_ylabel("L2 norm of incoming weights, per unit (log)")
-    for ax in (left, right):
-        ax.set_xticks(range(len(ev.seeds)), [f"seed {s}" for s in ev.seeds])
-        ax.set_yscale("log")
-        ax.legend()
+    fig.supxlabel("boxes: quartiles; whiskers: 5th to 95th percentile; dots: least and greatest", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -220,9 +279,8 @@ def map_values(ev: Evidence) -> dict[tuple[str, float, float], float]:
     """The gamma x alpha map: per cell, the first seed's accuracy after pruning at k = gamma (weights per layer
     at weight level, whole units at unit level) minus B's at the same k, in pp. Trains what it lacks."""
     from tdlib.conditions import MAP
-    from tdlib.evidence import Evidence as _Evidence
 
-    first = _Evidence(ev.profile.with_seeds(ev.seeds[:1]), ev.cache, ev.device)
+    first = ev.with_seeds(ev.seeds[:1])
     values = {}
     for (level, gamma, alpha), name in MAP.items():
         k = 100 * gamma

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ from matplotlib.figure import Figure
 
 from tdlib.evidence import Evidence
 from tdlib.metrics import SWEEP, PruneKind, masks_for
+from tdlib.model import MLP
+from tdlib.runs import Run
 from tdlib.savings import Saving, Speed, saving, speedup_curve
 
 # The pruned models the claims discuss: TWR at C3's levels, TU and B at C4's and C10's; first, the
@@ -51,30 +55,90 @@ class PrunedModel:
 class Savings:
     models: tuple[PrunedModel, ...]
     curves: dict[tuple[PruneKind, int], dict[float, Speed]]  # (kind, batch) -> k -> speed, B's first seed
-    seconds: float  # wall time of measuring all of it
+    seconds: float  # wall time of measuring all of it, when it was measured (stored with the numbers)
+
+
+def _speed_values(speed: Speed, head: str = "") -> dict[str, float]:
+    """A :class:`Speed` as stored evidence, under names starting ``head`` (layouts as 1 for CSR, 0 for dense)."""
+    return {f"{head}speedup": speed.speedup, f"{head}flop_ratio": speed.flop_ratio, f"{head}fused": float(speed.fused),
+            **{f"{head}layer{i}:csr": float(layout == "csr") for i, layout in enumerate(speed.layouts)}}
+
+
+def _speed_from(values: dict[str, float], head: str, batch: int) -> Speed:
+    layers = sum(1 for name in values if name.startswith(f"{head}layer") and name.endswith(":csr"))
+    return Speed(batch=batch, speedup=values[f"{head}speedup"], flop_ratio=values[f"{head}flop_ratio"],
+                 layouts=tuple("csr" if values[f"{head}layer{i}:csr"] else "dense" for i in range(layers)),
+                 fused=bool(values[f"{head}fused"]))
+
+
+def _saving_values(measured: Saving) -> dict[str, float]:
+    values = {f"{field}:{key}": float(v) for field in ("accuracy", "differing_predictions", "kib", "parameters")
+              for key, v in getattr(measured, field).items()}
+    for speed in measured.speeds:
+        values.update(_speed_values(speed, f"batch{speed.batch}:"))
+    return values
+
+
+def _saving_from(values: dict[str, float]) -> Saving:
+    def field(name: str, kind: type = float) -> dict:
+        return {key.split(":", 1)[1]: kind(v) for key, v in values.items() if key.startswith(name + ":")}
+
+    return Saving(accuracy=field("accuracy"), differing_predictions=field("differing_predictions", int),
+                  kib=field("kib"), parameters=field("parameters", int),
+                  speeds=tuple(_speed_from(values, f"batch{b}:", b) for b in BATCHES if f"batch{b}:speedup" in values))
+
+
+def _timed(measure: Callable[[], dict[str, float]]) -> dict[str, float]:
+    started = time.perf_counter()
+    values = measure()
+    return {**values, "seconds": time.perf_counter() - started}
+
+
+def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int) -> dict[str, float]:
+    """B's measured speed-up at every sparsity of the sweep, under ``<k>:``, and the seconds it took."""
+    return _timed(lambda: {name: v for k, speed in speedup_curve(model, kind, SWEEP, batch, THREADS).items()
+                           for name, v in _speed_values(speed, f"{k:g}:").items()})
+
+
+def _model_values(run: Run, model: MLP, kind: PruneKind, k: float, batches: tuple[int, ...], ev: Evidence
+                  ) -> dict[str, float]:
+    """One pruned model's :class:`Saving`, timed at ``batches`` on the first seed only."""
+    batches = batches if run.spec.seed == ev.seeds[0] else ()
+    masks = masks_for(model, kind, k, run.spec.seed)
+    return _timed(lambda: _saving_values(saving(model, masks, ev.data.test_x, ev.data.test_y, batches, THREADS)))
 
 
 def measure(ev: Evidence) -> Savings:
-    """Compress and measure :data:`MODELS` on every seed, and B's speed-up curves on the first seed."""
-    started = time.perf_counter()
-    x, y = ev.data.test_x, ev.data.test_y
-    b = ev.model("B", ev.seeds[0])
-    ks = list(SWEEP)  # 0 included: the unpruned model in the compressed form, the control
-    curves = {(kind, batch): speedup_curve(b, kind, ks, batch, THREADS) for kind in CURVE_KINDS for batch in BATCHES}
+    """Compress and measure :data:`MODELS` on every seed, and B's speed-up curves on the first seed.
+
+    Every number, the timings included, is stored evidence of the run it measured (``saving:...`` and
+    ``speedup-curve:...``), so a report drawn again from the same runs shows the same numbers, and what
+    this machine measured stays in ``evidence.csv``."""
+    first = ev.seeds[0]
+    seconds = 0.0
+    curves: dict[tuple[PruneKind, int], dict[float, Speed]] = {}
+    for kind in CURVE_KINDS:
+        for batch in BATCHES:
+            compute = partial(_curve_values, kind=kind, batch=batch)
+            stored = ev.measure_group("B", f"speedup-curve:{kind}:batch{batch}", compute, seeds=[first])[first]
+            curves[(kind, batch)] = {k: _speed_from(stored, f"{k:g}:", batch) for k in SWEEP}
+            seconds += stored["seconds"]
     models = []
     for condition, kind, k in MODELS:
+        # A model on B's curves (0 included: the control) is not timed again: the table and the figure show
+        # one measurement.
+        on_curve = condition == "B" and kind in CURVE_KINDS and k in SWEEP
+        compute = partial(_model_values, kind=kind, k=k, batches=() if on_curve else BATCHES, ev=ev)
+        groups = ev.measure_group(condition, f"saving:{kind}:{k:g}", compute)
         per_seed = []
-        for i, seed in enumerate(ev.seeds):
-            model = ev.model(condition, seed)
-            # A model on B's curves is not timed again: the table and the figure show one measurement.
-            on_curve = i == 0 and condition == "B" and kind in CURVE_KINDS and k in ks
-            batches = BATCHES if i == 0 and not on_curve else ()
-            measured = saving(model, masks_for(model, kind, k, seed), x, y, batches, THREADS)
-            if on_curve:
+        for seed in ev.seeds:
+            measured = _saving_from(groups[seed])
+            if seed == first and on_curve:
                 measured = replace(measured, speeds=tuple(curves[(kind, batch)][k] for batch in BATCHES))
             per_seed.append(measured)
+            seconds += groups[seed]["seconds"]
         models.append(PrunedModel(condition, kind, k, tuple(per_seed)))
-    return Savings(tuple(models), curves, time.perf_counter() - started)
+    return Savings(tuple(models), curves, seconds)
 
 
 def figure(savings: Savings, ev: Evidence, path: Path) -> None:
@@ -145,7 +209,8 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         "",
         "The control row is the unpruned model in the compressed form, timed the same way. "
         "Layers: C = CSR, D = dense, from the first layer to the output layer, or fused (one compiled CSR "
-        f"chain), as chosen by measurement for each batch size. Measuring took {savings.seconds:.0f} s. "
+        f"chain), as chosen by measurement for each batch size. Measuring took {savings.seconds:.0f} s; every "
+        "number here, timings included, is stored evidence of its run (`evidence.csv`), measured once. "
         "The speed-ups are this machine's, on one thread; with more threads the dense model gains more "
         "from threading than sparse products do, so the speed-ups shrink (`./dev bench` measures both).",
         "",

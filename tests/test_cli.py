@@ -93,3 +93,16 @@ def test_findings_writes_the_reports_verdicts_between_the_readmes_markers(tmp_pa
     assert refused.returncode == 2 and "needs one '<!-- findings: start -->' line" in refused.stderr
     report.write_text("[]")
     assert "not a claims report's JSON" in tdlib("findings", str(report), "--readme", str(readme)).stderr
+
+
+def test_report_draws_through_pytest_from_stored_evidence_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tdlib.__main__ import main
+
+    commands = []
+    monkeypatch.setattr(subprocess, "run", lambda command: commands.append(command) or
+                        subprocess.CompletedProcess(command, 0))
+    assert main(["report", "out/CLAIMS.md", "--follow-up", "--cache", "c"]) == 0
+    assert commands == [[sys.executable, "-m", "pytest", "claims", "-p", "no:cacheprovider", "--claims-stored-only",
+                         "--claims-profile", "default", "--claims-report", "out/CLAIMS.md", "--claims-cache", "c",
+                         "--claims-follow-up"]]
+    assert "stored evidence" in tdlib("report", "--help").stdout

@@ -211,6 +211,28 @@ def test_the_follow_up_decides_on_fresh_seeds_what_the_pilot_left_open(pytester:
     again.stdout.fnmatch_lines(["*5 runs, all cached*", "*X1 follow-up of 'learns': SUPPORTED at look 1*"])
 
 
+def test_a_report_is_drawn_again_from_stored_evidence_alone(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    cache = ["--claims-cache", str(shared_cache), "--claims-seeds", "3"]
+    first, again = pytester.path / "first" / "CLAIMS.md", pytester.path / "again" / "CLAIMS.md"
+    pytester.runpytest_subprocess(*cache, "--claims-report", str(first)).assert_outcomes(passed=2)
+    pytester.runpytest_subprocess(*cache, "--claims-stored-only", "--claims-report", str(again)).assert_outcomes(
+        passed=2)
+    drawn = json.loads((again.parent / "claims.json").read_text())
+    assert drawn["claims"] == json.loads((first.parent / "claims.json").read_text())["claims"]
+    for stored in (shared_cache / "evidence").glob("B-s1-*.json"):  # a measurement the cache no longer holds
+        stored.unlink()
+    result = pytester.runpytest_subprocess(*cache, "--claims-stored-only", "--claims-report", str(again))
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*NotStored: accuracy of run B-s1-* is not stored*",
+                                 "*--claims-stored-only: claims X1, X2 were not judged*", "*report: NOT written*"])
+    assert not list((shared_cache / "evidence").glob("B-s1-*.json"))  # nothing was measured
+    assert json.loads((again.parent / "claims.json").read_text()) == drawn  # the last whole report is kept
+    missing = usage_error(pytester.runpytest("--claims-cache", str(pytester.path / "empty"), "--claims-seeds", "3",
+                                             "--claims-stored-only"))
+    assert "--claims-stored-only: 3 of the 3 runs this session needs are not in the cache" in missing
+
+
 def test_a_subset_is_judged_in_the_whole_family(pytester: pytest.Pytester, shared_cache: Path) -> None:
     pytester.makepyfile(test_claims=CLAIM_FILE)
     report = pytester.path / "out" / "CLAIMS.md"
