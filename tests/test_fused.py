@@ -145,13 +145,19 @@ def test_drops_only_targeted_weights_at_rate_alpha_and_never_rescales() -> None:
 
 
 def test_same_seed_same_drops_whatever_the_thread_count() -> None:
+    """The kernel runs on as many threads as torch may use (never more: a one-thread worker beside others
+    must not oversubscribe the cores), and the drops are the same on any number."""
     weight = torch.randn(64, 97)
     results = []
-    for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        numba.set_num_threads(threads)
-        torch.manual_seed(7)
-        results.append(RowBand().drop(weight, 40, 0.5)[1])
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            torch.set_num_threads(threads)
+            torch.manual_seed(7)
+            results.append(RowBand().drop(weight, 40, 0.5)[1])
+            assert numba.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
     assert torch.equal(results[0], results[1])
     torch.manual_seed(8)
     assert not torch.equal(RowBand().drop(weight, 40, 0.5)[1], results[0])
