@@ -1,5 +1,8 @@
 """The writeup's claims, C1 to C13 of ``claims.md``, each judged by a rule fixed before the runs.
 
+What only this study uses (its conditions beyond tdlib's presets, its figures, the report's sections, C8's
+measurements) is in ``study.py`` beside this file, loaded by ``conftest.py``.
+
 Accuracies are top-1 on the profile's test images, in percent; a loss is in percentage points (pp).
 Every comparison pairs conditions by seed. See ``tdlib.stats`` for how a verdict is reached.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from study import dead_unit_masks, unit_movement  # beside this file (claims/ is on sys.path under pytest)
 
 from tdlib.claim import Comparison, Finding, Part, claim, values
 from tdlib.evidence import Evidence
@@ -187,12 +191,12 @@ def test_c8_dead_units_stop_moving_and_shrink(ev: Evidence) -> Finding:
     half = ev.profile.half
 
     def movement_ratio(run, model) -> float:
-        moved, dead = ev.unit_movement(run, model, since=half)
+        moved, dead = unit_movement(ev, run, model, since=half)
         return float(moved[dead].mean() / moved[~dead].mean()) if dead.any() else float("nan")
 
     def below_live_median(run, model) -> float:
         below = []
-        for stats, dead in zip(weight_stats(model), ev.dead_unit_masks(model)):
+        for stats, dead in zip(weight_stats(model), dead_unit_masks(ev, model)):
             norms = stats.row_norms
             if dead.any() and (~dead).any():
                 below.append(norms[dead] < norms[~dead].median())
@@ -210,7 +214,7 @@ def test_c8_dead_units_stop_moving_and_shrink(ev: Evidence) -> Finding:
     )
     def norms(run, model) -> dict[str, float]:
         dead_norms, live_norms = [], []
-        for stats, dead in zip(weight_stats(model), ev.dead_unit_masks(model)):
+        for stats, dead in zip(weight_stats(model), dead_unit_masks(ev, model)):
             dead_norms.append(stats.row_norms[dead])
             live_norms.append(stats.row_norms[~dead])
         dead_all, live_all = torch.cat(dead_norms), torch.cat(live_norms)

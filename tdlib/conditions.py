@@ -7,7 +7,9 @@ condition is one :func:`register` call, in tdlib or in a user's own claim file::
     register(Condition("TW70", "weight-level targeted dropout, gamma 0.7, alpha 0.5",
                        targeted=TargetedDropout.constant("weight", 0.7, 0.5)))
 
-The standard conditions of ``claims.md`` (B, B0, D, TW, TU, TWR, TW90, TU80) are registered here.
+The library's standard conditions, the presets of ``claims.md`` (B, B0, D, TW, TU, TWR), are registered
+here; a study registers its own beside its claims (this writeup's TW90, TU80 and map cells are in
+``claims/study.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Condition:
     dropout: float = 0.0  # standard dropout on hidden units
     targeted: TargetedDropout | None = None
     checkpoints: bool = False  # keep the profile's checkpoints (B's, for the claims about training time)
-    group: str = "claims"  # "claims": the conditions of claims.md; "map": the gamma x alpha map's
+    group: str = "claims"  # "claims": trained on every seed of a profile; any other: a report section's own
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -61,33 +63,5 @@ for _standard in (
     Condition("TWR", "weight-level targeted dropout ramped to gamma = 0.99, alpha = 0.99 (the official piecewise "
               "ramp: gamma 95% of the way by 20% of the run and all of it by 40%, alpha linearly by 40%)",
               targeted=TargetedDropout("weight", paper_gamma(0.99), paper_alpha(0.99))),
-    Condition("TW90", "weight-level targeted dropout, gamma = 0.9, alpha = 0.5 (targeting matched to 90% weight "
-              "pruning; C13)", targeted=TargetedDropout.constant("weight", 0.9, 0.5)),
-    Condition("TU80", "unit-level targeted dropout, gamma = 0.8, alpha = 0.5 (targeting matched to 80% unit "
-              "pruning; a dropped unit loses its bias too; C13)", targeted=TargetedDropout.constant("unit", 0.8, 0.5)),
 ):
     register(_standard)
-
-
-# The gamma x alpha map of claims.md (descriptive, not judged): one condition per cell, except where a
-# registered condition already trains that recipe (TW, TU, TW90), whose run the cell reuses.
-MAP_GAMMAS = (0.5, 0.7, 0.9)
-MAP_ALPHAS = (0.25, 0.5, 0.75)
-
-
-def map_condition(level: str, gamma: float, alpha: float) -> str:
-    """The registered condition of a map cell (registering it if it is new)."""
-    targeted = TargetedDropout.constant(level, gamma, alpha)  # type: ignore[arg-type]
-    for known in CONDITIONS.values():
-        if known.targeted == targeted and known.bias and not known.dropout:
-            return known.name
-    name = f"T{level[0].upper()}-g{round(100 * gamma)}-a{round(100 * alpha)}"
-    register(Condition(name, f"{level}-level targeted dropout, gamma = {gamma:g}, alpha = {alpha:g} (map cell)",
-                       targeted=targeted, group="map"))
-    return name
-
-
-MAP: dict[tuple[str, float, float], str] = {
-    (level, gamma, alpha): map_condition(level, gamma, alpha)
-    for level in ("weight", "unit") for gamma in MAP_GAMMAS for alpha in MAP_ALPHAS
-}

@@ -23,7 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from filelock import FileLock
 
 from tdlib.data import FashionMNIST
@@ -32,7 +31,6 @@ from tdlib.metrics import (
     PruneKind,
     accuracy,
     activation_stats,
-    incoming,
     pruning_sweep,
     small_weight_fraction,
 )
@@ -319,16 +317,6 @@ class Evidence:
 
         zero = self.measure_many(condition, "zero-activations", both)
         return zero, self.measure_many(condition, "dead-units", both)
-
-    def dead_unit_masks(self, model: MLP) -> list[torch.Tensor]:
-        """Per hidden layer, (units,) True where the unit is 0 on every test image."""
-        return [s.dead for s in activation_stats(model, self.data.test_x)]
-
-    def unit_movement(self, run: Run, model: MLP, since: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(how far each hidden unit's incoming weights and bias moved from epoch ``since`` to the end,
-        whether it is dead), both (all hidden units,), pooled over layers."""
-        moved = [(a - b).norm(dim=1) for a, b in zip(incoming(model), incoming(run.checkpoint(since)))]
-        return torch.cat(moved), torch.cat(self.dead_unit_masks(model))
 
     def rows(self) -> list[dict[str, object]]:
         """The stored measurements of every run used so far as a tidy table: one row per run and measurement

@@ -167,7 +167,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config.stash[SELECTED] = selected
     if not selected:
         return
-    from tdlib.conditions import MAP
     from tdlib.plan import plan
 
     settings = config.stash[SETTINGS]
@@ -180,9 +179,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             except ValueError as error:
                 raise pytest.UsageError(f"claim {claim_.id} names an unregistered condition: {error}") from None
     specs = [profile.spec(c, seed, device) for c in conditions for seed in profile.seeds]
-    if settings["report"] is not None and len(selected) == len(config.stash[FAMILY]):  # a full report draws the map
-        specs += [s for s in (profile.spec(c, profile.seeds[0], device) for c in dict.fromkeys(MAP.values()))
-                  if s not in specs]
+    if settings["report"] is not None:
+        from tdlib.report import FIGURES, section_runs
+
+        for claim_ in selected:
+            if unknown := [name for name in claim_.figures if name not in FIGURES]:
+                raise pytest.UsageError(f"claim {claim_.id} names figures no one registered: {', '.join(unknown)} "
+                                        f"(registered: {', '.join(FIGURES)}; see tdlib.report.register_figure)")
+        if len(selected) == len(config.stash[FAMILY]):  # a whole report has the registered sections' runs too
+            specs += [s for s in section_runs(profile, device) if s not in specs]
     if settings["follow_up"] and len(selected) < len(config.stash[FAMILY]):
         raise pytest.UsageError(
             f"--claims-follow-up follows the whole registered family; this run selected {len(selected)} of its "

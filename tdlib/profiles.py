@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from tdlib.conditions import CONDITIONS, condition
 from tdlib.spec import DataSpec, RunSpec
@@ -98,10 +99,27 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def load_study(claims: Path, required: bool = False) -> None:
+    """Import ``claims/conftest.py`` as pytest would (its directory on ``sys.path``), so that what it
+    registers (a study's conditions, figures and report sections) is registered here too."""
+    import importlib.util
+    import sys
+
+    conftest = claims / "conftest.py"
+    if not conftest.is_file():
+        if required:
+            raise SystemExit(f"python -m tdlib train: --claims {claims}: no conftest.py there")
+        return
+    if str(claims.resolve()) not in sys.path:
+        sys.path.insert(0, str(claims.resolve()))
+    spec = importlib.util.spec_from_file_location(f"{claims.name}_conftest", conftest)
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m tdlib.profiles PROFILE``: train a profile's runs into the cache (``--help`` says how)."""
     import argparse
-    from pathlib import Path
 
     from tdlib.executors import ENGINES, describe, train_all
     from tdlib.plan import plan
@@ -111,10 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--cache", default="cache", help="the run cache (default: cache)")
     parser.add_argument("--seeds", default=None, help="a count (5) or a list (0,3,7); default: the profile's")
-    parser.add_argument("--conditions", default=",".join(c.name for c in CONDITIONS.values() if c.group == "claims"),
-                        help="comma-separated registered conditions (default: the claims' conditions)")
-    parser.add_argument("--no-map", action="store_true",
-                        help="leave out the gamma x alpha map's runs (one seed per cell; included by default)")
+    parser.add_argument("--claims", default="claims", metavar="DIR",
+                        help="a claims directory whose conftest.py registers its study's conditions and report "
+                        "sections, as under pytest (default: claims, if it has one)")
+    parser.add_argument("--conditions", default=None,
+                        help="comma-separated registered conditions (default: every condition of group 'claims')")
+    parser.add_argument("--no-sections", action="store_true",
+                        help="leave out the runs of the report's registered sections (the study's gamma x alpha "
+                        "map: one seed per cell; included by default)")
     parser.add_argument("--engine", choices=ENGINES, default="local", help="where runs train (default: local)")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
     parser.add_argument("--threads", type=int, default=None,
@@ -122,16 +144,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plan", action="store_true", help="print what would be trained, and stop")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
+    load_study(Path(args.claims), required=args.claims != "claims")
     try:
         if args.seeds is not None:
             profile = profile.with_seeds(parse_seeds(args.seeds))
-        conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+        names = args.conditions or ",".join(c.name for c in CONDITIONS.values() if c.group == "claims")
+        conditions = [c.strip() for c in names.split(",") if c.strip()]
         specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
-        if not args.no_map:
-            from tdlib.conditions import MAP
+        if not args.no_sections:
+            from tdlib.report import section_runs
 
-            map_specs = [profile.spec(name, profile.seeds[0]) for name in dict.fromkeys(MAP.values())]
-            specs += [s for s in map_specs if s not in specs]
+            specs += [s for s in section_runs(profile) if s not in specs]
     except ValueError as error:
         parser.error(str(error))
     print(f"{profile.name}: {plan(specs, Path(args.cache)).summary()}", flush=True)

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +20,19 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from tdlib import by_length, followup_report, savings_report
+from tdlib import by_length, followup_report
 from tdlib.claim import ClaimResult, Finding, Judged
 from tdlib.conditions import CONDITIONS
 from tdlib.evidence import SWEEP_KINDS, Evidence
 from tdlib.findings import heading_anchor
 from tdlib.followup import FollowUp
-from tdlib.metrics import SWEEP, activation_stats, weight_stats
+from tdlib.metrics import SWEEP
 from tdlib.model import MLP
+from tdlib.profiles import Profile
 from tdlib.provenance import provenance
+from tdlib.registry import Registry
 from tdlib.runs import Run
+from tdlib.spec import RunSpec
 from tdlib.stats import MAX_FEASIBLE_SEEDS, MIN_SEEDS, POWER, JudgedPart, Judgement, Verdict, mean_interval
 
 SWEEP_TITLES = {
@@ -95,72 +99,9 @@ def sweeps_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     fig.savefig(path, dpi=110)
 
 
-ACTIVATION_BINS = 80  # equal bins from the lowest to the highest activation, per layer
 # |w| histogram edges; stored counts are only comparable under the same edges, so a change needs a new key
 WEIGHT_BINS = np.logspace(-8, 0.5, 90)
 WEIGHT_HISTOGRAM = "weight-histogram:logspace(-8,0.5,90)"
-UNIT_QUANTILES = (0, 5, 25, 50, 75, 95, 100)  # the box plots of dead and live units: ends, whiskers, box
-
-
-def activation_data(ev: Evidence) -> dict[int, dict[str, float]]:
-    """Per seed of B, stored: each hidden layer's % of activations exactly 0 and % of dead units on the test
-    set (``layer<i>:zero``, ``layer<i>:dead``), and a histogram of its activations (``layer<i>:histogram:``
-    ``low``, ``high`` and :data:`ACTIVATION_BINS` counts)."""
-    x = ev.data.test_x
-
-    def compute(run: Run, model: MLP) -> dict[str, float]:
-        values = {}
-        for i, layer in enumerate(activation_stats(model, x), 1):
-            values[f"layer{i}:zero"], values[f"layer{i}:dead"] = 100 * layer.zero_fraction, 100 * layer.dead_fraction
-        with torch.no_grad():
-            hidden = model.hidden_activations(x)
-        for i, h in enumerate(hidden, 1):
-            counts, edges = np.histogram(h.flatten().numpy(), bins=ACTIVATION_BINS)
-            values[f"layer{i}:histogram:low"], values[f"layer{i}:histogram:high"] = edges[0], edges[-1]
-            values.update({f"layer{i}:histogram:{j:02d}": c for j, c in enumerate(counts)})
-        return values
-
-    return ev.measure_group("B", "activations-figure", compute)
-
-
-def _layers(values: dict[str, float]) -> list[int]:
-    return sorted(int(name[5:].split(":")[0]) for name in values if name.endswith(":zero"))
-
-
-def activations_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
-    """B's hidden activations on the test set: per layer, % exactly 0 and % dead units; a histogram."""
-    data = activation_data(ev)
-    layers = _layers(data[ev.seeds[0]])
-    zero = np.array([[data[s][f"layer{i}:zero"] for i in layers] for s in ev.seeds])  # (seeds, layers)
-    dead = np.array([[data[s][f"layer{i}:dead"] for i in layers] for s in ev.seeds])
-    positions = np.arange(len(layers))
-    fig = Figure(figsize=(12, 4.2))
-    left, right = fig.subplots(1, 2)
-    for offset, (label, values) in zip((-0.2, 0.2), (("activations exactly 0", zero), ("dead units", dead))):
-        left.bar(
-            positions + offset,
-            values.mean(0),
-            width=0.4,
-            label=label,
-            yerr=[values.mean(0) - values.min(0), values.max(0) - values.mean(0)],
-            capsize=3,
-        )
-    left.set_xticks(positions, [f"hidden {i}" for i in layers])
-    left.set_ylabel("% (mean over seeds, bars = range)")
-    left.legend()
-    left.set_title("B: zero activations and dead units per layer")
-    first = data[ev.seeds[0]]
-    for i in layers:
-        counts = [first[f"layer{i}:histogram:{j:02d}"] for j in range(ACTIVATION_BINS)]
-        edges = np.linspace(first[f"layer{i}:histogram:low"], first[f"layer{i}:histogram:high"], ACTIVATION_BINS + 1)
-        right.stairs(counts, edges, label=f"hidden {i}")
-    right.set_yscale("log")
-    right.set_xlabel("activation")
-    right.set_ylabel("count (log)")
-    right.set_title(f"B seed {ev.seeds[0]}: hidden activations on the test set")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def weight_histograms(ev: Evidence, condition: str) -> np.ndarray:
@@ -202,146 +143,114 @@ def weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     fig.savefig(path, dpi=110)
 
 
-def small_weights_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
-    """C7: the fraction of hidden |w| < 1e-3 at each checkpoint of B, one line per seed."""
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    epochs = ev.profile.checkpoints
-    per_epoch = [ev.small_weights("B", e) for e in epochs]  # (seeds,) each, the same evidence C7 judges
-    for i, seed in enumerate(ev.seeds):
-        ax.plot(epochs, [v[i] for v in per_epoch], marker="o", ms=3, label=f"seed {seed}")
-    ax.axvline(ev.profile.tenth, color="grey", ls="--", lw=1)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("% of hidden |w| < 1e-3")
-    ax.set_title("B: small weights over training (dashed: a tenth of training)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+@dataclass(frozen=True)
+class FigureEntry:
+    """A figure a claim can name (``@claim(..., figures=(name,))``): drawn once per report, shown under the
+    first claim that names it."""
+
+    name: str
+    description: str  # the caption
+    draw: Callable[[Evidence, Path, list[str]], None]  # (evidence, where, the report's conditions)
 
 
-def dead_unit_data(ev: Evidence) -> dict[int, dict[str, float]]:
-    """Per seed of B, stored: how many hidden units are dead and live (``dead``, ``live``), and the
-    :data:`UNIT_QUANTILES` of how far their incoming weights and bias moved over the last half of training
-    (``moved:<dead|live>:q<q>``) and of their incoming weights' norms at the end (``norm:...``); NaN for a
-    group without units."""
-    half = ev.profile.half
-
-    def compute(run: Run, model: MLP) -> dict[str, float]:
-        moved, dead = ev.unit_movement(run, model, since=half)
-        norms = torch.cat([stats.row_norms for stats in weight_stats(model)])
-        values = {"dead": float(dead.sum()), "live": float((~dead).sum())}
-        for name, per_unit in (("moved", moved), ("norm", norms)):
-            for group, chosen in (("dead", dead), ("live", ~dead)):
-                chosen_values = per_unit[chosen].double().numpy()
-                quantiles = np.percentile(chosen_values, UNIT_QUANTILES) if chosen_values.size else \
-                    np.full(len(UNIT_QUANTILES), np.nan)
-                values.update({f"{name}:{group}:q{q}": v for q, v in zip(UNIT_QUANTILES, quantiles)})
-        return values
-
-    return ev.measure_group("B", f"dead-units-figure:{half}", compute)
+FIGURES: Registry[FigureEntry] = Registry("figure", "figure")
 
 
-def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
-    """C8: how far dead and live units' incoming weights moved in the last half, and their norms, as box
-    plots per seed."""
-    from matplotlib.patches import Patch
+def register_figure(name: str, caption: str) -> Callable[[Callable], Callable]:
+    """Register the decorated ``draw(ev, path, conditions)`` as the figure ``name``; it must read what it
+    draws from stored evidence (``ev.measure``, ``ev.measure_group``), so that a report drawn again from
+    the same runs shows the same figure."""
 
-    data = dead_unit_data(ev)
-    fig = Figure(figsize=(12, 4.2))
-    left, right = fig.subplots(1, 2)
-    groups = (("live", -0.18, "tab:blue"), ("dead", 0.18, "tab:red"))
-    for ax, name in ((left, "moved"), (right, "norm")):
-        for i, seed in enumerate(ev.seeds):
-            for group, offset, colour_ in groups:
-                q = {p: data[seed][f"{name}:{group}:q{p}"] for p in UNIT_QUANTILES}
-                if np.isnan(q[50]):
-                    continue  # no unit in this group
-                box = {"med": q[50], "q1": q[25], "q3": q[75], "whislo": q[5], "whishi": q[95],
-                       "fliers": [q[0], q[100]]}
-                ax.bxp([box], positions=[i + offset], widths=0.3, patch_artist=True,
-                       boxprops={"facecolor": colour_, "alpha": 0.5}, medianprops={"color": "black"},
-                       flierprops={"marker": ".", "markerfacecolor": colour_, "markeredgecolor": colour_})
-        ax.set_xticks(range(len(ev.seeds)),
-                      [f"seed {s}\n{data[s]['dead']:.0f} dead" for s in ev.seeds])
-        ax.set_yscale("log")
-        ax.legend([Patch(facecolor=c, alpha=0.5) for _, _, c in groups], [g for g, _, _ in groups])
-    left.set_title(f"B: movement of incoming weights and bias, epochs {ev.profile.half} to {ev.profile.epochs}")
-    left.set_ylabel("L2 distance moved, per unit (log)")
-    right.set_title("B: incoming weight norm at the end")
-    right.set_ylabel("L2 norm of incoming weights, per unit (log)")
-    fig.supxlabel("boxes: quartiles; whiskers: 5th to 95th percentile; dots: least and greatest", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    def decorate(draw: Callable[[Evidence, Path, list[str]], None]) -> Callable[[Evidence, Path, list[str]], None]:
+        FIGURES.register(FigureEntry(name, caption, draw))
+        return draw
+
+    return decorate
 
 
-def map_values(ev: Evidence) -> dict[tuple[str, float, float], float]:
-    """The gamma x alpha map: per cell, the first seed's accuracy after pruning at k = gamma (weights per layer
-    at weight level, whole units at unit level) minus B's at the same k, in pp. Trains what it lacks."""
-    from tdlib.conditions import MAP
-
-    first = ev.with_seeds(ev.seeds[:1])
-    values = {}
-    for (level, gamma, alpha), name in MAP.items():
-        k = 100 * gamma
-        values[(level, gamma, alpha)] = float(first.pruned(name, level, k)[0] - first.pruned("B", level, k)[0])
-    return values
+register_figure("sweeps", "Accuracy against sparsity for every condition")(sweeps_figure)
+register_figure("weights", "Hidden weight magnitudes")(weights_figure)
 
 
-def map_figure(values: dict[tuple[str, float, float], float], seed: int, path: Path) -> None:
-    """Two heatmaps, weight and unit level: rows gamma, columns alpha, the difference in each cell."""
-    from tdlib.conditions import MAP_ALPHAS, MAP_GAMMAS
+@dataclass(frozen=True)
+class ReportContext:
+    """What a report section sees: the evidence, the judged claims, their functions, where figures go."""
 
-    fig = Figure(figsize=(10, 4.2))
-    axes = fig.subplots(1, 2)
-    limit = max(1.0, max(abs(v) for v in values.values()))
-    for ax, level in zip(axes, ("weight", "unit")):
-        grid = np.array([[values[(level, g, a)] for a in MAP_ALPHAS] for g in MAP_GAMMAS])
-        image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
-        for (row, column), v in np.ndenumerate(grid):
-            ax.text(column, row, f"{v:+.1f}", ha="center", va="center", fontsize=10,
-                    color="white" if abs(v) > 0.6 * limit else "black")
-        ax.set_xticks(range(len(MAP_ALPHAS)), [f"{a:g}" for a in MAP_ALPHAS])
-        ax.set_yticks(range(len(MAP_GAMMAS)), [f"{g:g}" for g in MAP_GAMMAS])
-        ax.set_xlabel("alpha (drop rate of the targeted)")
-        ax.set_ylabel("gamma (targeted proportion)")
-        kind = "weights per layer" if level == "weight" else "whole units"
-        ax.set_title(f"{level} level: pruned {kind} at k = gamma")
-        fig.colorbar(image, ax=ax, shrink=0.8, label="pp against B at the same k")
-    fig.suptitle(f"Accuracy after pruning at the targeted proportion, minus B's (seed {seed}; descriptive)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ev: Evidence
+    judged: Judged
+    functions: dict[str, Callable[[Evidence], Finding]]
+    figures: Path  # the report's figures/ directory
+    conditions: list[str]  # the conditions the judged claims use, in registration order
+
+    @property
+    def results(self) -> list[ClaimResult]:
+        return [r for r in self.judged.results if not r.error]
 
 
-def map_section(values: dict[tuple[str, float, float], float], seed: int) -> list[str]:
-    from tdlib.conditions import MAP, MAP_ALPHAS, MAP_GAMMAS
+@dataclass(frozen=True)
+class SectionOutput:
+    """A section's markdown (shown after the claims, in registration order) and its data for claims.json."""
 
-    lines = [
-        "## The gamma x alpha map (descriptive, not judged)",
-        "",
-        "For each targeted-dropout setting, one run (seed "
-        f"{seed}) pruned at k = gamma (weight level: weights per layer; unit level: whole units), minus B's "
-        "accuracy at the same k, in pp. One seed per cell, so no cell is a verdict: it shows where targeting "
-        "pays, for C4 and C13 to be read against. Cells whose recipe a claim's condition already trains reuse "
-        "its run (TW, TU, TW90).",
-        "",
-    ]
-    for level in ("weight", "unit"):
-        lines += [f"| {level} level: gamma \\ alpha | " + " | ".join(f"{a:g}" for a in MAP_ALPHAS) + " |",
-                  "|---|" + "---|" * len(MAP_ALPHAS)]
-        lines += [f"| {g:g} | " + " | ".join(f"{values[(level, g, a)]:+.2f} ({MAP[(level, g, a)]})" for a in MAP_ALPHAS)
-                  + " |" for g in MAP_GAMMAS]
-        lines.append("")
-    return [*lines, "![The gamma x alpha map](figures/gamma-alpha-map.png)", ""]
+    markdown: list[str]
+    data: object = None
 
 
-FIGURES = {
-    "sweeps": (sweeps_figure, "Accuracy against sparsity for every condition"),
-    "activations": (activations_figure, "Hidden activations and dead units of B"),
-    "weights": (weights_figure, "Hidden weight magnitudes"),
-    "small-weights": (small_weights_figure, "Small weights over training"),
-    "dead-units": (dead_units_figure, "Dead and live units"),
-}
+@dataclass(frozen=True)
+class Section:
+    """A part of the report beyond the claims: its own runs, measurements, figures and text.
+
+    ``write`` measures through the context's evidence (so its numbers are stored), draws into
+    ``context.figures`` and returns the markdown; ``runs(profile, device)`` names the runs it needs beyond
+    the claims', which are trained first with them. With ``whole_only`` it appears only in a report of
+    the whole registered family (a partial one trains only what its claims need).
+    """
+
+    name: str
+    description: str
+    write: Callable[[ReportContext], SectionOutput]
+    runs: Callable[[Profile, str], list[RunSpec]] = lambda profile, device: []
+    whole_only: bool = True
+
+
+SECTIONS: Registry[Section] = Registry("report section", "section")
+
+
+def register_section(section: Section) -> Section:
+    """Add a section to every report from now on (after those registered before it)."""
+    return SECTIONS.register(section)
+
+
+def section_runs(profile: Profile, device: str = "cpu") -> list[RunSpec]:
+    """The runs the registered sections of a whole report need, each once."""
+    return list(dict.fromkeys(spec for s in SECTIONS.values() for spec in s.runs(profile, device)))
+
+
+def _weights_section(context: ReportContext) -> SectionOutput:
+    weights_figure(context.ev, context.figures / "weights.png", context.conditions)
+    return SectionOutput(["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""])
+
+
+def _by_length_section(context: ReportContext) -> SectionOutput:
+    lengths = by_length.measure(context.results, context.functions, context.ev)
+    if not lengths:
+        return SectionOutput([])
+    by_length.figure(lengths, context.results, context.figures / "by-length.png")
+    data = [{"claim": k[0], "part": k[1], "comparison": k[2], "points": [dataclasses.asdict(p) for p in v]}
+            for k, v in lengths.items()]
+    return SectionOutput(by_length.markdown(lengths, context.results, context.ev), data)
+
+
+register_section(Section("weights", "hidden weight magnitudes of every condition", _weights_section,
+                         whole_only=False))
+register_section(Section("by_length", "the claims on B alone at each training length a run reaches",
+                         _by_length_section))
+
+TITLE = ["Claims report"]  # the report's heading; a study sets its own with set_title
+
+
+def set_title(title: str) -> None:
+    """The heading of every report from now on."""
+    TITLE[0] = title
 
 
 # ---------------------------------------------------------------- markdown
@@ -425,10 +334,10 @@ def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str,
         lines += [f"- {note}" for note in finding.notes]
     for name in c.figures:
         if name in shown:
-            lines += ["", f"Figure: {FIGURES[name][1].lower()}, under {shown[name]}."]
+            lines += ["", f"Figure: {FIGURES.named(name).description.lower()}, under {shown[name]}."]
         else:
             shown[name] = c.id
-            lines += ["", f"![{FIGURES[name][1]}](figures/{name}.png)"]
+            lines += ["", f"![{FIGURES.named(name).description}](figures/{name}.png)"]
     return [*lines, ""]
 
 
@@ -488,11 +397,9 @@ def render(
     judged: Judged,
     ev: Evidence,
     prov: dict[str, str],
-    savings: savings_report.Savings | None,
     seconds: dict[str, float],
     conditions: list[str],
-    gamma_alpha: dict[tuple[str, float, float], float] | None = None,
-    lengths: dict | None = None,
+    sections: dict[str, SectionOutput] | None = None,
 ) -> str:
     results = judged.results
     records = ev.run_records()
@@ -500,7 +407,7 @@ def render(
     dates = sorted(r["provenance"]["date"] for r in records)
     profile = ev.profile.describe()
     lines = [
-        "# Claims report: pruning and targeted dropout on Fashion-MNIST",
+        f"# {TITLE[0]}",
         "",
         "Generated by the claims suite's pytest plugin (`tdlib/plugin.py`, `tdlib/report.py`); do not edit by hand.",
         "",
@@ -552,28 +459,8 @@ def render(
         lines += _claim_section(r, ev.seeds, shown, judged.follow_up)
     if judged.follow_up is not None:
         lines += followup_report.markdown(judged.follow_up, ev.seeds)
-    lines += ["### Weight magnitudes", "", "![Hidden weight magnitudes](figures/weights.png)", ""]
-    if lengths:
-        lines += by_length.markdown(lengths, results, ev)
-    if gamma_alpha is not None:
-        lines += map_section(gamma_alpha, ev.seeds[0])
-    if savings is not None:
-        lines += savings_report.markdown(savings, ev)
-    lines += [
-        "## What this run cannot tell",
-        "",
-        f"- **Training length.** {ev.profile.epochs} epochs against the writeup's 100: claims about what long "
-        "training does (C7, C8) are tested on a shorter run, and the ramped TWR schedule is compressed "
-        "into the same fraction of fewer steps.",
-        "- **Network.** One 784-1000-1000-500-200-10 MLP on Fashion-MNIST; the paper's figures come from "
-        "ResNet-32 on CIFAR-10 and a Transformer on WMT, so a verdict here says nothing about those.",
-        f"- **Seeds.** {len(ev.seeds)} seeds; a small effect can stay INCONCLUSIVE, and with fewer than "
-        f"{MIN_SEEDS} seeds every verdict is INCONCLUSIVE by construction.",
-        "- **Implementation choices.** Unit-level targeted dropout drops whole units and their biases (the "
-        "official code drops weights inside targeted units); weight-level targeting is per unit, as in the "
-        "official code; pruning never touches the output layer.",
-        "",
-    ]
+    for output in (sections or {}).values():
+        lines += output.markdown
     return "\n".join(lines)
 
 
@@ -642,30 +529,16 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
     try:
         figure_dir = staging / "figures"
         figure_dir.mkdir()
-        wanted = {name for r in results for name in r.claim.figures} | {"weights"}
-        for name in sorted(wanted):
-            FIGURES[name][0](ev, figure_dir / f"{name}.png", conditions)
-        gamma_alpha = None
-        if results and not judged.partial:  # a full report draws the map; a partial one trains only what it needs
-            gamma_alpha = map_values(ev)
-            map_figure(gamma_alpha, ev.seeds[0], figure_dir / "gamma-alpha-map.png")
-        lengths = by_length.measure(results, functions or {}, ev) if not judged.partial else {}
-        if lengths:
-            by_length.figure(lengths, results, figure_dir / "by-length.png")
-        savings = None
-        if all(c in conditions for c, _, _ in savings_report.MODELS):
-            savings = savings_report.measure(ev)
-            savings_report.figure(savings, ev, figure_dir / "speedup.png")
+        for name in sorted({name for r in results for name in r.claim.figures}):
+            FIGURES.named(name).draw(ev, figure_dir / f"{name}.png", conditions)
+        context = ReportContext(ev, judged, functions or {}, figure_dir, conditions)
+        sections = {s.name: s.write(context) for s in SECTIONS.values()
+                    if not s.whole_only or (results and not judged.partial)}
         seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
         prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
-        (staging / path.name).write_text(render(judged, ev, prov, savings, seconds, conditions, gamma_alpha,
-                                                lengths))
-        payload = as_json(judged, ev, prov, savings)
-        payload["by_length"] = [{"claim": k[0], "part": k[1], "comparison": k[2],
-                                 "points": [dataclasses.asdict(point) for point in v]} for k, v in lengths.items()]
-        if gamma_alpha is not None:
-            payload["gamma_alpha_map"] = [{"level": lv, "gamma": g, "alpha": a, "pp_against_B": v}
-                                          for (lv, g, a), v in gamma_alpha.items()]
+        (staging / path.name).write_text(render(judged, ev, prov, seconds, conditions, sections))
+        payload = as_json(judged, ev, prov)
+        payload.update({name: output.data for name, output in sections.items() if output.data is not None})
         (staging / "claims.json").write_text(json.dumps(payload, indent=1, default=str))
         with open(staging / "evidence.csv", "w", newline="") as table:  # every stored measurement, one per row
             writer = csv.DictWriter(table, fieldnames=["condition", "seed", "epochs", "run", "key", "value"])
@@ -707,8 +580,9 @@ def _exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
-def as_json(judged: Judged, ev: Evidence, prov: dict[str, str], savings: savings_report.Savings | None) -> dict:
-    """Everything the markdown shows, and the per-seed numbers behind it, as plain data."""
+def as_json(judged: Judged, ev: Evidence, prov: dict[str, str]) -> dict:
+    """Everything the markdown shows but the sections' data, and the per-seed numbers behind it, as plain
+    data."""
     return {
         "profile": ev.profile.describe(),
         "provenance": prov,
@@ -767,6 +641,5 @@ def as_json(judged: Judged, ev: Evidence, prov: dict[str, str], savings: savings
             }
             for r in judged.results
         ],
-        "what_pruning_buys": savings_report.as_json(savings, ev) if savings is not None else None,
         "follow_up": followup_report.as_json(judged.follow_up) if judged.follow_up is not None else None,
     }

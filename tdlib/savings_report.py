@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -15,19 +15,11 @@ from matplotlib.figure import Figure
 from tdlib.evidence import Evidence
 from tdlib.metrics import SWEEP, PruneKind, masks_for
 from tdlib.model import MLP
+from tdlib.report import ReportContext, Section, SectionOutput
 from tdlib.runs import Run
 from tdlib.savings import Saving, Speed, saving, speedup_curve
 
-# The pruned models the claims discuss: TWR at C3's levels, TU and B at C4's and C10's; first, the
-# control: B unpruned, in the compressed form, which shows what the form alone buys.
-MODELS: tuple[tuple[str, PruneKind, float], ...] = (
-    ("B", "weight", 0.0),
-    ("TWR", "weight", 99.0),
-    ("TWR", "weight", 99.1),
-    ("TU", "unit", 80.0),
-    ("B", "weight", 90.0),
-    ("B", "unit", 80.0),
-)
+Model = tuple[str, PruneKind, float]  # (condition, pruning kind, percent pruned); percent 0 is the control
 BATCHES = (1, 256)
 THREADS = 1  # one thread: the steadiest timings, and the setting of the issue's reference figures
 CURVE_KINDS: tuple[PruneKind, ...] = ("weight", "unit")
@@ -108,8 +100,8 @@ def _model_values(run: Run, model: MLP, kind: PruneKind, k: float, batches: tupl
     return _timed(lambda: _saving_values(saving(model, masks, ev.data.test_x, ev.data.test_y, batches, THREADS)))
 
 
-def measure(ev: Evidence) -> Savings:
-    """Compress and measure :data:`MODELS` on every seed, and B's speed-up curves on the first seed.
+def measure(ev: Evidence, models: Sequence[Model]) -> Savings:
+    """Compress and measure ``models`` on every seed, and B's speed-up curves on the first seed.
 
     Every number, the timings included, is stored evidence of the run it measured (``saving:...`` and
     ``speedup-curve:...``), so a report drawn again from the same runs shows the same numbers, and what
@@ -123,8 +115,8 @@ def measure(ev: Evidence) -> Savings:
             stored = ev.measure_group("B", f"speedup-curve:{kind}:batch{batch}", compute, seeds=[first])[first]
             curves[(kind, batch)] = {k: _speed_from(stored, f"{k:g}:", batch) for k in SWEEP}
             seconds += stored["seconds"]
-    models = []
-    for condition, kind, k in MODELS:
+    measured_models = []
+    for condition, kind, k in models:
         # A model on B's curves (0 included: the control) is not timed again: the table and the figure show
         # one measurement.
         on_curve = condition == "B" and kind in CURVE_KINDS and k in SWEEP
@@ -137,8 +129,8 @@ def measure(ev: Evidence) -> Savings:
                 measured = replace(measured, speeds=tuple(curves[(kind, batch)][k] for batch in BATCHES))
             per_seed.append(measured)
             seconds += groups[seed]["seconds"]
-        models.append(PrunedModel(condition, kind, k, tuple(per_seed)))
-    return Savings(tuple(models), curves, seconds)
+        measured_models.append(PrunedModel(condition, kind, k, tuple(per_seed)))
+    return Savings(tuple(measured_models), curves, seconds)
 
 
 def figure(savings: Savings, ev: Evidence, path: Path) -> None:
@@ -252,3 +244,19 @@ def as_json(savings: Savings, ev: Evidence) -> dict:
             for (kind, batch), curve in savings.curves.items()
         ],
     }
+
+
+def section(models: Sequence[Model]) -> Section:
+    """The report section "What pruning buys" for ``models``, shown when the report's claims use every
+    condition the models name (register it with :func:`tdlib.report.register_section`)."""
+    models = tuple(models)
+
+    def write(context: ReportContext) -> SectionOutput:
+        if not all(condition in context.conditions for condition, _, _ in models):
+            return SectionOutput([])
+        savings = measure(context.ev, models)
+        figure(savings, context.ev, context.figures / "speedup.png")
+        return SectionOutput(markdown(savings, context.ev), as_json(savings, context.ev))
+
+    return Section("what_pruning_buys", "pruned models compressed: accuracy, size and measured speed", write,
+                   whole_only=False)

@@ -1,6 +1,8 @@
-"""The condition registry: the standard conditions of claims.md, and adding one as data."""
+"""The condition registry: the standard conditions of claims.md, the study's own, and adding one as data."""
 
 from __future__ import annotations
+
+from types import ModuleType
 
 import pytest
 
@@ -9,8 +11,8 @@ from tdlib.dropout import TargetedDropout
 from tdlib.profiles import PROFILES
 
 
-def test_the_registered_conditions_are_claims_md_s() -> None:
-    assert list(CONDITIONS)[:8] == ["B", "B0", "D", "TW", "TU", "TWR", "TW90", "TU80"]
+def test_the_registered_conditions_are_claims_md_s(study: ModuleType) -> None:
+    assert list(CONDITIONS)[:8] == ["B", "B0", "D", "TW", "TU", "TWR", "TW90", "TU80"]  # the presets, then the study's
     default = PROFILES["default"]
     tw90, tu80 = default.spec("TW90", 0), default.spec("TU80", 0)
     assert tw90.targeted == TargetedDropout.constant("weight", 0.9, 0.5)
@@ -19,6 +21,15 @@ def test_the_registered_conditions_are_claims_md_s() -> None:
     assert default.spec("B0", 0).bias is False and default.spec("D", 0).dropout == 0.5
     assert all(default.spec(name, 0).checkpoints == () for name in CONDITIONS if name != "B")
     assert not default.spec("TWR", 0).length_independent and default.spec("TU80", 0).length_independent
+
+
+def test_the_studys_runs_keep_the_keys_they_were_cached_under(study: ModuleType) -> None:
+    """A run's key hashes its description, never where in the code its condition is registered: moving TW90
+    and TU80 from tdlib into the study left the keys of the cached default runs as they were."""
+    default = PROFILES["default"]
+    assert default.spec("TW90", 0).name == "TW90-s0-d3592f251f393985"
+    assert default.spec("TU80", 0).name == "TU80-s0-c2f2fa38c923ef16"
+    assert default.spec("TWR", 0).name == "TWR-s0-bc642e5ab274b338"
 
 
 def test_a_condition_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,9 +60,8 @@ def test_the_default_runs_are_the_first_epochs_of_the_paper_runs() -> None:
     assert default.checkpoints == (0, 2, 3, 4, 6, 8, 9, 10, 12, 14, 15)  # as the committed runs kept them
 
 
-def test_the_gamma_alpha_map_has_a_condition_per_cell_and_reuses_the_claims() -> None:
-    from tdlib.conditions import MAP
-
+def test_the_gamma_alpha_map_has_a_condition_per_cell_and_reuses_the_claims(study: ModuleType) -> None:
+    MAP = study.MAP
     assert len(MAP) == 18 and len(set(MAP.values())) == 18
     assert (MAP[("weight", 0.5, 0.5)], MAP[("unit", 0.5, 0.5)], MAP[("weight", 0.9, 0.5)]) == ("TW", "TU", "TW90")
     cell = CONDITIONS[MAP[("unit", 0.7, 0.25)]]

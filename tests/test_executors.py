@@ -79,7 +79,7 @@ def test_the_command_line_helps_plans_and_refuses(tmp_path: Path) -> None:
     assert helped.returncode == 0 and "--engine" in helped.stdout and "--plan" in helped.stdout
     planned = cli("smoke", "--cache", str(tmp_path), "--plan")
     assert planned.returncode == 0 and "31 runs, 0 cached, 31 to train" in planned.stdout  # 8 x 2 + 15 map cells
-    assert "16 runs, 0 cached, 16 to train" in cli("smoke", "--cache", str(tmp_path), "--plan", "--no-map").stdout
+    assert "16 runs, 0 cached, 16 to train" in cli("smoke", "--cache", str(tmp_path), "--plan", "--no-sections").stdout
     assert not any(tmp_path.iterdir())  # a plan trains nothing, creates nothing
     refused = cli("smoke", "--conditions", "B,XYZ", "--plan")
     assert refused.returncode == 2 and "condition must be one of" in refused.stderr

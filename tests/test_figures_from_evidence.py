@@ -4,6 +4,7 @@ from the same runs, they load no model, measure nothing, and come out the same, 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -29,31 +30,33 @@ def forbid_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Evidence, "model", refuse)
 
 
-def test_every_figure_is_drawn_again_from_stored_evidence_alone(cache: RunCache, tmp_path: Path,
+def test_every_figure_is_drawn_again_from_stored_evidence_alone(cache: RunCache, tmp_path: Path, study: ModuleType,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library's figures and the study's."""
+    assert {"sweeps", "weights", "activations", "small-weights", "dead-units"} <= set(report.FIGURES)
     drawn = {}
     ev = Evidence(TINY, cache)
-    for name, (draw, _) in report.FIGURES.items():
-        draw(ev, tmp_path / f"{name}.png", CONDITIONS)
+    for name, entry in report.FIGURES.items():
+        entry.draw(ev, tmp_path / f"{name}.png", CONDITIONS)
         drawn[name] = (tmp_path / f"{name}.png").read_bytes()
     keys = {row["key"].split(":")[0] for row in ev.rows()}
     assert {"activations-figure", "weight-histogram", "dead-units-figure"} <= keys  # in evidence.csv too
     forbid_models(monkeypatch)
     again = Evidence(TINY, cache)
-    for name, (draw, _) in report.FIGURES.items():
-        draw(again, tmp_path / f"{name}-again.png", CONDITIONS)
+    for name, entry in report.FIGURES.items():
+        entry.draw(again, tmp_path / f"{name}-again.png", CONDITIONS)
         assert (tmp_path / f"{name}-again.png").read_bytes() == drawn[name], name
 
 
 def test_what_pruning_buys_is_measured_once_then_read_with_its_timings(cache: RunCache,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # A small version of the section: two models, one curve at one batch size, three sparsities.
-    monkeypatch.setattr(savings_report, "MODELS", (("B", "unit", 50.0), ("TU", "unit", 80.0)))
+    models = (("B", "unit", 50.0), ("TU", "unit", 80.0))
     monkeypatch.setattr(savings_report, "SWEEP", (0, 50, 90))
     monkeypatch.setattr(savings_report, "BATCHES", (1,))
     monkeypatch.setattr(savings_report, "CURVE_KINDS", ("unit",))
     ev = Evidence(TINY, cache)
-    measured = savings_report.measure(ev)
+    measured = savings_report.measure(ev, models)
     b50, tu80 = measured.models
     assert b50.per_seed[0].speeds == (measured.curves[("unit", 1)][50],)  # on the curve: one measurement shown
     assert len(tu80.per_seed[0].speeds) == 1 and tu80.per_seed[1].speeds == ()  # only the first seed is timed
@@ -61,4 +64,4 @@ def test_what_pruning_buys_is_measured_once_then_read_with_its_timings(cache: Ru
     first_tu = ev.runs("TU")[0].spec.name
     assert rows[(first_tu, "saving:unit:80:batch1:speedup")] == tu80.per_seed[0].speeds[0].speedup
     forbid_models(monkeypatch)
-    assert savings_report.measure(Evidence(TINY, cache)) == measured  # timings too: nothing was timed again
+    assert savings_report.measure(Evidence(TINY, cache), models) == measured  # timings too: nothing was timed again

@@ -290,7 +290,9 @@ def test_the_writeups_claims_get_the_same_or_weaker_verdicts_when_selected(pytes
     """``-k "C1 or C5"`` judges the claims it selects as members of all 13 registered claims: never more
     strongly than the full run, from the same seeds and cache; and a subset trains only what its claims
     need. (In subprocesses: torch registers some operator libraries once per process.)"""
-    pytester.makepyfile(test_writeup=(ROOT / "claims" / "test_writeup.py").read_text())
+    pytester.makepyfile(test_writeup=(ROOT / "claims" / "test_writeup.py").read_text(),
+                        study=(ROOT / "claims" / "study.py").read_text())
+    pytester.makeconftest((ROOT / "claims" / "conftest.py").read_text())
     only_b = tmp_path / "only-b"
     pytester.runpytest_subprocess("--claims-cache", str(only_b), "--claims-seeds", "3", "-k", "c1_").assert_outcomes(
         passed=1, deselected=12)

@@ -21,7 +21,11 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         if calls.fail:
             raise OSError("No space left on device")
 
-    monkeypatch.setitem(report.FIGURES, "weights", (weights, "Hidden weight magnitudes"))
+    monkeypatch.setattr(report, "weights_figure", weights)
+    only_weights = report.SECTIONS.copy()  # whatever a study registered elsewhere in this session
+    only_weights.clear()
+    only_weights.register(report.SECTIONS["weights"])
+    monkeypatch.setattr(report, "SECTIONS", only_weights)
     monkeypatch.setattr(report, "render", lambda *a, **k: "new report")
     monkeypatch.setattr(report, "as_json", lambda *a, **k: {"new": True})
     return calls
