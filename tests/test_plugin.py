@@ -253,6 +253,14 @@ def test_an_unregistered_condition_is_one_usage_error(pytester: pytest.Pytester)
     assert "claim X2 names an unregistered condition" in usage_error(pytester.runpytest())
 
 
+def test_a_figure_no_one_registered_is_one_usage_error_of_a_report(pytester: pytest.Pytester) -> None:
+    unknown = CLAIM_FILE.replace('conditions=("B",))\ndef test_x2',
+                                 'conditions=("B",), figures=("nope",))\ndef test_x2')
+    pytester.makepyfile(test_claims=unknown)
+    message = usage_error(pytester.runpytest("--claims-report", str(pytester.path / "out" / "CLAIMS.md")))
+    assert "claim X2 names figures no one registered: nope" in message and "sweeps" in message
+
+
 def test_a_failing_report_keeps_the_verdicts_and_the_old_report(pytester: pytest.Pytester, shared_cache: Path) -> None:
     pytester.makeconftest(
         "import tdlib.report\n\n\ndef broken(*args, **kwargs):\n    raise RuntimeError('drawing failed')\n\n\n"
