@@ -151,7 +151,7 @@ def test_an_undefined_statistic_is_broken_evidence_unless_allowed(tmp_path: Path
     assert list(np.isnan(allowed)) == [False, True, False]
 
 
-def test_a_seed_without_dead_units_is_left_out_of_c8_with_a_note() -> None:
+def test_a_seed_without_dead_units_is_left_out_of_c8_with_a_note(study: object) -> None:
     spec = importlib.util.spec_from_file_location("writeup", Path(__file__).parents[1] / "claims" / "test_writeup.py")
     writeup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(writeup)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tdlib.claim import claims_in
+from tdlib.profiles import load_study
 from tdlib.stats import ALPHA, comparison_p, decide, holm_rejects, part_p
 
 SIMS = 20_000
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def registered_structure() -> list[tuple[int, str]]:
     """(comparisons, how) for every registered part of the claims suite, from the claims' own code."""
+    load_study(ROOT / "claims")  # as pytest would, before it imports the claims
     spec = importlib.util.spec_from_file_location("writeup_claims", ROOT / "claims" / "test_writeup.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
