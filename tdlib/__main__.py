@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     found.add_argument("report", help="the report's claims.json (e.g. reports/claims.json)")
     found.add_argument("--readme", default="README.md")
     found.set_defaults(handler=findings)
-    drawing = commands.add_parser("report", help="judge the claims and draw their report again from stored "
-                                  "evidence alone: nothing is trained or measured (missing evidence is an error)")
+    about = ("judge the claims and draw their report again from stored evidence alone: nothing is trained or "
+             "measured, and missing evidence is an error (pytest with --claims-stored-only)")
+    drawing = commands.add_parser("report", help=about, description=about)
     drawing.add_argument("report", help="where the report goes, e.g. reports/CLAIMS.md")
     drawing.add_argument("--claims", nargs="+", default=["claims"], help="the claim files or directories (default: "
                          "claims)")

@@ -318,6 +318,10 @@ def _follow_up(session: pytest.Session) -> Judged:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if JUDGED not in config.stash:
+        report = config.stash[SETTINGS]["report"]
+        if report is not None and config.stash.get(SELECTED, []):
+            terminalreporter.write_line(f"report: NOT written to {report}: no claim could be judged (their tests "
+                                        "failed); any earlier one is unchanged", red=True)
         return
     from tdlib.report import guarantee
 

@@ -98,6 +98,7 @@ def test_findings_writes_the_reports_verdicts_between_the_readmes_markers(tmp_pa
 def test_report_draws_through_pytest_from_stored_evidence_only(monkeypatch: pytest.MonkeyPatch) -> None:
     from tdlib.__main__ import main
 
+    assert "stored evidence" in tdlib("report", "--help").stdout
     commands = []
     monkeypatch.setattr(subprocess, "run", lambda command: commands.append(command) or
                         subprocess.CompletedProcess(command, 0))
@@ -105,4 +106,3 @@ def test_report_draws_through_pytest_from_stored_evidence_only(monkeypatch: pyte
     assert commands == [[sys.executable, "-m", "pytest", "claims", "-p", "no:cacheprovider", "--claims-stored-only",
                          "--claims-profile", "default", "--claims-report", "out/CLAIMS.md", "--claims-cache", "c",
                          "--claims-follow-up"]]
-    assert "stored evidence" in tdlib("report", "--help").stdout
