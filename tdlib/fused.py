@@ -1,11 +1,12 @@
-"""Weight-level targeted dropout fused into one pass per row, compiled with numba for the CPU.
+"""Weight-level targeted dropout fused row by row, compiled with numba for the CPU.
 
 The plain-torch version needs a dozen passes over every weight per step (ranking, counting, random
-numbers, masking) and doubles the cost of a training step. Here each row is read twice while it sits
-in cache: once to count the weights below a band around the row's previous k-th smallest |w| and to
-collect those inside it, once to write the masked weights. The k-th value of a row moves by at most
+numbers, masking) and doubles the cost of a training step. Here each row is handled while it sits in
+cache, in passes the compiler vectorises: one counts the weights below and inside a band around the
+row's previous k-th smallest |w|, one collects the band (a handful of weights, selected without a sort),
+one draws the row's random words and one writes the masked weights. The k-th value of a row moves by at most
 the largest change of any weight in it (an order statistic is 1-Lipschitz in the max-norm), so the band
-usually holds it; a row whose k-th value left the band is sorted in full. Either way the targeted set
+usually holds it; a row whose k-th value left the band is searched in full. Either way the targeted set
 is exactly the reference one (:func:`tdlib.selection.smallest_mask_rows`): the ``count`` entries that
 come first in the order (|w|, column).
 
@@ -23,6 +24,7 @@ from numba import njit, prange
 from torch import Tensor
 
 DROP_RESOLUTION = 1 << 15  # a drop rate is applied as round(alpha * 2**15) / 2**15
+CHUNKS_PER_THREAD = 4  # blocks of rows per kernel thread: enough to even out rows searched in full
 
 
 def _bound_threads() -> None:
@@ -45,59 +47,113 @@ def _splitmix64(x: np.uint64) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
+@njit(cache=True)
+def _band_kth(vals, idx, m, need, scratch):  # pragma: no cover - compiled
+    """The ``need``-th (1-based) of the ``m`` band entries ``vals[:m]`` at columns ``idx[:m]`` (increasing),
+    in the order (|w|, column): its value and column. A quickselect on a copy in ``scratch``, then a scan
+    for the tie: the same entry a stable sort would put there, without sorting or allocating."""
+    for i in range(m):
+        scratch[i] = vals[i]
+    lo, hi, k = 0, m - 1, need - 1
+    while lo < hi:  # Hoare's selection: afterwards scratch[k] is the k-th smallest value
+        pivot = scratch[(lo + hi) >> 1]
+        i, j = lo, hi
+        while i <= j:
+            while scratch[i] < pivot:
+                i += 1
+            while scratch[j] > pivot:
+                j -= 1
+            if i <= j:
+                scratch[i], scratch[j] = scratch[j], scratch[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    v = scratch[k]
+    rank = need  # among the entries equal to v, in column order, the one at this rank
+    for i in range(m):
+        rank -= vals[i] < v
+    for i in range(m):
+        if vals[i] == v:
+            rank -= 1
+            if rank == 0:
+                return v, idx[i]
+    return v, idx[0]  # unreachable: the k-th smallest value is in the band
+
+
 @njit(parallel=True, cache=True)
-def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep):  # pragma: no cover - compiled
+def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks):  # pragma: no cover - compiled
     """Per row of ``w`` (R, n) float32: target the ``count`` smallest |w|, drop each w.p. threshold/2**15.
 
     Writes the dropped weights to ``out`` (R, n), the keep mask to ``keep`` (R, n) bool and each row's
     k-th smallest |w| to ``kth`` (R,). With ``warm``, searches the band ``kth ± width`` first.
-    Returns the number of rows that needed a full sort.
+    Rows are split into ``chunks`` blocks, one per parallel task, each with its own scratch; every row's
+    result depends on the row alone. Returns the number of rows that had to be searched in full.
+
+    Each row takes vectorised passes (counting the weights below and inside the band, drawing the row's
+    random words, writing), and one that collects the band's few weights by their flags.
     """
     rows, n = w.shape
-    full_sorts = 0
-    for r in prange(rows):
-        row = w[r]
-        v = np.float32(0.0)
-        jstar = 0
-        found = False
-        if warm:
-            lo = kth[r] - width[r]
-            hi = kth[r] + width[r]
-            vals = np.empty(n, np.float32)
-            idx = np.empty(n, np.int32)
-            below = 0
-            m = 0
-            for j in range(n):  # branch-free: a mispredicted branch per weight costs more than the stores
+    limit = np.int32(threshold)
+    groups = (n + 3) // 4  # four 15-bit uniforms from each 64-bit draw
+    per = (rows + chunks - 1) // chunks
+    sorts = np.zeros(chunks, np.int64)
+    for chunk in prange(chunks):
+        vals = np.empty(n, np.float32)
+        idx = np.empty(n, np.int32)
+        scratch = np.empty(n, np.float32)
+        flags = np.empty(n, np.bool_)
+        words = np.empty(groups, np.uint64)
+        uniform = words.view(np.uint16)  # little-endian: draw g holds the uniforms of columns 4g .. 4g + 3
+        for r in range(chunk * per, min(rows, (chunk + 1) * per)):
+            row = w[r]
+            v = np.float32(0.0)
+            jstar = 0
+            found = False
+            if warm:
+                lo = kth[r] - width[r]
+                hi = kth[r] + width[r]
+                below = 0
+                inside = 0
+                for j in range(n):  # vectorised: counts, and a flag per weight
+                    a = abs(row[j])
+                    flag = (a >= lo) & (a <= hi)
+                    below += np.int32(a < lo)
+                    inside += np.int32(flag)
+                    flags[j] = flag
+                need = count - below
+                if 1 <= need <= inside:
+                    m = 0
+                    for j in range(n):  # a branch on the flags is rarely taken, so well predicted; on the
+                        if flags[j]:  # comparisons themselves it mispredicted about half the time
+                            vals[m] = abs(row[j])
+                            idx[m] = j
+                            m += 1
+                    v, jstar = _band_kth(vals, idx, m, need, scratch)
+                    found = True
+            if not found:  # the whole row is the band
+                sorts[chunk] += 1
+                for j in range(n):
+                    vals[j] = abs(row[j])
+                    idx[j] = j
+                v, jstar = _band_kth(vals, idx, n, count, scratch)
+            kth[r] = v
+            counter = np.uint64(seed) + np.uint64(r) * np.uint64(groups)
+            for g in range(groups):
+                words[g] = _splitmix64(counter + np.uint64(g))
+            row_out = out[r]
+            row_keep = keep[r]
+            for j in range(n):  # vectorised
                 a = abs(row[j])
-                below += a < lo
-                vals[m] = a
-                idx[m] = j
-                m += (a >= lo) & (a <= hi)
-            need = count - below
-            if 1 <= need <= m:
-                p = np.argsort(vals[:m], kind="mergesort")[need - 1]  # stable: ties keep column order
-                v = vals[p]
-                jstar = idx[p]
-                found = True
-        if not found:
-            full_sorts += 1
-            magnitudes = np.abs(row)
-            jstar = np.argsort(magnitudes, kind="mergesort")[count - 1]
-            v = magnitudes[jstar]
-        kth[r] = v
-        counter = np.uint64(seed) + np.uint64(r) * np.uint64((n + 3) // 4)
-        bits = np.uint64(0)
-        for j in range(n):
-            if (j & 3) == 0:  # four 15-bit uniforms from each 64-bit draw
-                bits = _splitmix64(counter)
-                counter += np.uint64(1)
-            a = abs(row[j])
-            targeted = (a < v) | ((a == v) & (j <= jstar))
-            dropped = targeted & ((bits & np.uint64(0x7FFF)) < threshold)
-            bits = bits >> np.uint64(16)
-            keep[r, j] = not dropped
-            out[r, j] = row[j] * np.float32(1 - dropped)
-    return full_sorts
+                targeted = (a < v) | ((a == v) & (j <= jstar))
+                dropped = targeted & (np.int32(uniform[j] & np.uint16(0x7FFF)) < limit)
+                row_keep[j] = not dropped
+                row_out[j] = row[j] * np.float32(1 - dropped)
+    return sorts.sum()
 
 
 @njit(parallel=True, cache=True)
@@ -131,13 +187,13 @@ class RowBand:
     def __init__(self) -> None:
         self.kth: np.ndarray | None = None  # (R,) float32
         self.width: np.ndarray | None = None  # (R,) float32
-        self.full_sorts = 0  # rows sorted in full at the last call, for benchmarks and tests
+        self.full_sorts = 0  # rows searched in full (the band missed) at the last call, for benchmarks and tests
 
     def drop(self, weight: Tensor, count: int, alpha: float) -> tuple[Tensor, Tensor]:
         """(dropped weights, keep mask) for ``weight`` (R, n) float32 on the CPU; 0 < count <= n."""
         w = weight.contiguous().numpy()
         rows = w.shape[0]
-        # After a change of count (a ramp) the band misses and rows fall back to a full sort: still exact.
+        # After a change of count (a ramp) the band misses and rows are searched whole: still exact.
         warm = self.kth is not None and self.kth.shape[0] == rows
         previous = self.kth.copy() if warm else None
         if not warm:
@@ -148,7 +204,7 @@ class RowBand:
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         _bound_threads()
         self.full_sorts = _drop_rows(w, count, self.kth, self.width, warm, round(alpha * DROP_RESOLUTION), seed,
-                                     out, keep)
+                                     out, keep, CHUNKS_PER_THREAD * numba.get_num_threads())
         if previous is not None:
             # Twice each row's last move, plus four times the layer's mean move, so that a row that stood
             # still for a step keeps a band wide enough for the next one.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numba
+import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -175,3 +177,31 @@ def test_gradient_flows_to_kept_weights_only() -> None:
     _, keep = RowBand().drop(weight.detach(), 25, 0.5)
     assert torch.equal(weight.grad, upstream * keep)
     assert bool((weight.grad[~keep] == 0).all()) and int((~keep).sum()) > 0
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 of each uint64 in ``x``, in numpy (wrapping arithmetic), as the kernel computes it."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+@pytest.mark.parametrize(("rows", "n", "count", "alpha"), [(37, 97, 40, 0.5), (5, 8, 8, 0.99), (64, 1000, 500, 0.5)])
+def test_drops_follow_the_documented_random_stream(rows: int, n: int, count: int, alpha: float) -> None:
+    """Weight (r, j) is dropped iff it is targeted and the 15 low bits of 16-bit lane j % 4 of
+    SplitMix64(seed + r * ceil(n / 4) + j // 4) are below round(alpha * 2**15), with the seed drawn from
+    torch's generator. This pins the stream of every cached run, whatever the kernel's passes."""
+    weight = torch.randn(rows, n, generator=torch.Generator().manual_seed(rows))
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    torch.manual_seed(11)
+    _, keep = RowBand().drop(weight, count, alpha)
+    groups = (n + 3) // 4
+    words = splitmix64(np.uint64(seed) + np.arange(rows * groups, dtype=np.uint64)).reshape(rows, groups)
+    lanes = words[:, :, None] >> (np.uint64(16) * np.arange(4, dtype=np.uint64))
+    uniform = (lanes & np.uint64(0x7FFF)).reshape(rows, 4 * groups)[:, :n]
+    draws = torch.from_numpy(uniform.astype(np.int64) < round(alpha * 2**15))
+    targeted = smallest_mask_rows(weight.abs(), count)[0]
+    assert torch.equal(~keep, targeted & draws)
