@@ -31,7 +31,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
                 f"{group}: {bench.name}: {bench.stats.median * 1e3:.3f} ms = {ratio:.3f}x the time of "
                 f"{baseline.name} (speed-up {1 / ratio:.2f}x"
                 + (f", FLOP ratio {flops:.1f}" if flops else "")
-                + (f", layers {'/'.join(layouts)}" if layouts else "")
+                + (f", layers fused {'/'.join(layouts[1:])}" if layouts and layouts[0] == "fused"
+                   else f", layers {'/'.join(layouts)}" if layouts else "")
                 + (f", steady {steady} epochs/min" if steady else "")
                 + ")"
             )

@@ -82,7 +82,7 @@ def test_inference(benchmark, model: MLP, masks: dict[tuple[str, float], Masks],
             torch.testing.assert_close(torch.from_numpy(session.run(None, {"x": x.numpy()})[0]), net(x))
     else:
         net = compress(model, masks[(kind, k)], layout, batch=batch, threads=threads)
-        benchmark.extra_info["layouts"] = ["fused"] if net.fused else net.layouts
+        benchmark.extra_info["layouts"] = (["fused"] if net.fused else []) + net.layouts
     x = torch.rand(batch, 784)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

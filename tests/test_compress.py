@@ -23,7 +23,9 @@ from tdlib.compress import (
     median_seconds,
     save,
 )
+from tdlib.compress.chain import CSR, INPUTS, Chain
 from tdlib.compress.fileformat import digest
+from tdlib.compress.module import compact_layouts
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.prune import apply_masks, random_unit_masks, random_weight_masks
@@ -63,7 +65,7 @@ def test_compressed_equals_masked(
     layouts = [("dense", "csr")[i % 2] for i in range(len(hidden) + 1)] if layout == "mixed" else layout
     small = compress(model, masks, layouts)
     n = len(small.shapes)
-    expected_layouts = {"mixed": layouts, "fused": ["csr"] * n}.get(layout, [layout] * n)
+    expected_layouts = {"mixed": layouts, "fused": list(compact_layouts(small.linears))}.get(layout, [layout] * n)
     assert (small.layouts, small.fused) == (expected_layouts, layout == "fused")
     with torch.no_grad():  # the inference backend
         assert torch.allclose(small(x), expected, atol=1e-5, rtol=1e-5)
@@ -113,12 +115,15 @@ def test_training_mode_with_dropout_is_refused() -> None:
         compress(MLP((4,), in_features=3, n_classes=2, dropout=0.5).train(), {})
 
 
-@pytest.mark.parametrize("layout", ["dense", "csr", ["csr", "dense", "csr"], "fused"])
+@pytest.mark.parametrize("layout", ["dense", "csr", ["csr", "dense", "csr"], "fused", "fused, mixed"])
 def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[str]) -> None:
     torch.manual_seed(0)
     model = MLP((60, 40), in_features=30, n_classes=4).eval()
     masks = masks_for(model, "weight", 99)
-    small = compress(model, masks, layout)
+    if layout == "fused, mixed":
+        small = compress(model, masks, "dense").fuse(["csr", "dense", "csr"])
+    else:
+        small = compress(model, masks, layout)
     save(small, tmp_path / "m.pt")
     again = load(tmp_path / "m.pt")
     x = torch.randn(7, 30)
@@ -169,6 +174,14 @@ def test_fastest_runs_fused_only_where_it_measures_faster_and_can_run() -> None:
 
     assert fastest(small, 4, seconds=fused_is_faster).fused
     assert not fastest(small, 4, seconds=fused_is_slower).fused
+
+    def chain_prefers_dense_first(fn, x: torch.Tensor, threads: int | None) -> float:
+        if isinstance(fn, Chain):  # one layer alone, timed for the chain's layout
+            return 1.0 if (fn.forms[0] != CSR) == (fn.layout[INPUTS, 0] == 30) else 2.0
+        return fused_is_faster(fn, x, threads)
+
+    chosen = fastest(small, 4, seconds=chain_prefers_dense_first)
+    assert chosen.fused and chosen.layouts == ["dense", "csr", "csr"]
     in_double = compress(model.double(), masks_for(model, "weight", 90), "dense")
     assert not fastest(in_double, 4, seconds=fused_is_faster).fused  # the chain kernel is float32 only
     with pytest.raises(ValueError, match=r"the fused chain runs float32 weights on the CPU, got torch\.float64"):
@@ -281,6 +294,21 @@ def test_a_compressed_model_is_an_ordinary_module(tmp_path: Path) -> None:
     optimizer.step()  # an in-place update: the inference backend must not run the old weights
     with torch.no_grad():
         assert not torch.allclose(small(x), before, atol=1e-4)
+        assert torch.allclose(small(x), torch.nn.Sequential(*small)(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["csr", "fused"])
+def test_the_backend_follows_replaced_parameters_and_layers(layout: str) -> None:
+    """A parameter or a layer replaced (not changed in place) is seen at the next call, fused or not."""
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    small = compress(model, masks_for(model, "weight", 50), layout)
+    x = torch.randn(1, 30)
+    with torch.no_grad():
+        small(x)  # builds the backend
+        small[4].bias = torch.nn.Parameter(small[4].bias + 1.0)
+        assert torch.allclose(small(x), torch.nn.Sequential(*small)(x), atol=1e-5)
+        small[4] = torch.nn.Linear(40, 4)
         assert torch.allclose(small(x), torch.nn.Sequential(*small)(x), atol=1e-5)
 
 

@@ -1,12 +1,20 @@
-"""A whole chain of CSR linear layers run in one compiled call (numba; CPU, float32).
+"""A whole chain of linear layers, each dense or CSR, run in one compiled call (numba; CPU, float32).
 
-A torch CSR product costs 10-20 us per call whatever its size, more than the arithmetic of a
-99%-sparse layer at batch 1, and more again on several threads. One call for the whole network pays
-that once. :func:`tdlib.compress.compress` uses a :class:`Chain` where it measures faster.
+A torch operator costs several microseconds per call whatever its size (a CSR product 10-20 us), more
+than the arithmetic of a small or very sparse layer at batch 1. One call for the whole network pays the
+call once, as ONNX Runtime's graph does. :func:`tdlib.compress.compress` uses a :class:`Chain` where it
+measures faster.
+
+Each layer's weight (out, in) is held as CSR rows or dense: by rows, or, after a ReLU, by columns. At
+batch 1 a unit of a CSR or row-held layer is one dot product; a layer held by columns adds ``h[c] * W[:, c]``
+for each input ``c`` that is not 0 (after a ReLU about half are 0, so it reads about half its weights).
+Sums are vectorised and reassociated, so their rounding differs from torch's, within float tolerance.
+At larger batches each weight is applied to the whole batch at once, contiguous in the batch.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,29 +22,94 @@ import torch
 from numba import njit
 from torch import Tensor
 
+DENSE, CSR, COLUMNS = 0, 1, 2  # a layer's form: dense by rows, CSR, dense by columns (transposed)
+# Rows of Chain.layout, each (layers + 1,) int64: where each layer's slices begin (and the last ends).
+INPUTS, FORM, CROW, VALUES, BIAS = range(5)  # INPUTS and FORM: per layer (the last entry unused)
 
-@njit(cache=True)
-def _run(h, rows, crow, crow_start, col, values, nnz_start, bias, bias_start, relu):  # pragma: no cover
-    """Activations ``h`` (in, batch) float32 through each layer ``l``: CSR rows ``crow[crow_start[l]:]``
-    (indices relative to ``nnz_start[l]``), bias ``bias[bias_start[l]:]``, ReLU if ``relu[l]``."""
-    for layer in range(rows.shape[0]):
-        batch = h.shape[1]
-        out = np.empty((rows[layer], batch), np.float32)
-        for r in range(rows[layer]):
-            b = bias[bias_start[layer] + r]
-            start = nnz_start[layer] + crow[crow_start[layer] + r]
-            stop = nnz_start[layer] + crow[crow_start[layer] + r + 1]
-            if batch == 1:  # a dot product: no inner loop, no stores until the end
-                acc = b
-                for p in range(start, stop):
-                    acc += values[p] * h[col[p], 0]
-                out[r, 0] = max(acc, np.float32(0.0)) if relu[layer] else acc
-                continue
+
+# Sums may be reassociated (vectorised) and multiply-adds fused; NaNs and infinities keep their meaning.
+REASSOCIATE = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(fastmath=REASSOCIATE, cache=True)
+def _run_one(h, layout, crow, col, values, bias, relu):  # pragma: no cover - compiled
+    """One input ``h`` (in,) float32 through each layer: (1, out) float32. See :class:`Chain` for the arrays."""
+    for layer in range(relu.shape[0]):
+        rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
+        out = bias[layout[BIAS, layer]:layout[BIAS, layer + 1]].copy()
+        start = layout[VALUES, layer]
+        n = layout[INPUTS, layer]
+        form = layout[FORM, layer]
+        if form == DENSE:
+            for r in range(rows):
+                weights = values[start + r * n:start + (r + 1) * n]
+                acc = np.float32(0.0)
+                for c in range(n):  # vectorised: the sum is reassociated
+                    acc += weights[c] * h[c]
+                out[r] += acc
+        elif form == COLUMNS:  # out += h[c] * W[:, c] over the inputs c that are not 0, four at a time
+            live = np.empty(n, np.int64)
+            m = 0
+            for c in range(n):
+                live[m] = c
+                m += h[c] != 0
+            k = 0
+            while k + 4 <= m:
+                c0, c1, c2, c3 = live[k], live[k + 1], live[k + 2], live[k + 3]
+                h0, h1, h2, h3 = h[c0], h[c1], h[c2], h[c3]
+                w0 = values[start + c0 * rows:start + (c0 + 1) * rows]
+                w1 = values[start + c1 * rows:start + (c1 + 1) * rows]
+                w2 = values[start + c2 * rows:start + (c2 + 1) * rows]
+                w3 = values[start + c3 * rows:start + (c3 + 1) * rows]
+                for r in range(rows):  # vectorised; out is read and written once per four inputs
+                    out[r] += (w0[r] * h0 + w1[r] * h1) + (w2[r] * h2 + w3[r] * h3)
+                k += 4
+            for i in range(k, m):
+                c = live[i]
+                hc = h[c]
+                w0 = values[start + c * rows:start + (c + 1) * rows]
+                for r in range(rows):
+                    out[r] += w0[r] * hc
+        else:
+            pointers = crow[layout[CROW, layer]:layout[CROW, layer + 1]]
+            for r in range(rows):
+                acc = np.float32(0.0)
+                for p in range(start + pointers[r], start + pointers[r + 1]):
+                    acc += values[p] * h[col[p]]
+                out[r] += acc
+        if relu[layer]:
+            for r in range(rows):
+                out[r] = max(out[r], np.float32(0.0))
+        h = out
+    return h.reshape((1, h.shape[0]))
+
+
+@njit(fastmath=REASSOCIATE, cache=True)
+def _run_batch(h, layout, crow, col, values, bias, relu):  # pragma: no cover - compiled
+    """Activations ``h`` (in, batch) float32 through each layer: (out, batch) float32."""
+    batch = h.shape[1]
+    for layer in range(relu.shape[0]):
+        rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
+        out = np.empty((rows, batch), np.float32)
+        start = layout[VALUES, layer]
+        n = layout[INPUTS, layer]
+        form = layout[FORM, layer]
+        pointers = crow[layout[CROW, layer]:layout[CROW, layer + 1]]
+        for r in range(rows):
+            b = bias[layout[BIAS, layer] + r]
             for j in range(batch):
                 out[r, j] = b
-            for p in range(start, stop):
-                v = values[p]
-                c = col[p]
+            if form == CSR:
+                first, last = start + pointers[r], start + pointers[r + 1]
+            else:
+                first, last = 0, n
+            for p in range(first, last):  # p: a CSR entry, or the input c itself
+                if form == CSR:
+                    v, c = values[p], col[p]
+                elif form == DENSE:
+                    v, c = values[start + r * n + p], p
+                else:
+                    v, c = values[start + p * rows + r], p
                 for j in range(batch):  # contiguous in j: vectorised
                     out[r, j] += v * h[c, j]
             if relu[layer]:
@@ -46,60 +119,98 @@ def _run(h, rows, crow, crow_start, col, values, nnz_start, bias, bias_start, re
     return h
 
 
-def _starts(sizes: np.ndarray) -> np.ndarray:
-    """Where each of consecutive blocks of ``sizes`` (layers,) begins in their concatenation: (layers,) int64."""
-    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+def _starts(sizes: list[int]) -> np.ndarray:
+    """Where each of consecutive blocks of ``sizes`` begins in their concatenation, and where the last
+    ends: (len(sizes) + 1,) int64."""
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
 
 
 @dataclass(frozen=True)
 class Chain:
-    """The layers of a network packed into flat arrays, one entry or slice per layer."""
+    """The layers of a network packed into flat arrays, one slice per layer ``l``:
 
-    inputs: int  # input features of the first layer
-    rows: np.ndarray  # (layers,) int64: output units of each layer
-    crow: np.ndarray  # (sum(rows) + layers,) int64: each layer's CSR row pointers, concatenated
-    crow_start: np.ndarray  # (layers,) int64
-    col: np.ndarray  # (nnz,) int64
-    values: np.ndarray  # (nnz,) float32
-    nnz_start: np.ndarray  # (layers,) int64
-    bias: np.ndarray  # (sum(rows),) float32, zeros for a layer without bias
-    bias_start: np.ndarray  # (layers,) int64
+    - ``values[layout[VALUES, l]:layout[VALUES, l + 1]]``: a CSR layer's non-zeros, or a dense layer's
+      weight (out, in) flattened row by row (DENSE), or its transpose (in, out) flattened (COLUMNS);
+    - ``crow[layout[CROW, l]:layout[CROW, l + 1]]``: a CSR layer's row pointers (relative to its values),
+      zeros for a dense layer; ``col``: the CSR layers' column indices, at the same offsets as their values;
+    - ``bias[layout[BIAS, l]:layout[BIAS, l + 1]]``: the layer's bias, zeros if it has none (its length
+      is the layer's output units);
+    - ``layout[INPUTS, l]``, ``layout[FORM, l]``: its input features, and DENSE, COLUMNS or CSR.
+
+    The kernels take few arguments, as each costs time at every call.
+    """
+
+    layout: np.ndarray  # (5, layers + 1) int64
+    crow: np.ndarray  # (sum(out) + layers,) int64
+    col: np.ndarray  # (values,) int64, unused under dense layers
+    values: np.ndarray  # (values,) float32
+    bias: np.ndarray  # (sum(out),) float32
     relu: np.ndarray  # (layers,) bool
 
+    @property
+    def forms(self) -> list[int]:
+        """DENSE, COLUMNS or CSR, for each layer."""
+        return [int(f) for f in self.layout[FORM, :-1]]
+
     @classmethod
-    def pack(cls, weights: list[Tensor], biases: list[Tensor | None], relus: list[bool]) -> Chain:
-        """From CSR weights (out, in) float32 on the CPU, biases (out,) or None, and ReLU flags."""
+    def pack(cls, weights: list[Tensor], biases: list[Tensor | None], relus: list[bool],
+             after_relu: bool = False) -> Chain:
+        """From weights (out, in) float32 on the CPU, each dense (strided) or CSR, biases (out,) or None,
+        and ReLU flags; ``after_relu`` if the chain's own inputs come from a ReLU (a layer timed alone)."""
         for i, w in enumerate(weights):
-            if w.layout != torch.sparse_csr or w.dtype != torch.float32 or w.device.type != "cpu":
-                raise ValueError(f"layer {i}: the chain kernel runs CSR float32 weights on the CPU, got "
+            if w.layout not in (torch.strided, torch.sparse_csr) or w.dtype != torch.float32 or w.device.type != "cpu":
+                raise ValueError(f"layer {i}: the chain kernel runs dense or CSR float32 weights on the CPU, got "
                                  f"{w.layout} {w.dtype} on {w.device}")
             if i and w.shape[1] != weights[i - 1].shape[0]:  # the kernel does not check its indices
                 raise ValueError(f"layer {i} takes {w.shape[1]} inputs, layer {i - 1} gives {weights[i - 1].shape[0]}")
-        rows = np.array([w.shape[0] for w in weights], np.int64)
-        nnz = np.array([w.values().numel() for w in weights], np.int64)
+        values, cols, crows = [], [], []
+        for i, w in enumerate(weights):
+            if w.layout == torch.sparse_csr:
+                values.append(w.values().numpy().astype(np.float32))
+                cols.append(w.col_indices().numpy().astype(np.int64))
+                crows.append(w.crow_indices().numpy().astype(np.int64))
+            else:  # after a ReLU, by columns: the matrix-vector kernel then skips the inputs that are 0
+                by_columns = relus[i - 1] if i > 0 else after_relu
+                dense = w.detach().numpy()
+                values.append(np.ascontiguousarray(dense.T if by_columns else dense, np.float32).ravel())
+                cols.append(np.zeros(values[-1].size, np.int64))
+                crows.append(np.zeros(w.shape[0] + 1, np.int64))
+        layout = np.zeros((5, len(weights) + 1), np.int64)
+        layout[INPUTS, :-1] = [w.shape[1] for w in weights]
+        layout[FORM, :-1] = [CSR if w.layout == torch.sparse_csr else COLUMNS if (relus[i - 1] if i > 0 else after_relu)
+                             else DENSE for i, w in enumerate(weights)]
+        layout[CROW] = _starts([c.size for c in crows])
+        layout[VALUES] = _starts([v.size for v in values])
+        layout[BIAS] = _starts([w.shape[0] for w in weights])
         return cls(
-            inputs=weights[0].shape[1],
-            rows=rows,
-            crow=np.concatenate([w.crow_indices().numpy().astype(np.int64) for w in weights]),
-            crow_start=_starts(rows + 1),
-            col=np.concatenate([w.col_indices().numpy().astype(np.int64) for w in weights]),
-            values=np.concatenate([w.values().numpy() for w in weights]).astype(np.float32),
-            nnz_start=_starts(nnz),
+            layout=layout,
+            crow=np.concatenate(crows),
+            col=np.concatenate(cols),
+            values=np.concatenate(values),
             bias=np.concatenate([
                 np.zeros(w.shape[0], np.float32) if b is None else b.detach().numpy().astype(np.float32)
                 for w, b in zip(weights, biases)
             ]),
-            bias_start=_starts(rows),
             relu=np.array(relus, np.bool_),
         )
 
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return self.layout, self.crow, self.col, self.values, self.bias, self.relu
+
+    @functools.cached_property
+    def _in_features(self) -> int:
+        return int(self.layout[INPUTS, 0])
+
     def __call__(self, x: Tensor) -> Tensor:
-        """Inputs (batch, in) float32 to outputs (batch, out)."""
-        if x.dtype != torch.float32 or x.device.type != "cpu":
+        """Inputs (batch, in) float32 to contiguous outputs (batch, out); a batch of one by the
+        matrix-vector kernel.
+        Kept lean: at batch 1 its own overhead is a good part of the time."""
+        if x.dtype != torch.float32 or not x.is_cpu:
             raise ValueError(f"the chain kernel takes float32 inputs on the CPU, got {x.dtype} on {x.device}")
-        if x.dim() != 2 or x.shape[1] != self.inputs:  # the kernel does not check its indices
-            raise ValueError(f"inputs must be (batch, {self.inputs}), got {tuple(x.shape)}")
-        h = np.ascontiguousarray(x.detach().numpy().T)
-        out = _run(h, self.rows, self.crow, self.crow_start, self.col, self.values, self.nnz_start, self.bias,
-                   self.bias_start, self.relu)
-        return torch.from_numpy(out).T
+        if x.dim() != 2 or x.shape[1] != self._in_features:  # the kernel does not check its indices
+            raise ValueError(f"inputs must be (batch, {self._in_features}), got {tuple(x.shape)}")
+        h = (x.detach() if x.requires_grad else x).numpy()
+        if h.shape[0] == 1:
+            return torch.from_numpy(_run_one(np.ascontiguousarray(h[0]), *self._arrays))
+        return torch.from_numpy(_run_batch(np.ascontiguousarray(h.T), *self._arrays)).T.contiguous()

@@ -9,7 +9,8 @@ weights:
 
 - ``layouts``: each layer dense or CSR, activations flowing transposed, (features, batch), so that every
   layer is one ``addmm`` whose sparse operand comes first, the form torch's CSR kernels are fast in;
-- ``fused``: the whole chain as CSR in one compiled call (:mod:`tdlib.compress.chain`; CPU, float32).
+- ``fused``: the whole chain in one compiled call, each layer dense or CSR as ``layouts`` says
+  (:mod:`tdlib.compress.chain`; CPU, float32).
 
 A backend is rebuilt when the weights change in place (an optimizer step, ``load_state_dict``) and
 dropped when the module is moved or cast; while compiling, tracing or exporting, and whenever autograd
@@ -71,12 +72,23 @@ class Step:
         return out.relu_() if self.relu else out
 
 
+def compact_layouts(linears: Sequence[nn.Linear]) -> tuple[Layout, ...]:
+    """Per layer, the form that holds fewer numbers: CSR (a value and an index per non-zero, a pointer
+    per row) or dense."""
+    def compact(weight: Tensor) -> Layout:
+        rows, cols = weight.shape
+        return "csr" if 2 * int(torch.count_nonzero(weight)) + rows + 1 < rows * cols else "dense"
+
+    return tuple(compact(linear.weight) for linear in linears)
+
+
 class CompressedMLP(nn.Sequential):
     """``nn.Linear`` layers, each but the last followed by ``nn.ReLU`` unless it is linear; inputs
     (batch, in_features) or (in_features,), logits (batch, classes) or (classes,).
 
     ``layouts`` (one per linear layer) and ``fused`` choose the inference backend (see the module doc);
-    all-dense and unfused is the plain module.
+    all-dense and unfused is the plain module. Fused without ``layouts``, each layer is held in the form
+    that stores fewer numbers (:func:`compact_layouts`).
     """
 
     def __init__(self, linears: Sequence[nn.Linear], relus: Sequence[bool],
@@ -87,7 +99,9 @@ class CompressedMLP(nn.Sequential):
         for linear, relu in zip(linears, relus):
             modules += [linear, nn.ReLU()] if relu else [linear]
         super().__init__(*modules)
-        layouts = tuple(layouts) if layouts is not None else ("dense",) * len(linears)
+        if layouts is None:
+            layouts = compact_layouts(linears) if fused else ("dense",) * len(linears)
+        layouts = tuple(layouts)
         if isinstance(layouts, str) or len(layouts) != len(linears) or not set(layouts) <= set(LAYOUTS):
             raise ValueError(f"layouts must give one of {LAYOUTS} for each of the {len(linears)} layers, "
                              f"got {layouts!r}")
@@ -97,10 +111,12 @@ class CompressedMLP(nn.Sequential):
                 raise ValueError(f"the fused chain runs float32 weights on the CPU, got {weight.dtype} on "
                                  f"{weight.device}")
         self._relus = tuple(bool(r) for r in relus)
-        self._layouts: tuple[Layout, ...] = ("csr",) * len(linears) if fused else layouts
+        self._layouts: tuple[Layout, ...] = layouts
         self._fused = fused
+        self._plain = not fused and set(layouts) == {"dense"}  # no backend: the nn.Sequential itself
         self._backend: object | None = None
-        self._built_for: tuple = ()
+        self._built_for: tuple[tuple[dict, str, object, int], ...] = ()
+        self._built_modules = 0
         self.eval()  # made for inference; .train() for fine-tuning
 
     # ---------------------------------------------------------------- what it is
@@ -135,49 +151,64 @@ class CompressedMLP(nn.Sequential):
         return sum(int(torch.count_nonzero(linear.weight)) if layout == "csr" else linear.weight.numel()
                    for linear, layout in zip(self.linears, self._layouts))
 
-    def with_layouts(self, layouts: Sequence[Layout]) -> CompressedMLP:
-        """The same layers (shared, not copied) run with layer ``i`` in ``layouts[i]``, layer by layer."""
-        return CompressedMLP(self.linears, self._relus, layouts)
+    def with_layouts(self, layouts: Sequence[Layout], fused: bool = False) -> CompressedMLP:
+        """The same layers (shared, not copied) run with layer ``i`` in ``layouts[i]``, layer by layer, or
+        as one compiled chain if ``fused``."""
+        return CompressedMLP(self.linears, self._relus, layouts, fused)
 
-    def fuse(self) -> CompressedMLP:
-        """The same layers (shared) run as one compiled CSR chain (CPU, float32 only)."""
-        return CompressedMLP(self.linears, self._relus, fused=True)
+    def fuse(self, layouts: Sequence[Layout] | None = None) -> CompressedMLP:
+        """The same layers (shared) run as one compiled chain (CPU, float32 only), layer ``i`` in
+        ``layouts[i]``, by default the form that stores fewer numbers."""
+        return CompressedMLP(self.linears, self._relus, layouts, fused=True)
 
     # ---------------------------------------------------------------- running
 
     def _apply(self, fn, recurse=True):  # .to(), .cuda(), .double(), ...: the backend's tensors are stale
-        self._backend, self._built_for = None, ()
+        self._backend = None
         return super()._apply(fn, recurse)
 
-    def _state(self) -> tuple:
-        """What the backend was built from: each weight's identity and in-place version."""
-        return tuple((id(p), p._version) for linear in self.linears for p in (linear.weight, linear.bias)
-                     if p is not None)
+    def _watch(self) -> tuple[tuple[dict, str, object, int], ...]:
+        """What a backend is built from: each module (in this module's dictionary) and each of their
+        parameters (in theirs), with the parameter's in-place version (-1 for a module)."""
+        entries: list[tuple[dict, str, object, int]] = []
+        for key, module in self._modules.items():
+            entries.append((self._modules, key, module, -1))
+            for name, p in module._parameters.items():
+                entries.append((module._parameters, name, p, -1 if p is None else p._version))
+        return tuple(entries)
+
+    def _stale(self) -> bool:
+        """Whether a module or parameter was replaced or changed in place since the backend was built.
+        Allocates nothing: it runs at every call, and allocations wake Python's garbage collector."""
+        if len(self._modules) != self._built_modules:
+            return True
+        for dictionary, key, value, version in self._built_for:
+            current = dictionary.get(key)
+            if current is not value or (version >= 0 and current._version != version):
+                return True
+        return False
 
     def _ensure_backend(self) -> object | None:
-        if not self._fused and set(self._layouts) == {"dense"}:
+        if self._plain:
             return None
-        state = self._state()
-        if self._backend is None or state != self._built_for:
+        if self._backend is None or self._stale():
             steps = [Step.of(linear, relu, layout) for linear, relu, layout
                      in zip(self.linears, self._relus, self._layouts)]
             if self._fused:
                 self._backend = Chain.pack([s.weight for s in steps], [s.bias for s in steps], list(self._relus))
             else:
                 self._backend = steps
-            self._built_for = state
+            self._built_for, self._built_modules = self._watch(), len(self._modules)
         return self._backend
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 1:
             return self(x.unsqueeze(0)).squeeze(0)
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if self._plain or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
             return super().forward(x)
         backend = self._ensure_backend()
-        if backend is None:
-            return super().forward(x)
-        if isinstance(backend, Chain):
-            return backend(x).contiguous()
+        if self._fused:
+            return backend(x)  # type: ignore[operator]
         h = x.T  # a view: dense kernels read it transposed in place
         for step in backend:  # type: ignore[attr-defined]
             h = step(h)
