@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 from tdlib.fused import DROP_RESOLUTION, RowBand, fused_weight_drop
 from tdlib.schedules import Schedule, constant
@@ -141,13 +142,23 @@ class TargetedWeightDropout(_DropMask):
 
 
 class TargetedUnitDropout(_DropMask):
-    """Parametrization of ``weight`` (out, in): drops whole targeted low-norm rows (units)."""
+    """Parametrization of ``weight`` (out, in): drops whole targeted low-norm rows (units).
+
+    Read directly, ``layer.weight`` is the weight with the dropped rows zeroed. Inside the layer's own
+    forward (between the hooks :func:`add_targeted_dropout` registers) the weight and bias pass through
+    unchanged and the drop is applied to the layer's output instead, (batch, out) * keep: the same
+    numbers without a masked copy of the weight, or a masking pass over its gradient. A kept unit's output
+    and gradients are computed exactly as before; a dropped unit's are zeros either way, at most of the
+    other sign, which no later sum, ReLU or Adam state can tell apart.
+    """
 
     candidates_dim = 0
 
     def __init__(self, config: TargetedDropout) -> None:
         super().__init__(config)
         self.unit_dropped: Tensor | None = None  # (out,) bool, the units dropped at the last pass
+        self.in_layer_forward = False  # set by the layer's hooks
+        self.hooks: tuple[RemovableHandle, ...] = ()  # the layer's hooks, removed with the parametrization
 
     def reset(self) -> None:
         self.unit_dropped = None
@@ -155,14 +166,27 @@ class TargetedUnitDropout(_DropMask):
     def drop(self, weight: Tensor, count: int, alpha: float) -> Tensor:
         targeted = smallest_mask(weight.detach().norm(dim=1), count)
         self.unit_dropped = targeted & bernoulli_mask(targeted.shape, alpha, weight.device)
+        if self.in_layer_forward:
+            return weight
         return weight * _kept(self.unit_dropped, weight.dtype).unsqueeze(1)
+
+    def enter_forward(self, layer: nn.Module, args: tuple) -> None:
+        self.in_layer_forward = True
+
+    def leave_forward(self, layer: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        """The layer's output (..., out), the dropped units' zeroed."""
+        self.in_layer_forward = False
+        if self.unit_dropped is None:
+            return output
+        return output * _kept(self.unit_dropped, output.dtype)
 
 
 class _UnitBias(nn.Module):
     """Parametrization of ``bias`` (out,): zeroes the biases of the units the weight just dropped.
 
     ``nn.Linear.forward`` reads ``self.weight`` before ``self.bias`` (``F.linear``'s argument order), so
-    the mask it reads was drawn in the same forward pass.
+    the mask it reads was drawn in the same forward pass. Inside the layer's own forward the output is
+    masked instead, and the bias passes through.
     """
 
     def __init__(self, unit: TargetedUnitDropout) -> None:
@@ -170,8 +194,9 @@ class _UnitBias(nn.Module):
         self.unit = [unit]  # a list, so the weight's parametrization is not registered twice
 
     def forward(self, bias: Tensor) -> Tensor:
-        dropped = self.unit[0].unit_dropped
-        if not self.training or dropped is None:
+        unit = self.unit[0]
+        dropped = unit.unit_dropped
+        if not self.training or dropped is None or unit.in_layer_forward:
             return bias
         return bias * _kept(dropped, bias.dtype)
 
@@ -189,11 +214,13 @@ def add_targeted_dropout(layer: nn.Linear, config: TargetedDropout) -> _DropMask
         drop: _DropMask = TargetedWeightDropout(config)
         parametrize.register_parametrization(layer, "weight", drop, unsafe=True)
         return drop
-    drop = TargetedUnitDropout(config)
-    parametrize.register_parametrization(layer, "weight", drop, unsafe=True)
+    unit = TargetedUnitDropout(config)
+    parametrize.register_parametrization(layer, "weight", unit, unsafe=True)
     if layer.bias is not None:
-        parametrize.register_parametrization(layer, "bias", _UnitBias(drop), unsafe=True)
-    return drop
+        parametrize.register_parametrization(layer, "bias", _UnitBias(unit), unsafe=True)
+    unit.hooks = (layer.register_forward_pre_hook(unit.enter_forward),
+                  layer.register_forward_hook(unit.leave_forward, always_call=True))
+    return unit
 
 
 def set_progress(model: nn.Module, progress: float) -> None:
@@ -208,4 +235,7 @@ def remove_targeted_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):
+                for parametrization in module.parametrizations[name]:
+                    for hook in getattr(parametrization, "hooks", ()):
+                        hook.remove()
                 parametrize.remove_parametrizations(module, name, leave_parametrized=False)

@@ -166,6 +166,37 @@ def test_unit_level_drops_targeted_units_with_their_bias_at_rate_alpha() -> None
     assert binomtest(drops, trials, alpha + 0.05).pvalue < 1e-3
 
 
+def test_unit_level_masks_the_output_inside_the_layer_with_the_same_bits() -> None:
+    """Inside the layer's forward the unit drop is applied to the output, not by a masked copy of the
+    weight. Trained with Adam through ``layer(x)`` or through ``F.linear(x, layer.weight, layer.bias)``
+    (the masked weight and bias) from the same seeds, every parameter and optimizer state is the same,
+    bit for bit, at every step: a kept unit is computed exactly as before, and a dropped unit's zeros
+    can differ at most in sign, which nothing after them can tell apart."""
+    def train(through_forward: bool) -> list[Tensor]:
+        torch.manual_seed(0)
+        layers = [nn.Linear(200, 256), nn.Linear(256, 128), nn.Linear(128, 10)]
+        for layer in layers[:2]:
+            add_targeted_dropout(layer, TargetedDropout.constant("unit", 0.5, 0.5))
+        optimizer = torch.optim.Adam([p for layer in layers for p in layer.parameters()], lr=1e-2)
+        x, y = torch.rand(64, 200), torch.randint(0, 10, (64,))
+        seen = []
+        for _ in range(8):
+            h = x
+            for i, layer in enumerate(layers):
+                h = layer(h) if through_forward else F.linear(h, layer.weight, layer.bias)
+                h = h.relu() if i < 2 else h
+            optimizer.zero_grad()
+            F.cross_entropy(h, y).backward()
+            optimizer.step()
+            seen += [p.detach().clone() for layer in layers for p in layer.parameters()]
+            seen += [v.clone() for state in optimizer.state.values() for v in state.values()]
+        return seen
+
+    masked_output, masked_weight = train(True), train(False)
+    assert len(masked_output) == len(masked_weight)
+    assert all(torch.equal(a, b) for a, b in zip(masked_output, masked_weight))
+
+
 @pytest.mark.parametrize(("level", "dtype"),
                          [("weight", torch.float32), ("weight", torch.float64), ("unit", torch.float32)])
 def test_dropped_weights_get_zero_gradient(level: str, dtype: torch.dtype) -> None:
@@ -335,12 +366,13 @@ def test_add_targeted_dropout_twice_raises(second: str) -> None:
 
 def test_remove_targeted_dropout_restores_plain_linears_with_trained_weights() -> None:
     """After training, removal leaves plain ``nn.Linear`` layers holding the trained (undropped)
-    weights and biases, which then compute an ordinary forward even in train mode."""
+    weights and biases, which then compute an ordinary forward even in train mode (the unit level's
+    output hooks are gone too)."""
     torch.manual_seed(0)
     layers = [linear(8, 6, seed=10), linear(5, 8, seed=11), linear(3, 5, seed=12)]
     model = nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), layers[2])
     add_targeted_dropout(layers[0], TargetedDropout.constant("weight", 0.5, 0.5))
-    add_targeted_dropout(layers[1], TargetedDropout.constant("unit", 0.5, 0.5))
+    add_targeted_dropout(layers[1], TargetedDropout.constant("unit", 0.5, 1.0))  # units dropped at the last pass
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(16, 6)
     for _ in range(5):
