@@ -17,6 +17,9 @@ generator at each step, so ``torch.manual_seed`` still fixes everything.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numba
 import numpy as np
 import torch
@@ -27,16 +30,29 @@ DROP_RESOLUTION = 1 << 15  # a drop rate is applied as round(alpha * 2**15) / 2*
 CHUNKS_PER_THREAD = 4  # blocks of rows per kernel thread: enough to even out rows searched in full
 
 
-def _bound_threads() -> None:
-    """Run the kernels on no more threads than torch may use (``torch.set_num_threads``).
+@contextmanager
+def _kernel_threads() -> Iterator[int]:
+    """Run a kernel on no more threads than torch may use (``torch.set_num_threads``), and leave torch's
+    count as it was; yields numba's count.
 
     numba's own default is every core. A worker given one torch thread beside other workers would then
     start threads that wait on cores those workers use, and on 2 cores two such workers trained weight-level
     runs at about half speed (180 against 95 ms a step). The drops do not depend on the thread count.
+
+    numba starts its OpenMP thread pool at its first parallel call in a process, and that call sets the
+    OpenMP thread count, the one torch reads, to every core. A worker given one torch thread then trained
+    its first weight-level run on two from the first step on: 4x slower beside a second worker, and with
+    other bits than its recorded thread count gives. torch's count is put back after every call.
     """
-    wanted = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    torch_threads = torch.get_num_threads()
+    wanted = min(torch_threads, numba.config.NUMBA_NUM_THREADS)
     if numba.get_num_threads() != wanted:  # numba's setting is per calling thread
         numba.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 @njit(inline="always")
@@ -174,10 +190,10 @@ class _FusedDrop(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         (keep,) = ctx.saved_tensors
-        _bound_threads()
         grad = grad.contiguous()
         out = torch.empty_like(grad)
-        _mask_grad(grad.numpy(), keep.numpy(), out.numpy())
+        with _kernel_threads():
+            _mask_grad(grad.numpy(), keep.numpy(), out.numpy())
         return out, None, None, None
 
 
@@ -202,9 +218,9 @@ class RowBand:
         out = np.empty_like(w)
         keep = np.empty(w.shape, np.bool_)
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        _bound_threads()
-        self.full_sorts = _drop_rows(w, count, self.kth, self.width, warm, round(alpha * DROP_RESOLUTION), seed,
-                                     out, keep, CHUNKS_PER_THREAD * numba.get_num_threads())
+        with _kernel_threads() as threads:
+            self.full_sorts = _drop_rows(w, count, self.kth, self.width, warm, round(alpha * DROP_RESOLUTION),
+                                         seed, out, keep, CHUNKS_PER_THREAD * threads)
         if previous is not None:
             # Twice each row's last move, plus four times the layer's mean move, so that a row that stood
             # still for a step keeps a band wide enough for the next one.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -205,3 +208,20 @@ def test_drops_follow_the_documented_random_stream(rows: int, n: int, count: int
     draws = torch.from_numpy(uniform.astype(np.int64) < round(alpha * 2**15))
     targeted = smallest_mask_rows(weight.abs(), count)[0]
     assert torch.equal(~keep, targeted & draws)
+
+
+def test_the_first_kernel_call_in_a_process_leaves_torchs_thread_count_alone() -> None:
+    """numba starts its OpenMP pool at its first parallel call in a process, and that sets the OpenMP
+    thread count torch reads. A one-thread worker must still train on one thread afterwards (its bits,
+    and its speed beside other workers, depend on it); so in a fresh process, with torch on one thread,
+    a forward and backward leave it on one."""
+    code = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "from tdlib.fused import RowBand, fused_weight_drop\n"
+        "w = torch.randn(64, 97, requires_grad=True)\n"
+        "fused_weight_drop(w, RowBand(), 40, 0.5).sum().backward()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split()[-1] == "1", result.stdout + result.stderr
