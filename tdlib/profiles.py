@@ -81,11 +81,15 @@ class Profile:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"5"`` -> (0, 1, 2, 3, 4); ``"0,3,7"`` -> (0, 3, 7). Raises ``ValueError`` naming ``--seeds``."""
+    """``"5"`` -> (0, 1, 2, 3, 4); ``"0,3,7"`` -> (0, 3, 7); ``"0,"`` -> (0,). Raises ``ValueError`` naming
+    ``--seeds``."""
     try:
         seeds = tuple(range(int(text))) if "," not in text else tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise ValueError(f"--seeds must be a count or a comma-separated list of integers, got {text!r}") from None
+    if "," not in text and not seeds:
+        raise ValueError(f"--seeds {text.strip()} is a count of seeds (seeds 0 .. n-1) and must be at least 1; "
+                         "to name seed 0 alone, write '0,'")
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"--seeds must name distinct non-negative seeds, got {text!r}")
     return seeds

@@ -25,9 +25,12 @@ C = Claim("C0", "quote", "rule", ("B",))
 def test_parse_seeds() -> None:
     assert parse_seeds("5") == (0, 1, 2, 3, 4)
     assert parse_seeds("0,3,7") == (0, 3, 7)
+    assert parse_seeds("0,") == (0,)
     for bad in ("", "x", "0,0", "-1,2", "0"):
         with pytest.raises(ValueError, match="--seeds"):
             parse_seeds(bad)
+    with pytest.raises(ValueError, match=r"--seeds 0 is a count of seeds .* to name seed 0 alone, write '0,'"):
+        parse_seeds("0")
 
 
 def test_profiles_checkpoint_what_c7_and_c8_need() -> None:
