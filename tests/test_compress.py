@@ -25,7 +25,7 @@ from tdlib.compress import (
 )
 from tdlib.compress.chain import CSR, INPUTS, Chain
 from tdlib.compress.fileformat import digest
-from tdlib.compress.module import compact_layouts
+from tdlib.compress.module import compact_layouts, csr_is_smaller
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.prune import apply_masks, random_unit_masks, random_weight_masks
@@ -133,6 +133,18 @@ def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[s
     # A sparse layer is written sparse even when it runs dense.
     torch.save(model.state_dict(), tmp_path / "dense.pt")
     assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "dense.pt").stat().st_size / 3
+
+
+@pytest.mark.parametrize("nonzero, smaller", [(3, True), (4, False)])
+def test_csr_is_chosen_by_bytes_with_int32_indices(nonzero: int, smaller: bool) -> None:
+    # 3 x 4 float32: 48 bytes dense; CSR 8 bytes a non-zero and 4 row pointers of 4 bytes: 3 -> 40, 4 -> 48,
+    # a tie, which stays dense
+    weight = torch.zeros(12)
+    weight[:nonzero] = 1.0
+    linear = torch.nn.Linear(4, 3)
+    linear.weight.data = weight.view(3, 4)
+    assert csr_is_smaller(linear.weight) is smaller
+    assert compact_layouts([linear]) == ("csr" if smaller else "dense",)
 
 
 def test_a_dense_layer_is_written_dense(tmp_path: Path) -> None:

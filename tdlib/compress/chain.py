@@ -163,22 +163,23 @@ class Chain:
                                  f"{w.layout} {w.dtype} on {w.device}")
             if i and w.shape[1] != weights[i - 1].shape[0]:  # the kernel does not check its indices
                 raise ValueError(f"layer {i} takes {w.shape[1]} inputs, layer {i - 1} gives {weights[i - 1].shape[0]}")
+        # A dense layer after a ReLU runs by columns: the matrix-vector kernel then skips the inputs that are 0
+        after = [after_relu, *relus[:-1]]
+        forms = [CSR if w.layout == torch.sparse_csr else COLUMNS if a else DENSE for w, a in zip(weights, after)]
         values, cols, crows = [], [], []
-        for i, w in enumerate(weights):
-            if w.layout == torch.sparse_csr:
+        for w, form in zip(weights, forms):
+            if form == CSR:
                 values.append(w.values().numpy().astype(np.float32))
                 cols.append(w.col_indices().numpy().astype(np.int64))
                 crows.append(w.crow_indices().numpy().astype(np.int64))
-            else:  # after a ReLU, by columns: the matrix-vector kernel then skips the inputs that are 0
-                by_columns = relus[i - 1] if i > 0 else after_relu
+            else:
                 dense = w.detach().numpy()
-                values.append(np.ascontiguousarray(dense.T if by_columns else dense, np.float32).ravel())
+                values.append(np.ascontiguousarray(dense.T if form == COLUMNS else dense, np.float32).ravel())
                 cols.append(np.zeros(values[-1].size, np.int64))
                 crows.append(np.zeros(w.shape[0] + 1, np.int64))
         layout = np.zeros((5, len(weights) + 1), np.int64)
         layout[INPUTS, :-1] = [w.shape[1] for w in weights]
-        layout[FORM, :-1] = [CSR if w.layout == torch.sparse_csr else COLUMNS if (relus[i - 1] if i > 0 else after_relu)
-                             else DENSE for i, w in enumerate(weights)]
+        layout[FORM, :-1] = forms
         layout[CROW] = _starts([c.size for c in crows])
         layout[VALUES] = _starts([v.size for v in values])
         layout[BIAS] = _starts([w.shape[0] for w in weights])

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from tdlib.compress.module import LAYOUTS, CompressedMLP, csr_quietly
+from tdlib.compress.module import LAYOUTS, CompressedMLP, csr_is_smaller, csr_quietly
 from tdlib.compress.surgery import linear
 
 FILE_FORMAT = "tdlib-compressed-mlp"
@@ -46,9 +46,7 @@ def save(model: CompressedMLP, path: str | Path) -> None:
     stored = []
     for i, layer in enumerate(model.linears):
         weight = layer.weight.detach().cpu()
-        rows, cols = weight.shape
-        nonzero = int(torch.count_nonzero(weight))
-        if nonzero * (weight.element_size() + 4) + (rows + 1) * 4 < rows * cols * weight.element_size():
+        if csr_is_smaller(weight):
             with csr_quietly():
                 csr = weight.to_sparse_csr()
             tensors |= {f"{i}.crow": csr.crow_indices().to(torch.int32), f"{i}.col": csr.col_indices().to(torch.int32),

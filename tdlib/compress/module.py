@@ -72,14 +72,17 @@ class Step:
         return out.relu_() if self.relu else out
 
 
-def compact_layouts(linears: Sequence[nn.Linear]) -> tuple[Layout, ...]:
-    """Per layer, the form that holds fewer numbers: CSR (a value and an index per non-zero, a pointer
-    per row) or dense."""
-    def compact(weight: Tensor) -> Layout:
-        rows, cols = weight.shape
-        return "csr" if 2 * int(torch.count_nonzero(weight)) + rows + 1 < rows * cols else "dense"
+def csr_is_smaller(weight: Tensor) -> bool:
+    """Whether ``weight`` (out, in) takes fewer bytes as CSR with int32 indices (a value and a column
+    index per non-zero, a pointer per row, plus one) than dense."""
+    rows, cols = weight.shape
+    nonzero = int(torch.count_nonzero(weight))
+    return nonzero * (weight.element_size() + 4) + (rows + 1) * 4 < rows * cols * weight.element_size()
 
-    return tuple(compact(linear.weight) for linear in linears)
+
+def compact_layouts(linears: Sequence[nn.Linear]) -> tuple[Layout, ...]:
+    """Per layer, the smaller form (:func:`csr_is_smaller`): ``"csr"`` or ``"dense"``."""
+    return tuple("csr" if csr_is_smaller(linear.weight) else "dense" for linear in linears)
 
 
 class CompressedMLP(nn.Sequential):
@@ -88,7 +91,7 @@ class CompressedMLP(nn.Sequential):
 
     ``layouts`` (one per linear layer) and ``fused`` choose the inference backend (see the module doc);
     all-dense and unfused is the plain module. Fused without ``layouts``, each layer is held in the form
-    that stores fewer numbers (:func:`compact_layouts`).
+    that takes fewer bytes (:func:`compact_layouts`).
     """
 
     def __init__(self, linears: Sequence[nn.Linear], relus: Sequence[bool],
