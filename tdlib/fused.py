@@ -41,8 +41,10 @@ def _kernel_threads() -> Iterator[int]:
 
     numba starts its OpenMP thread pool at its first parallel call in a process, and that call sets the
     OpenMP thread count, the one torch reads, to every core. A worker given one torch thread then trained
-    its first weight-level run on two from the first step on: 4x slower beside a second worker, and with
-    other bits than its recorded thread count gives. torch's count is put back after every call.
+    its first weight-level run on two from the first step on: 4x slower beside a second worker, and not on
+    the thread count its run records. (Six such runs, retrained on one thread, came out byte-identical,
+    but torch does not promise the same bits on another thread count.) torch's count is put back after
+    every call.
     """
     torch_threads = torch.get_num_threads()
     wanted = min(torch_threads, numba.config.NUMBA_NUM_THREADS)

@@ -212,8 +212,8 @@ def test_drops_follow_the_documented_random_stream(rows: int, n: int, count: int
 
 def test_the_first_kernel_call_in_a_process_leaves_torchs_thread_count_alone() -> None:
     """numba starts its OpenMP pool at its first parallel call in a process, and that sets the OpenMP
-    thread count torch reads. A one-thread worker must still train on one thread afterwards (its bits,
-    and its speed beside other workers, depend on it); so in a fresh process, with torch on one thread,
+    thread count torch reads. A one-thread worker must still train on the one thread its run records
+    (and its speed beside other workers depends on it); so in a fresh process, with torch on one thread,
     a forward and backward leave it on one."""
     code = (
         "import torch\n"
