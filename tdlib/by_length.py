@@ -64,6 +64,45 @@ def _rules(results: list[ClaimResult]) -> dict[Key, tuple[str, float]]:
             for r in results for p in r.parts for j in p.judgements}
 
 
+def _place(point: Point, threshold: float) -> str:
+    """Where a point's 95% interval lies against a threshold: above it, below it, or across it."""
+    if point.low > threshold:
+        return "above"
+    if point.high < threshold:
+        return "below"
+    return "across"
+
+
+def changes(points: dict[Key, list[Point]], results: list[ClaimResult]) -> list[str]:
+    """What changed between the first and the last mark, one line per comparison whose mean crossed its
+    rule's threshold or whose 95% interval moved against it (above, across or below), then a line for
+    the ones that kept their place. Descriptive, as the table it summarises ([] with fewer than two marks)."""
+    rules = _rules(results)
+    moved: list[str] = []
+    kept = 0
+    for key, series in points.items():
+        if key not in rules or len(series) < 2:
+            continue
+        rule, threshold = rules[key]
+        first, last = min(series, key=lambda p: p.epoch), max(series, key=lambda p: p.epoch)
+        crossed = (first.mean > threshold) != (last.mean > threshold)
+        was, now = _place(first, threshold), _place(last, threshold)
+        if not crossed and was == now:
+            kept += 1
+            continue
+        what = ("its mean crossed the threshold" if crossed else "its mean stayed on the same side")
+        moved.append(f"{key[0]} {key[1]}, {key[2]} ({rule}): {first.mean:.2f} [{first.low:.2f}, {first.high:.2f}] "
+                     f"at epoch {first.epoch}, {last.mean:.2f} [{last.low:.2f}, {last.high:.2f}] at epoch "
+                     f"{last.epoch}; {what}, and its interval went from {was} the threshold to {now} it.")
+    if not moved and not kept:
+        return []
+    if kept:
+        who = (f"The {kept} other comparison{'s' if kept != 1 else ''}" if moved
+               else "The one comparison" if kept == 1 else f"All {kept} comparisons")
+        moved.append(f"{who} kept the side of the mean and the place of the interval against the threshold.")
+    return moved
+
+
 def markdown(points: dict[Key, list[Point]], results: list[ClaimResult], ev: Evidence) -> list[str]:
     if not points:
         return []
