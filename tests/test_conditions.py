@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -68,3 +68,14 @@ def test_the_gamma_alpha_map_has_a_condition_per_cell_and_reuses_the_claims(stud
     assert cell.group == "map" and cell.targeted == TargetedDropout.constant("unit", 0.7, 0.25)
     assert [c.name for c in CONDITIONS.values() if c.group == "claims"] == ["B", "B0", "D", "TW", "TU", "TWR", "TW90",
                                                                              "TU80"]
+
+
+def test_the_map_is_trained_at_the_default_length_and_a_longer_report_points_to_it(study: ModuleType) -> None:
+    """The map's runs at the smoke and default profiles, none at 100 epochs, whose report says how many
+    runs it would have added."""
+    assert [len(study._map_runs(PROFILES[name], "cpu")) for name in ("smoke", "default")] == [18, 18]
+    assert study._map_runs(PROFILES["paper"], "cpu") == []
+    claims = ["B", "B0", "D", "TW", "TU", "TWR", "TW90", "TU80"]
+    context = SimpleNamespace(ev=SimpleNamespace(profile=PROFILES["paper"]), conditions=claims)
+    text = " ".join(study._map(context).markdown)
+    assert "would add 15 runs of 100 epochs" in text and "in the default report" in text
