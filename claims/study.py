@@ -282,8 +282,8 @@ def map_section(values: dict[tuple[str, float, float], float], seed: int) -> lis
 
 
 
-# The map's 15 runs of its own cost as much as two of the claims' conditions: it is drawn in runs no longer
-# than the default profile's, and a longer run's report points to the default report's map.
+# The map's 15 runs of its own cost as much as three of the claims' conditions at five seeds: it is drawn in
+# runs no longer than the default profile's, and a longer run's report points to the default report's map.
 MAP_MAX_EPOCHS = PROFILES["default"].epochs
 
 
@@ -295,10 +295,10 @@ def _map_runs(profile: Profile, device: str) -> list[RunSpec]:
 
 def _map(context: ReportContext) -> SectionOutput:
     if context.ev.profile.epochs > MAP_MAX_EPOCHS:
-        own = [name for name in dict.fromkeys(MAP.values()) if name not in context.conditions]
+        own = [name for name in dict.fromkeys(MAP.values()) if CONDITIONS[name].group != "claims"]
         return SectionOutput([
             "## The gamma x alpha map (descriptive, not judged)", "",
-            f"Drawn at the default profile's {MAP_MAX_EPOCHS} epochs only, in the default report: here it "
+            f"Drawn in runs of at most {MAP_MAX_EPOCHS} epochs (see the default report): here it "
             f"would add {len(own)} runs of {context.ev.profile.epochs} epochs to the claims' own, for a picture "
             "of one seed that is not judged.", ""])
     values = map_values(context.ev)
@@ -340,11 +340,12 @@ def _training_length(context: ReportContext) -> list[str]:
     marks = sorted({p.epoch for series in lengths.values() for p in series})
     head = f"- **Training length.** {epochs} epochs, " + (
         "the writeup's." if epochs == WRITEUP_EPOCHS else f"more than the writeup's {WRITEUP_EPOCHS}.")
-    if len(marks) < 2:
+    lines = by_length.changes(lengths, context.results) if len(marks) >= 2 else []
+    if not lines:
         return [head]
-    return [head + f" From epoch {marks[0]} to {marks[-1]}, the claims judged on B alone (the same runs, "
-            "\"Verdicts by training length\"; means and unadjusted 95% intervals, not judged):",
-            *(f"  - {line}" for line in by_length.changes(lengths, context.results))]
+    table = "" if context.judged.partial else "\"Verdicts by training length\"; "  # a whole report's section
+    return [head + f" From epoch {marks[0]} to {marks[-1]}, the claims judged on B alone (the same runs, {table}"
+            "means and unadjusted 95% intervals, not judged):", *(f"  - {line}" for line in lines)]
 
 
 def _limits(context: ReportContext) -> SectionOutput:

@@ -74,31 +74,41 @@ def _place(point: Point, threshold: float) -> str:
 
 
 def changes(points: dict[Key, list[Point]], results: list[ClaimResult]) -> list[str]:
-    """What changed between the first and the last mark, one line per comparison whose mean crossed its
-    rule's threshold or whose 95% interval moved against it (above, across or below), then a line for
-    the ones that kept their place. Descriptive, as the table it summarises ([] with fewer than two marks)."""
-    rules = _rules(results)
+    """What changed between the first and the last mark, one line per comparison whose mean moved to the
+    other side of its rule (met, or not: a mean at the threshold does not meet it) or whose 95% interval
+    moved against the threshold (above, across or below), then a line for those measured at fewer than two
+    marks and one for the ones that kept their place. Descriptive, as the table it summarises."""
+    comparisons = {(r.claim.id, p.part.name, j.comparison.name): j.comparison
+                   for r in results for p in r.parts for j in p.judgements}
     moved: list[str] = []
-    kept = 0
+    kept = short = 0
     for key, series in points.items():
-        if key not in rules or len(series) < 2:
+        comparison = comparisons.get(key)
+        if comparison is None or len(series) < 2:
+            short += 1
             continue
-        rule, threshold = rules[key]
+        t = comparison.threshold
         first, last = min(series, key=lambda p: p.epoch), max(series, key=lambda p: p.epoch)
-        crossed = (first.mean > threshold) != (last.mean > threshold)
-        was, now = _place(first, threshold), _place(last, threshold)
-        if not crossed and was == now:
+        meets = [(p.mean > t) if comparison.side == "greater" else (p.mean < t) for p in (first, last)]
+        was, now = _place(first, t), _place(last, t)
+        if meets[0] == meets[1] and was == now:
             kept += 1
             continue
-        what = ("its mean crossed the threshold" if crossed else "its mean stayed on the same side")
-        moved.append(f"{key[0]} {key[1]}, {key[2]} ({rule}): {first.mean:.2f} [{first.low:.2f}, {first.high:.2f}] "
-                     f"at epoch {first.epoch}, {last.mean:.2f} [{last.low:.2f}, {last.high:.2f}] at epoch "
-                     f"{last.epoch}; {what}, and its interval went from {was} the threshold to {now} it.")
-    if not moved and not kept:
-        return []
+        if meets[0] != meets[1]:
+            mean = "its mean now meets the rule" if meets[1] else "its mean no longer meets the rule"
+        else:
+            mean = f"its mean {'meets' if meets[1] else 'misses'} the rule at both"
+        interval = (f"its interval stayed {now} the threshold" if was == now
+                    else f"its interval went from {was} the threshold to {now} it")
+        moved.append(f"{key[0]} {key[1]}, {key[2]} ({comparison.rule}): {first.mean:.2f} [{first.low:.2f}, "
+                     f"{first.high:.2f}] at epoch {first.epoch}, {last.mean:.2f} [{last.low:.2f}, {last.high:.2f}] "
+                     f"at epoch {last.epoch}; {mean}, and {interval}.")
+    if short:
+        moved.append(f"{short} comparison{'s' if short != 1 else ''} measured at fewer than two marks "
+                     f"{'are' if short != 1 else 'is'} left out.")
     if kept:
-        who = (f"The {kept} other comparison{'s' if kept != 1 else ''}" if moved
-               else "The one comparison" if kept == 1 else f"All {kept} comparisons")
+        plural = "s" if kept != 1 else ""
+        who = f"{'The' if moved or kept == 1 else 'All'} {kept}{' other' if moved else ''} comparison{plural}"
         moved.append(f"{who} kept the side of the mean and the place of the interval against the threshold.")
     return moved
 

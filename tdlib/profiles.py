@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated registered conditions (default: every condition of group 'claims')")
     parser.add_argument("--no-sections", action="store_true",
                         help="leave out the runs of the report's registered sections (the study's gamma x alpha "
-                        "map: one seed per cell; included by default)")
+                        "map: one seed per cell, in runs of at most 15 epochs; included by default)")
     parser.add_argument("--engine", choices=ENGINES, default="local", help="where runs train (default: local)")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
     parser.add_argument("--threads", type=int, default=None,

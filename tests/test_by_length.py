@@ -62,31 +62,51 @@ def test_the_claims_on_b_are_measured_at_every_mark(ev: Evidence, tmp_path: Path
     assert (tmp_path / "by-length.png").stat().st_size > 1000
 
 
-def test_the_changes_name_each_comparison_that_moved_against_its_threshold() -> None:
-    """Three comparisons with the threshold 0: one whose mean crosses it, one whose interval leaves it
-    (the mean on the same side), one that keeps its place; the summary names the first two only."""
-    names = ("crosses", "narrows", "stays")
-    claim_ = Claim("Y3", "q", "three comparisons on B", ("B",))
+def _judged(claim_id: str, names: tuple[str, ...], side: str = "greater") -> list:
+    claim_ = Claim(claim_id, "q", "comparisons on B", ("B",))
     findings = Findings()
-    findings.add(claim_, Finding([Part("p", tuple(Comparison(n, (1.0, 2.0, 3.0), 0.0, "greater") for n in names))]))
-    results = findings.judge([claim_]).results
+    findings.add(claim_, Finding([Part("p", tuple(Comparison(n, (1.0, 2.0, 3.0), 0.0, side) for n in names))]))
+    return findings.judge([claim_]).results
+
+
+def test_the_changes_name_each_comparison_that_moved_against_its_threshold() -> None:
+    """Threshold 0, rule mean > 0: a mean that comes to meet the rule, an interval that leaves the
+    threshold (the mean on the same side), a mean that falls to the threshold itself (which does not
+    meet a strict rule), two that keep their place, one measured once and one no claim judged."""
+    results = _judged("Y3", ("crosses", "narrows", "ties", "stays", "stays below", "once"))
     P = by_length.Point
     points = {
         ("Y3", "p", "crosses"): [P(15, 5, -1.0, -2.0, 0.5), P(100, 5, 1.5, 0.5, 2.5)],
         ("Y3", "p", "narrows"): [P(15, 5, 1.0, -0.5, 2.5), P(30, 5, 1.0, 0.2, 1.8), P(100, 5, 1.2, 0.4, 2.0)],
+        ("Y3", "p", "ties"): [P(15, 5, 0.5, -0.5, 1.5), P(100, 5, 0.0, -1.0, 1.0)],
         ("Y3", "p", "stays"): [P(15, 5, 2.0, 1.0, 3.0), P(100, 5, 3.0, 2.0, 4.0)],
+        ("Y3", "p", "stays below"): [P(15, 5, -2.0, -3.0, -1.0), P(100, 5, -3.0, -4.0, -2.0)],
+        ("Y3", "p", "once"): [P(100, 5, 1.0, 0.5, 1.5)],
+        ("Y9", "p", "not judged"): [P(15, 5, 1.0, 0.5, 1.5), P(100, 5, -1.0, -1.5, -0.5)],
     }
     lines = by_length.changes(points, results)
-    assert len(lines) == 3
-    assert lines[0].startswith("Y3 p, crosses (mean > 0): -1.00 [-2.00, 0.50] at epoch 15, 1.50 [0.50, 2.50] at "
-                               "epoch 100; its mean crossed the threshold")
-    assert lines[0].endswith("from across the threshold to above it.")
-    assert "narrows" in lines[1] and "mean stayed on the same side" in lines[1] and "from across" in lines[1]
-    assert lines[2] == ("The 1 other comparison kept the side of the mean and the place of the interval against "
-                        "the threshold.")
-    only_stays = {k: v for k, v in points.items() if k[2] == "stays"}
-    assert by_length.changes(only_stays, results) == [
-        "The one comparison kept the side of the mean and the place of the interval against the threshold."]
+    assert lines[0] == ("Y3 p, crosses (mean > 0): -1.00 [-2.00, 0.50] at epoch 15, 1.50 [0.50, 2.50] at epoch 100; "
+                        "its mean now meets the rule, and its interval went from across the threshold to above it.")
+    assert lines[1].startswith("Y3 p, narrows (mean > 0): 1.00 [-0.50, 2.50] at epoch 15, 1.20 [0.40, 2.00] at epoch "
+                               "100; its mean meets the rule at both, and its interval went from across")
+    assert lines[2].endswith("; its mean no longer meets the rule, and its interval stayed across the threshold.")
+    assert lines[3:] == [
+        "2 comparisons measured at fewer than two marks are left out.",
+        "The 2 other comparisons kept the side of the mean and the place of the interval against the threshold."]
+
+
+def test_a_less_rule_is_met_below_the_threshold_and_the_summary_counts_what_kept_its_place() -> None:
+    results = _judged("Y5", ("falls", "stays", "stays too"), side="less")
+    P = by_length.Point
+    falls = [P(15, 5, 1.0, 0.5, 1.5), P(100, 5, -1.0, -1.5, -0.5)]
+    stays = [P(15, 5, -1.0, -1.5, -0.5), P(100, 5, -2.0, -2.5, -1.5)]
+    (moved, kept) = by_length.changes({("Y5", "p", "falls"): falls, ("Y5", "p", "stays"): stays}, results)
+    assert "(mean < 0)" in moved and "its mean now meets the rule, and its interval went from above" in moved
+    assert kept.startswith("The 1 other comparison kept")
+    assert by_length.changes({("Y5", "p", "stays"): stays}, results) == [
+        "The 1 comparison kept the side of the mean and the place of the interval against the threshold."]
+    both = {("Y5", "p", "stays"): stays, ("Y5", "p", "stays too"): stays}
+    assert by_length.changes(both, results)[0].startswith("All 2 comparisons kept")
     assert by_length.changes({}, results) == []
 
 
@@ -100,13 +120,19 @@ def test_the_limits_of_a_100_epoch_run_say_what_changed_from_the_first_mark(
     points = {("Y4", "p", "c"): [P(15, 5, -1.0, -2.0, 0.5), P(100, 5, 1.5, 0.5, 2.5)]}
     monkeypatch.setattr(study.by_length, "measure", lambda *args: points)
 
-    def bullet(epochs: int) -> list[str]:
+    def bullet(epochs: int, partial: bool = False) -> list[str]:
         context = SimpleNamespace(ev=SimpleNamespace(profile=SimpleNamespace(epochs=epochs)), results=results,
-                                  functions={})
+                                  functions={}, judged=SimpleNamespace(partial=partial))
         return study._training_length(context)
 
     long = bullet(100)
-    assert long[0].startswith("- **Training length.** 100 epochs, the writeup's. From epoch 15 to 100,")
-    assert long[1:] == [f"  - {line}" for line in by_length.changes(points, results)] and "crossed" in long[1]
+    assert long[0].startswith("- **Training length.** 100 epochs, the writeup's. From epoch 15 to 100, the claims "
+                              "judged on B alone (the same runs, \"Verdicts by training length\"; means")
+    assert long[1:] == [f"  - {line}" for line in by_length.changes(points, results)]
+    assert "its mean now meets the rule" in long[1]
+    assert "Verdicts by training length" not in bullet(100, partial=True)[0]  # a partial report lacks that section
+    assert bullet(150)[0].startswith("- **Training length.** 150 epochs, more than the writeup's 100.")
     (short,) = bullet(15)
     assert short.startswith("- **Training length.** 15 epochs against the writeup's 100")
+    monkeypatch.setattr(study.by_length, "measure", lambda *args: {})
+    assert bullet(100) == ["- **Training length.** 100 epochs, the writeup's."]  # nothing measured at two marks
