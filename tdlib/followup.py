@@ -25,7 +25,7 @@ from tdlib.claim import ClaimResult, Finding, Judged
 from tdlib.conditions import CONDITIONS
 from tdlib.evidence import BrokenEvidence, Evidence, NotStored
 from tdlib.executors import Engine, train_all
-from tdlib.plan import plan
+from tdlib.plan import parallel_runs, plan
 from tdlib.sequential import (
     ALPHA_FOLLOW_UP,
     LOOKS,
@@ -190,7 +190,7 @@ def follow_up(
         if len(set(used) | {s.name for s in specs}) > max_runs:
             result.ended = f"the budget of {max_runs} runs"
             break
-        the_plan = plan(specs, cache.root)
+        the_plan = plan(specs, cache.root, parallel_runs(engine, workers))
         log(f"follow-up look {index + 1} of {len(looks)}: {n} fresh seeds ({seeds[0]}-{seeds[-1]}) of "
             f"{', '.join(conditions)} for {len(open_tracks)} open comparisons; {the_plan.summary()}")
         if pilot_evidence.stored_only and the_plan.to_train:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from tdlib.runs import RECORD
+from tdlib.runs import RECORD, RESUME, continued_runs, resume_epoch
 from tdlib.spec import RunSpec
 
 # Seconds per epoch on the full data set when no cached run tells better (a 2-core CPU, batch 256).
@@ -19,7 +20,7 @@ class Plan:
 
     cached: tuple[RunSpec, ...]
     to_train: tuple[RunSpec, ...]
-    seconds: float  # estimated wall time of training ``to_train``
+    seconds: float  # estimated wall time of training ``to_train`` (on the workers the plan was made for)
 
     def summary(self) -> str:
         total = len(self.cached) + len(self.to_train)
@@ -33,31 +34,63 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
 
 
-def plan(specs: list[RunSpec], cache_dir: Path) -> Plan:
-    """Which ``specs`` are in ``cache_dir``, and an estimate for the rest from the cached runs' records
-    (seconds per epoch, per condition; else any condition's; else a fallback scaled by the run's share of
-    the 60,000 training images). Reads only; nothing is created or trained."""
-    cached, to_train, per_epoch = [], [], {}
-    for spec in specs:
-        record = cache_dir / spec.name / RECORD
-        if record.exists():
-            cached.append(spec)
-            try:
-                seconds = json.loads(record.read_text())["wall_seconds"] / max(1, spec.epochs)
-                per_epoch.setdefault(spec.condition, []).append(seconds)
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-        else:
-            to_train.append(spec)
-    everything = [s for values in per_epoch.values() for s in values]
-    default = sum(everything) / len(everything) if everything else None
+def epochs_left(spec: RunSpec, cache_dir: Path) -> int:
+    """The epochs ``spec`` still has to train: from its ``resume.pt``, else from the end of the longest
+    cached shorter run it continues, else all of them."""
+    done = resume_epoch(cache_dir / spec.name / RESUME)
+    if not done:
+        done = max((other.epochs for other in continued_runs(cache_dir, spec)), default=0)
+    return max(0, spec.epochs - done)
+
+
+def parallel_runs(engine: str, workers: int) -> int:
+    """How many runs train at once on ``engine``: ``workers`` local processes, else one at a time as far as
+    an estimate can know (a cluster's queue decides for submitit)."""
+    return max(1, workers) if engine == "local" else 1
+
+
+def makespan(seconds: list[float], workers: int) -> float:
+    """The wall time of jobs of ``seconds`` on ``workers`` parallel workers, each job given, longest first,
+    to the worker that is free first (within 4/3 of the best schedule; Graham's bound)."""
+    loads = [0.0] * max(1, min(workers, len(seconds)))
+    for job in sorted(seconds, reverse=True):
+        loads[loads.index(min(loads))] += job
+    return max(loads, default=0.0)
+
+
+def epoch_rates(cache_dir: Path) -> dict[tuple[str, object, int], list[float]]:
+    """Seconds per epoch of every run recorded in ``cache_dir``, by (condition, data, batch size): each
+    run's wall time over the epochs it trained itself (a resumed or extended run trained fewer)."""
+    rates: dict[tuple[str, object, int], list[float]] = {}
+    for record in cache_dir.glob(f"*/{RECORD}"):
+        try:
+            saved = json.loads(record.read_text())
+            spec = RunSpec.from_json(saved["spec"])
+            trained = spec.epochs - int(saved.get("resumed_from_epoch") or 0)
+            rates.setdefault((spec.condition, spec.data, spec.batch_size), []).append(
+                float(saved["wall_seconds"]) / max(1, trained))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return rates
+
+
+def plan(specs: list[RunSpec], cache_dir: Path, workers: int = 1) -> Plan:
+    """Which ``specs`` are in ``cache_dir``, and an estimate of the wall time of the rest on ``workers``
+    parallel workers: each run's epochs left (:func:`epochs_left`) times the median seconds per epoch of the
+    cached runs of its condition on the same data and batch size (:func:`epoch_rates`), else of any condition
+    on them, else a fallback scaled by the run's share of the 60,000 training images. Reads only; nothing is
+    created or trained."""
+    cached = [s for s in specs if (cache_dir / s.name / RECORD).exists()]
+    to_train = [s for s in specs if s not in cached]
+    rates = epoch_rates(cache_dir) if to_train else {}
 
     def epoch_seconds(spec: RunSpec) -> float:
-        values = per_epoch.get(spec.condition)
-        if values:
-            return sum(values) / len(values)
-        return default if default is not None else FALLBACK_EPOCH_SECONDS * (spec.data.n_train or 60_000) / 60_000
+        alike = rates.get((spec.condition, spec.data, spec.batch_size)) or [
+            r for (_, data, batch), values in rates.items() if (data, batch) == (spec.data, spec.batch_size)
+            for r in values]
+        if alike:
+            return statistics.median(alike)  # the median: a run slowed by a neighbour's job says little
+        return FALLBACK_EPOCH_SECONDS * (spec.data.n_train or 60_000) / 60_000
 
-    seconds = sum(epoch_seconds(s) * s.epochs for s in to_train)
+    seconds = makespan([epoch_seconds(s) * epochs_left(s, cache_dir) for s in to_train], workers)
     return Plan(tuple(cached), tuple(to_train), seconds)
-

@@ -309,15 +309,8 @@ class RunCache:
     ) -> tuple[TrainState, dict[str, str], str | None] | None:
         """The final state of the longest cached shorter run that ``spec`` continues, with its checkpoints
         copied in; None if there is none."""
-        shorter = []
-        for record_path in self.root.glob(f"{spec.condition}-s{spec.seed}-*/{RECORD}"):
-            try:
-                other = RunSpec.from_json(json.loads(record_path.read_text())["spec"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if spec.continues(other) and (run := self.cached(other)) is not None:
-                shorter.append(run)
-        for run in sorted(shorter, key=lambda r: -r.spec.epochs):
+        shorter = [run for other in continued_runs(self.root, spec) if (run := self.cached(other)) is not None]
+        for run in shorter:
             try:
                 saved = run.final_state()
             except CorruptEntry:
@@ -379,6 +372,32 @@ class RunCache:
         for stale in directory.glob(".*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
         return Run(spec, directory, record, trained_now=True)
+
+
+def continued_runs(root: Path, spec: RunSpec) -> list[RunSpec]:
+    """The runs recorded in the cache at ``root`` that ``spec`` continues (:meth:`RunSpec.continues`),
+    longest first. Reads only the records; whether a run's files check out is the cache's to say."""
+    shorter = []
+    for record_path in root.glob(f"{spec.condition}-s{spec.seed}-*/{RECORD}"):
+        try:
+            other = RunSpec.from_json(json.loads(record_path.read_text())["spec"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if spec.continues(other):
+            shorter.append(other)
+    return sorted(shorter, key=lambda other: -other.epochs)
+
+
+def resume_epoch(path: Path) -> int:
+    """The epoch a ``resume.pt`` (or final state) file was written at, from its header alone; 0 if the file
+    is missing or has no readable header. Unverified: for estimates, never for training."""
+    try:
+        with path.open("rb") as file:
+            if file.readline() != STATE_MAGIC:
+                return 0
+            return int(json.loads(file.readline())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _note_lock_holder(lock_path: Path) -> None:
