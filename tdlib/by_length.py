@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from tdlib.claim import ClaimResult, Finding
 from tdlib.evidence import Evidence
 from tdlib.profiles import MARKS
-from tdlib.stats import mean_interval
+from tdlib.stats import Comparison, mean_interval
 
 Key = tuple[str, str, str]  # (claim id, part, comparison)
 
@@ -59,9 +59,13 @@ def measure(results: list[ClaimResult], functions: dict[str, Callable[[Evidence]
     return points
 
 
-def _rules(results: list[ClaimResult]) -> dict[Key, tuple[str, float]]:
-    return {(r.claim.id, p.part.name, j.comparison.name): (j.comparison.rule, j.comparison.threshold)
+def _comparisons(results: list[ClaimResult]) -> dict[Key, Comparison]:
+    return {(r.claim.id, p.part.name, j.comparison.name): j.comparison
             for r in results for p in r.parts for j in p.judgements}
+
+
+def _rules(results: list[ClaimResult]) -> dict[Key, tuple[str, float]]:
+    return {key: (c.rule, c.threshold) for key, c in _comparisons(results).items()}
 
 
 def _place(point: Point, threshold: float) -> str:
@@ -78,8 +82,7 @@ def changes(points: dict[Key, list[Point]], results: list[ClaimResult]) -> list[
     other side of its rule (met, or not: a mean at the threshold does not meet it) or whose 95% interval
     moved against the threshold (above, across or below), then a line for those measured at fewer than two
     marks and one for the ones that kept their place. Descriptive, as the table it summarises."""
-    comparisons = {(r.claim.id, p.part.name, j.comparison.name): j.comparison
-                   for r in results for p in r.parts for j in p.judgements}
+    comparisons = _comparisons(results)
     moved: list[str] = []
     kept = short = 0
     for key, series in points.items():

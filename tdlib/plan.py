@@ -80,8 +80,10 @@ def plan(specs: list[RunSpec], cache_dir: Path, workers: int = 1) -> Plan:
     cached runs of its condition on the same data and batch size (:func:`epoch_rates`), else of any condition
     on them, else a fallback scaled by the run's share of the 60,000 training images. Reads only; nothing is
     created or trained."""
-    cached = [s for s in specs if (cache_dir / s.name / RECORD).exists()]
-    to_train = [s for s in specs if s not in cached]
+    cached: list[RunSpec] = []
+    to_train: list[RunSpec] = []
+    for spec in specs:
+        (cached if (cache_dir / spec.name / RECORD).exists() else to_train).append(spec)
     rates = epoch_rates(cache_dir) if to_train else {}
 
     def epoch_seconds(spec: RunSpec) -> float:
