@@ -336,7 +336,7 @@ def _training_length(context: ReportContext) -> list[str]:
         return [f"- **Training length.** {epochs} epochs against the writeup's {WRITEUP_EPOCHS}: claims about "
                 "what long training does (C7, C8) are tested on a shorter run, and the ramped TWR schedule is "
                 "compressed into the same fraction of fewer steps."]
-    lengths = by_length.measure(context.results, context.functions, context.ev)
+    lengths = context.lengths
     marks = sorted({p.epoch for series in lengths.values() for p in series})
     head = f"- **Training length.** {epochs} epochs, " + (
         "the writeup's." if epochs == WRITEUP_EPOCHS else f"more than the writeup's {WRITEUP_EPOCHS}.")

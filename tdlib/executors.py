@@ -42,6 +42,7 @@ class Trained:
     final_accuracy: float
     wall_seconds: float
     threads: int
+    code_version: str  # of the tree that trained it (its record's provenance)
 
 
 def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None) -> Trained:
@@ -61,7 +62,7 @@ def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None) -
     finally:
         torch.set_num_threads(before)  # in process, the caller keeps its own count
     return Trained(run.spec.name, run.trained_now, run.final_accuracy, float(run.record["wall_seconds"]),
-                   int(run.record.get("threads", torch.get_num_threads())))
+                   int(run.record.get("threads", torch.get_num_threads())), run.record["provenance"]["code_version"])
 
 
 def train_all(

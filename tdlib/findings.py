@@ -21,20 +21,6 @@ class FindingsError(ValueError):
     """The report or the README cannot give or take a findings block."""
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.2f}"
-
-
-def _effect(claim: dict) -> str:
-    comparisons = [c for p in claim["parts"] for c in p["comparisons"]]
-    if not comparisons:
-        return "n/a"
-    if len(comparisons) == 1:
-        c = comparisons[0]
-        return f"{_fmt(c['mean'])} [{_fmt(c['ci95'][0])}, {_fmt(c['ci95'][1])}]"
-    return "; ".join(_fmt(c["mean"]) for c in comparisons) + " (means)"
-
-
 def heading_anchor(claim_id: str, title: str, verdict: str) -> str:
     """GitHub's anchor for a claim's heading in the report, ``### {id}: {title} ({verdict})``."""
     heading = f"{claim_id}: {title} ({verdict})".lower()
@@ -42,9 +28,10 @@ def heading_anchor(claim_id: str, title: str, verdict: str) -> str:
 
 
 def _row(claim: dict, report: str) -> str:
+    """A claim's line of the table; its effect is the report's own text (``report.summary_effect``)."""
     verdict = claim["verdict"] if not claim["error"] else "NOT JUDGED"
     link = f"{report}#{heading_anchor(claim['id'], claim['title'], claim['verdict'])}"
-    return f"| [{claim['id']}]({link}) | {claim['title']} | **{verdict}** | {_effect(claim)} |"
+    return f"| [{claim['id']}]({link}) | {claim['title']} | **{verdict}** | {claim['effect']} |"
 
 
 def block(report_json: Path, relative_to: Path) -> str:
@@ -53,9 +40,10 @@ def block(report_json: Path, relative_to: Path) -> str:
     try:
         data = json.loads(report_json.read_text())
         claims, profile, provenance = data["claims"], data["profile"], data["provenance"]
+        report = Path(os.path.relpath(report_json.parent / "CLAIMS.md", relative_to)).as_posix()
+        rows = [_row(c, report) for c in claims]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise FindingsError(f"{report_json}: not a claims report's JSON ({error!r})") from None
-    report = Path(os.path.relpath(report_json.parent / "CLAIMS.md", relative_to)).as_posix()
     figure = Path(os.path.relpath(report_json.parent / "figures" / "sweeps.png", relative_to)).as_posix()
     follow_up = data.get("follow_up")
     seeds = f"seeds {', '.join(map(str, profile['seeds']))}" + (
@@ -70,7 +58,7 @@ def block(report_json: Path, relative_to: Path) -> str:
         "",
         "| claim | | verdict | effect |",
         "|---|---|---|---|",
-        *(_row(c, report) for c in claims),
+        *rows,
         "",
         f"![Accuracy after pruning, per condition]({figure})",
         END,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,8 +25,8 @@ import numpy as np
 from tdlib.claim import ClaimResult, Finding, Judged
 from tdlib.conditions import CONDITIONS
 from tdlib.evidence import BrokenEvidence, Evidence, NotStored
-from tdlib.executors import Engine, train_all
-from tdlib.plan import parallel_runs, plan
+from tdlib.executors import Engine, Trained, train_all
+from tdlib.plan import plan
 from tdlib.sequential import (
     ALPHA_FOLLOW_UP,
     LOOKS,
@@ -101,6 +102,7 @@ class FollowUp:
     tracks: list[Track]
     runs: list[str] = field(default_factory=list)  # the fresh-seed runs it used, in the order first used
     training_seconds: float = 0.0  # from those runs' records
+    code_versions: dict[str, int] = field(default_factory=dict)  # code version that trained them -> how many
     looks_taken: int = 0
     ended: str = ""
     errors: dict[str, str] = field(default_factory=dict)  # claim id -> the error that stopped its parts
@@ -179,7 +181,7 @@ def follow_up(
             result.tracks.append(Track((claim_.id, jp.part.name, c.name), jp.part.how, c.threshold, c.side, c.unit,
                                        tuple(sorted(conditions)), levels, boundary))
     profile, cache, device = pilot_evidence.profile, pilot_evidence.cache, pilot_evidence.device
-    used: dict[str, float] = {}
+    used: dict[str, Trained] = {}
     for index, n in enumerate(looks):
         open_tracks = [t for t in result.tracks if t.open]
         if not open_tracks:
@@ -190,7 +192,7 @@ def follow_up(
         if len(set(used) | {s.name for s in specs}) > max_runs:
             result.ended = f"the budget of {max_runs} runs"
             break
-        the_plan = plan(specs, cache.root, parallel_runs(engine, workers))
+        the_plan = plan(specs, cache.root, workers, engine)
         log(f"follow-up look {index + 1} of {len(looks)}: {n} fresh seeds ({seeds[0]}-{seeds[-1]}) of "
             f"{', '.join(conditions)} for {len(open_tracks)} open comparisons; {the_plan.summary()}")
         if pilot_evidence.stored_only and the_plan.to_train:
@@ -199,7 +201,7 @@ def follow_up(
         # Only reading (stored_only): load in this process rather than start workers for nothing.
         for trained in train_all(specs, cache.root, engine="inprocess" if pilot_evidence.stored_only else engine,
                                  workers=workers, threads=threads, progress=progress):
-            used.setdefault(trained.name, trained.wall_seconds)
+            used.setdefault(trained.name, trained)
         result.looks_taken = index + 1
         _take_look(result, pilot_evidence.with_seeds(seeds, conditions), functions, index, n)
         _settle_parts(result, index, n)
@@ -211,7 +213,8 @@ def follow_up(
         if part.status == "open":
             part.status = f"not decided within {done} fresh seeds"
     result.runs = list(used)
-    result.training_seconds = float(sum(used.values()))
+    result.training_seconds = float(sum(t.wall_seconds for t in used.values()))
+    result.code_versions = dict(Counter(t.code_version for t in used.values()).most_common())
     return result
 
 

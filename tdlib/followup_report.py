@@ -18,6 +18,11 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
 
 
+def versions(counts: dict[str, int]) -> str:
+    """``{"7ca74dc": 61, "f54d4c8": 30}`` as "7ca74dc (61 runs), f54d4c8 (30 runs)"."""
+    return ", ".join(f"{version} ({n} run{'s' if n != 1 else ''})" for version, n in counts.items()) or "n/a"
+
+
 def outcome_text(result: FollowUp, part: PartOutcome) -> str:
     """What the fresh seeds made of a followed part, in a few words."""
     if part.status == "decided":
@@ -71,7 +76,8 @@ def markdown(result: FollowUp, pilot_seeds: tuple[int, ...]) -> list[str]:
         "",
         f"**What it spent.** {len(result.runs)} runs of fresh seeds "
         f"({result.training_seconds / 3600:.1f} CPU hours of training, from their records), over "
-        f"{result.looks_taken} look(s). It ended at: {result.ended}.",
+        f"{result.looks_taken} look(s), trained at code {versions(result.code_versions)}. It ended at: "
+        f"{result.ended}.",
         "",
         "| claim | part | verdict of the fresh seeds |",
         "|---|---|---|",

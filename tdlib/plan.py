@@ -74,12 +74,12 @@ def epoch_rates(cache_dir: Path) -> dict[tuple[str, object, int], list[float]]:
     return rates
 
 
-def plan(specs: list[RunSpec], cache_dir: Path, workers: int = 1) -> Plan:
-    """Which ``specs`` are in ``cache_dir``, and an estimate of the wall time of the rest on ``workers``
-    parallel workers: each run's epochs left (:func:`epochs_left`) times the median seconds per epoch of the
-    cached runs of its condition on the same data and batch size (:func:`epoch_rates`), else of any condition
-    on them, else a fallback scaled by the run's share of the 60,000 training images. Reads only; nothing is
-    created or trained."""
+def plan(specs: list[RunSpec], cache_dir: Path, workers: int = 1, engine: str = "local") -> Plan:
+    """Which ``specs`` are in ``cache_dir``, and an estimate of the wall time of the rest on ``engine`` with
+    ``workers`` (:func:`parallel_runs`): each run's epochs left (:func:`epochs_left`) times the median
+    seconds per epoch of the cached runs of its condition on the same data and batch size
+    (:func:`epoch_rates`), else of any condition on them, else a fallback scaled by the run's share of the
+    60,000 training images. Reads only; nothing is created or trained."""
     cached: list[RunSpec] = []
     to_train: list[RunSpec] = []
     for spec in specs:
@@ -94,5 +94,6 @@ def plan(specs: list[RunSpec], cache_dir: Path, workers: int = 1) -> Plan:
             return statistics.median(alike)  # the median: a run slowed by a neighbour's job says little
         return FALLBACK_EPOCH_SECONDS * (spec.data.n_train or 60_000) / 60_000
 
-    seconds = makespan([epoch_seconds(s) * epochs_left(s, cache_dir) for s in to_train], workers)
+    seconds = makespan([epoch_seconds(s) * epochs_left(s, cache_dir) for s in to_train],
+                       parallel_runs(engine, workers))
     return Plan(tuple(cached), tuple(to_train), seconds)

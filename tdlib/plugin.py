@@ -167,7 +167,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config.stash[SELECTED] = selected
     if not selected:
         return
-    from tdlib.plan import parallel_runs, plan
+    from tdlib.plan import plan
 
     settings = config.stash[SETTINGS]
     profile, device = settings["profile"], settings["device"]
@@ -193,7 +193,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             f"--claims-follow-up follows the whole registered family; this run selected {len(selected)} of its "
             f"{len(config.stash[FAMILY])} claims (drop -k/-m, or the follow-up)"
         )
-    the_plan = plan(specs, settings["cache"], parallel_runs(settings["executor"], settings["workers"]))
+    the_plan = plan(specs, settings["cache"], settings["workers"], settings["executor"])
     if settings["stored_only"] and the_plan.to_train:
         names = ", ".join(s.name for s in the_plan.to_train[:5]) + (", ..." if len(the_plan.to_train) > 5 else "")
         raise pytest.UsageError(

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from tdlib.executors import ENGINES, describe, train_all
-    from tdlib.plan import parallel_runs, plan
+    from tdlib.plan import plan
 
     parser = argparse.ArgumentParser(prog="python -m tdlib train",
                                      description="Train every run of a profile into the run cache (resumable).")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             specs += [s for s in section_runs(profile) if s not in specs]
     except ValueError as error:
         parser.error(str(error))
-    print(f"{profile.name}: {plan(specs, Path(args.cache), parallel_runs(args.engine, args.workers)).summary()}",
+    print(f"{profile.name}: {plan(specs, Path(args.cache), args.workers, args.engine).summary()}",
           flush=True)
     if args.plan:
         return

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,12 @@ class ReportContext:
     def results(self) -> list[ClaimResult]:
         return [r for r in self.judged.results if not r.error]
 
+    @cached_property
+    def lengths(self) -> dict[by_length.Key, list[by_length.Point]]:
+        """The claims on B alone at each training length (:func:`by_length.measure`), measured once for all
+        the sections that show them."""
+        return by_length.measure(self.results, self.functions, self.ev)
+
 
 @dataclass(frozen=True)
 class SectionOutput:
@@ -231,7 +238,7 @@ def _weights_section(context: ReportContext) -> SectionOutput:
 
 
 def _by_length_section(context: ReportContext) -> SectionOutput:
-    lengths = by_length.measure(context.results, context.functions, context.ev)
+    lengths = context.lengths
     if not lengths:
         return SectionOutput([])
     by_length.figure(lengths, context.results, context.figures / "by-length.png")
@@ -425,6 +432,8 @@ def render(
         *(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in profile.items()),
         f"| code version (report) | {prov['code_version']} |",
         f"| code version (runs) | {', '.join(versions)} |",
+        *([f"| code version (follow-up runs) | {followup_report.versions(judged.follow_up.code_versions)} |"]
+          if judged.follow_up is not None else []),
         f"| runs trained | {dates[0] if dates else 'n/a'} to {dates[-1] if dates else 'n/a'} |",
         f"| report written | {prov['date']} |",
         f"| torch | {prov['torch']} (Python {prov['python']}) |",
@@ -605,6 +614,7 @@ def as_json(judged: Judged, ev: Evidence, prov: dict[str, str]) -> dict:
                 "quote": r.claim.quote,
                 "rule": r.claim.rule,
                 "verdict": r.verdict.value,
+                "effect": summary_effect(r),  # as the summary table shows it, unit included
                 "error": r.error,
                 "parts": [
                     {

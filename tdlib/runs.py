@@ -115,21 +115,28 @@ def state_bytes(spec: RunSpec, state: TrainState, checkpoints: dict[str, str]) -
     return STATE_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
 
 
+def _split_state(raw: bytes, path: Path) -> tuple[dict[str, Any], bytes]:
+    """(header, payload) of the bytes of a state file (or of its first two lines, for the header alone)."""
+    if not raw.startswith(STATE_MAGIC):
+        raise CorruptEntry(f"{path} is not a tdlib training state (no header)")
+    line, _, payload = raw[len(STATE_MAGIC):].partition(b"\n")
+    try:
+        header = json.loads(line)
+        if not isinstance(header, dict) or not {"key", "epoch", "sha256", "checkpoints"} <= header.keys():
+            raise ValueError(f"a header needs key, epoch, sha256 and checkpoints, not {line[:80]!r}")
+    except ValueError as error:
+        raise CorruptEntry(f"{path} has an unreadable header ({error})") from error
+    return header, payload
+
+
 def read_state(path: Path, spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     """(header, state dict) of a file written from :func:`state_bytes` for ``spec``, verified.
 
     Raises :class:`CorruptEntry`, naming the file and what is wrong, unless the magic, the key, the
     payload's checksum and the epoch all agree.
     """
-    raw = path.read_bytes()
-    if not raw.startswith(STATE_MAGIC):
-        raise CorruptEntry(f"{path} is not a tdlib training state (no header)")
-    line, _, payload = raw[len(STATE_MAGIC):].partition(b"\n")
-    try:
-        header = json.loads(line)
-        key, epoch, digest, checkpoints = header["key"], header["epoch"], header["sha256"], header["checkpoints"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise CorruptEntry(f"{path} has an unreadable header ({error})") from error
+    header, payload = _split_state(path.read_bytes(), path)
+    key, epoch, digest, checkpoints = header["key"], header["epoch"], header["sha256"], header["checkpoints"]
     if key != spec.key():
         raise CorruptEntry(f"{path} belongs to run {key}, not to {spec.name}")
     if hashlib.sha256(payload).hexdigest() != digest:
@@ -393,10 +400,9 @@ def resume_epoch(path: Path) -> int:
     is missing or has no readable header. Unverified: for estimates, never for training."""
     try:
         with path.open("rb") as file:
-            if file.readline() != STATE_MAGIC:
-                return 0
-            return int(json.loads(file.readline())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+            header, _ = _split_state(file.readline() + file.readline(), path)
+        return int(header["epoch"])
+    except (OSError, CorruptEntry, ValueError, TypeError):
         return 0
 
 

@@ -111,18 +111,17 @@ def test_a_less_rule_is_met_below_the_threshold_and_the_summary_counts_what_kept
 
 
 def test_the_limits_of_a_100_epoch_run_say_what_changed_from_the_first_mark(
-        study: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+        study: ModuleType) -> None:
     P = by_length.Point
     claim_ = Claim("Y4", "q", "one comparison on B", ("B",))
     findings = Findings()
     findings.add(claim_, Finding([Part("p", (Comparison("c", (1.0, 2.0, 3.0), 0.0, "greater"),))]))
     results = findings.judge([claim_]).results
     points = {("Y4", "p", "c"): [P(15, 5, -1.0, -2.0, 0.5), P(100, 5, 1.5, 0.5, 2.5)]}
-    monkeypatch.setattr(study.by_length, "measure", lambda *args: points)
 
-    def bullet(epochs: int, partial: bool = False) -> list[str]:
+    def bullet(epochs: int, partial: bool = False, lengths: dict = points) -> list[str]:
         context = SimpleNamespace(ev=SimpleNamespace(profile=SimpleNamespace(epochs=epochs)), results=results,
-                                  functions={}, judged=SimpleNamespace(partial=partial))
+                                  lengths=lengths, judged=SimpleNamespace(partial=partial))
         return study._training_length(context)
 
     long = bullet(100)
@@ -134,5 +133,4 @@ def test_the_limits_of_a_100_epoch_run_say_what_changed_from_the_first_mark(
     assert bullet(150)[0].startswith("- **Training length.** 150 epochs, more than the writeup's 100.")
     (short,) = bullet(15)
     assert short.startswith("- **Training length.** 15 epochs against the writeup's 100")
-    monkeypatch.setattr(study.by_length, "measure", lambda *args: {})
-    assert bullet(100) == ["- **Training length.** 100 epochs, the writeup's."]  # nothing measured at two marks
+    assert bullet(100, lengths={}) == ["- **Training length.** 100 epochs, the writeup's."]  # none at two marks

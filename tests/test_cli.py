@@ -67,14 +67,13 @@ def test_compress_saves_a_cached_run_that_computes_what_the_masked_model_does(ca
 def test_findings_writes_the_reports_verdicts_between_the_readmes_markers(tmp_path: Path) -> None:
     report = tmp_path / "reports" / "claims.json"
     report.parent.mkdir()
-    comparison = {"mean": 1.234, "ci95": [0.5, 2.0]}
     report.write_text(json.dumps({
         "profile": {"profile": "default", "epochs": 15, "seeds": [0, 1, 2, 3, 4]},
         "provenance": {"code_version": "abc123", "date": "2026-11-25T20:00:00+00:00"},
         "guarantee": "Guarantee: at most 0.05.",
         "follow_up": {"runs": ["B-s100-x", "B-s101-x"]},
         "claims": [{"id": "C1", "title": "a small minority does the work", "verdict": "SUPPORTED", "error": "",
-                    "parts": [{"comparisons": [comparison]}]}],
+                    "effect": "1.23 pp [0.50, 2.00]"}],
     }))
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n\n<!-- findings: start -->\nold\n<!-- findings: end -->\n\n## More\n")
@@ -83,7 +82,7 @@ def test_findings_writes_the_reports_verdicts_between_the_readmes_markers(tmp_pa
     text = readme.read_text()
     assert text.startswith("# Title\n\n<!-- findings: start -->\nFrom [reports/CLAIMS.md](reports/CLAIMS.md)")
     assert "| [C1](reports/CLAIMS.md#c1-a-small-minority-does-the-work-supported) | a small minority does the work" \
-           " | **SUPPORTED** | 1.23 [0.50, 2.00] |" in text
+           " | **SUPPORTED** | 1.23 pp [0.50, 2.00] |" in text
     assert "seeds 0, 1, 2, 3, 4 and 2 follow-up runs on fresh seeds" in text and "old" not in text
     assert "![Accuracy after pruning, per condition](reports/figures/sweeps.png)" in text
     assert text.endswith("<!-- findings: end -->\n\n## More\n")

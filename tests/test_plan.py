@@ -53,5 +53,6 @@ def test_the_estimate_uses_the_median_rate_of_the_condition_on_the_same_data(tmp
     specs = [paper.spec("D", s) for s in (0, 1)] + [paper.spec("B0", 0)]
     estimate = plan(specs, tmp_path, workers=2)
     assert (len(estimate.cached), len(estimate.to_train)) == (0, 3)
-    assert plan(specs, tmp_path, workers=2).seconds == pytest.approx(max(100 * 20.0, 2 * 85 * 20.0))
+    assert estimate.seconds == pytest.approx(max(100 * 20.0, 2 * 85 * 20.0))
+    assert plan(specs, tmp_path, workers=2, engine="submitit").seconds == pytest.approx(2 * 85 * 20.0 + 100 * 20.0)
     assert plan(specs, tmp_path, workers=1).seconds == pytest.approx(2 * 85 * 20.0 + 100 * 20.0)

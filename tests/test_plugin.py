@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tdlib.findings import block
+
 pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,6 +175,10 @@ def test_no_report_unless_asked_and_a_whole_one_when_asked(pytester: pytest.Pyte
     data = json.loads((report.parent / "claims.json").read_text())
     assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"] and not data["partial"]
     assert "Guarantee" in report.read_text()
+    # The README's findings show each effect as the report does, unit included.
+    effects = [row.rsplit(" | ", 1)[1].rstrip(" |") for row in block(report.parent / "claims.json", pytester.path)
+               .splitlines() if row.startswith("| [X")]
+    assert len(effects) == 2 and all("%" in e and f"| {e} |" in report.read_text() for e in effects)
     table = (report.parent / "evidence.csv").read_text().splitlines()
     assert table[0] == "condition,seed,epochs,run,key,value"
     assert sum(",accuracy," in row for row in table) == 3  # B's dense accuracy, one row per seed
@@ -206,6 +212,11 @@ def test_the_follow_up_decides_on_fresh_seeds_what_the_pilot_left_open(pytester:
     data = json.loads((report.parent / "claims.json").read_text())
     assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"]
     assert data["follow_up"]["looks_taken"] == 1 and len(data["follow_up"]["runs"]) == 5
+    trained_at = {json.loads((shared_cache / name / "record.json").read_text())["provenance"]["code_version"]
+                  for name in data["follow_up"]["runs"]}
+    (version,) = trained_at  # the report names the code that trained the fresh seeds' runs
+    assert data["follow_up"]["code_versions"] == {version: 5} and f"trained at code {version} (5 runs)" in \
+        report.read_text()
     assert "## The follow-up on fresh seeds" in report.read_text()
     again = pytester.runpytest_subprocess(*args)  # resumes: every run cached, the same decisions
     again.stdout.fnmatch_lines(["*5 runs, all cached*", "*X1 follow-up of 'learns': SUPPORTED at look 1*"])
