@@ -26,6 +26,7 @@ from tdlib import by_length, savings_report
 from tdlib.conditions import CONDITIONS, Condition, register
 from tdlib.dropout import TargetedDropout
 from tdlib.evidence import Evidence
+from tdlib.findings import anchor
 from tdlib.metrics import activation_stats, incoming, weight_stats
 from tdlib.model import MLP
 from tdlib.profiles import PROFILES, Profile
@@ -203,6 +204,7 @@ def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     left, right = fig.subplots(1, 2)
     groups = (("live", -0.18, "tab:blue"), ("dead", 0.18, "tab:red"))
     for ax, name in ((left, "moved"), (right, "norm")):
+        shown = []
         for i, seed in enumerate(ev.seeds):
             for group, offset, colour_ in groups:
                 q = {p: data[seed][f"{name}:{group}:q{p}"] for p in UNIT_QUANTILES}
@@ -210,15 +212,20 @@ def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
                     continue  # no unit in this group
                 box = {"med": q[50], "q1": q[25], "q3": q[75], "whislo": q[5], "whishi": q[95],
                        "fliers": [q[0], q[100]]}
+                shown += q.values()
                 ax.bxp([box], positions=[i + offset], widths=0.3, patch_artist=True,
                        boxprops={"facecolor": colour_, "alpha": 0.5}, medianprops={"color": "black"},
                        flierprops={"marker": ".", "markerfacecolor": colour_, "markeredgecolor": colour_})
         ax.set_xticks(range(len(ev.seeds)),
                       [f"seed {s}\n{data[s]['dead']:.0f} dead" for s in ev.seeds])
-        ax.set_yscale("log")
+        positive = [v for v in shown if v > 0]
+        if positive and min(shown) <= 0:  # units that did not move at all: a log axis would drop their box,
+            ax.set_yscale("symlog", linthresh=min(positive))  # so it turns linear below the least movement
+        else:
+            ax.set_yscale("log")
         ax.legend([Patch(facecolor=c, alpha=0.5) for _, _, c in groups], [g for g, _, _ in groups])
     left.set_title(f"B: movement of incoming weights and bias, epochs {ev.profile.half} to {ev.profile.epochs}")
-    left.set_ylabel("L2 distance moved, per unit (log)")
+    left.set_ylabel("L2 distance moved, per unit (log; linear near 0)")
     right.set_title("B: incoming weight norm at the end")
     right.set_ylabel("L2 norm of incoming weights, per unit (log)")
     fig.supxlabel("boxes: quartiles; whiskers: 5th to 95th percentile; dots: least and greatest", fontsize=9)
@@ -260,9 +267,12 @@ def map_figure(values: dict[tuple[str, float, float], float], seed: int, path: P
     fig.savefig(path, dpi=110)
 
 
+MAP_HEADING = "The gamma x alpha map (descriptive, not judged)"
+
+
 def map_section(values: dict[tuple[str, float, float], float], seed: int) -> list[str]:
     lines = [
-        "## The gamma x alpha map (descriptive, not judged)",
+        f"## {MAP_HEADING}",
         "",
         "For each targeted-dropout setting, one run (seed "
         f"{seed}) pruned at k = gamma (weight level: weights per layer; unit level: whole units), minus B's "
@@ -297,8 +307,9 @@ def _map(context: ReportContext) -> SectionOutput:
     if context.ev.profile.epochs > MAP_MAX_EPOCHS:
         own = [name for name in dict.fromkeys(MAP.values()) if CONDITIONS[name].group != "claims"]
         return SectionOutput([
-            "## The gamma x alpha map (descriptive, not judged)", "",
-            f"Drawn in runs of at most {MAP_MAX_EPOCHS} epochs (see the default report): here it "
+            f"## {MAP_HEADING}", "",
+            f"Drawn in runs of at most {MAP_MAX_EPOCHS} epochs: see [the default report's map]"
+            f"(../CLAIMS.md#{anchor(MAP_HEADING)}). Here it "
             f"would add {len(own)} runs of {context.ev.profile.epochs} epochs to the claims' own, for a picture "
             "of one seed that is not judged.", ""])
     values = map_values(context.ev)

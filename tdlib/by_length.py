@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from tdlib.claim import ClaimResult, Finding
-from tdlib.evidence import Evidence
+from tdlib.evidence import Evidence, NotStored
 from tdlib.profiles import MARKS
 from tdlib.stats import Comparison, mean_interval
 
@@ -31,30 +31,51 @@ class Point:
     high: float
 
 
+class Lengths(dict[Key, list[Point]]):
+    """Each comparison's points by training length, under its judged (last mark's) name, and the cells
+    that could not be measured, as "C7 at epoch 30: KeyError: ..."."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: list[str] = []
+
+
 def marks(ev: Evidence) -> list[int]:
     return [m for m in MARKS if m <= ev.trained.epochs]
 
 
 def measure(results: list[ClaimResult], functions: dict[str, Callable[[Evidence], Finding]],
-            ev: Evidence) -> dict[Key, list[Point]]:
-    """Each comparison of each claim on B alone, at each mark ({} when a run reaches fewer than two)."""
-    points: dict[Key, list[Point]] = {}
+            ev: Evidence) -> Lengths:
+    """Each comparison of each claim on B alone, at each mark (none when a run reaches fewer than two).
+
+    A comparison is followed by its place in its part, and named as it was judged: a claim about training
+    time names the epochs it compares ("epoch 100 - epoch 10"), which differ at every mark. A claim that
+    fails at a mark leaves that cell empty and is listed in ``failed``; evidence that is not stored
+    (:class:`NotStored`) is not a failure of the claim and is raised.
+    """
+    points = Lengths()
     if not functions or not results or len(marks(ev)) < 2:
         return points
     for r in results:
         if r.error or set(r.claim.conditions) != {"B"} or r.claim.id not in functions:
             continue
+        judged = {p.part.name: [j.comparison.name for j in p.judgements] for p in r.parts}
         for epoch in marks(ev):
             try:
                 finding = functions[r.claim.id](ev.at_epoch(epoch))
+            except NotStored:
+                raise
             except Exception as error:  # e.g. a checkpoint the runs did not keep: that cell stays empty
-                warnings.warn(f"{r.claim.id} at epoch {epoch}: {type(error).__name__}: {error}", stacklevel=2)
+                points.failed.append(f"{r.claim.id} at epoch {epoch}: {type(error).__name__}: {error}")
+                warnings.warn(points.failed[-1], stacklevel=2)
                 continue
             for part in finding.parts:
-                for c in part.comparisons:
+                names = judged.get(part.name, [])
+                for i, c in enumerate(part.comparisons):
+                    name = names[i] if len(names) == len(part.comparisons) else c.name
                     low, high = mean_interval(c.values)
                     mean = sum(c.values) / len(c.values) if c.values else math.nan
-                    points.setdefault((r.claim.id, part.name, c.name), []).append(
+                    points.setdefault((r.claim.id, part.name, name), []).append(
                         Point(epoch, len(c.values), mean, low, high))
     return points
 
@@ -116,9 +137,10 @@ def changes(points: dict[Key, list[Point]], results: list[ClaimResult]) -> list[
     return moved
 
 
-def markdown(points: dict[Key, list[Point]], results: list[ClaimResult], ev: Evidence) -> list[str]:
+def markdown(points: Lengths, results: list[ClaimResult], ev: Evidence) -> list[str]:
+    failed = [f"Not measured (their cells are n/a): {'; '.join(points.failed)}.", ""] if points.failed else []
     if not points:
-        return []
+        return ["## Verdicts by training length", "", *failed] if failed else []
     epochs = marks(ev)
     rules = _rules(results)
 
@@ -132,7 +154,8 @@ def markdown(points: dict[Key, list[Point]], results: list[ClaimResult], ev: Evi
         f"The claims judged on B alone, measured as if training had stopped at epochs {', '.join(map(str, epochs))} "
         "(B's kept checkpoints of the same runs; a claim about training time compares a tenth and a half of "
         "each length with its end). Means over the seeds with unadjusted 95% intervals: descriptive, not "
-        f"judged; the verdicts above are the {ev.trained.epochs}-epoch ones.",
+        f"judged; the verdicts above are the {ev.trained.epochs}-epoch ones. A comparison is named as it "
+        f"was judged, at epoch {ev.trained.epochs}.",
         "",
         "| claim | comparison | rule | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
         "|---|---|---|" + "---|" * len(epochs),
@@ -141,6 +164,7 @@ def markdown(points: dict[Key, list[Point]], results: list[ClaimResult], ev: Evi
         "",
         "![Each comparison of the claims on B by training length](figures/by-length.png)",
         "",
+        *failed,
     ]
 
 
@@ -163,6 +187,7 @@ def figure(points: dict[Key, list[Point]], results: list[ClaimResult], path: Pat
         ax.set_xlabel("epochs trained")
         ax.set_xscale("log")
         ax.set_xticks(x, [str(e) for e in x])
+        ax.minorticks_off()  # under a decade, the log axis would label its minor ticks over the marks
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
     fig.savefig(path, dpi=110)

@@ -330,8 +330,11 @@ class Evidence:
         return rows
 
     def training_seconds(self) -> float:
-        """Wall time of training all runs used so far, from their records."""
-        return sum(run.record["wall_seconds"] for runs in self._runs.values() for run in runs)
+        """Time spent training every epoch of the runs used so far, from their histories
+        (:attr:`Run.training_seconds`)."""
+        return sum(run.training_seconds for runs in self._runs.values() for run in runs)
 
-    def run_records(self) -> list[dict]:
-        return [run.record for runs in self._runs.values() for run in runs]
+    def run_records(self, lineage: bool = False) -> list[dict]:
+        """The records of the runs used so far; with ``lineage``, also those of the shorter runs they
+        continue (:attr:`Run.lineage`)."""
+        return [r for runs in self._runs.values() for run in runs for r in (run.lineage if lineage else [run.record])]

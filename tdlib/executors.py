@@ -40,9 +40,10 @@ class Trained:
     name: str
     trained_now: bool
     final_accuracy: float
-    wall_seconds: float
+    wall_seconds: float  # of the sitting that finished it (its record's)
     threads: int
     code_version: str  # of the tree that trained it (its record's provenance)
+    training_seconds: float  # of every epoch it holds (:attr:`tdlib.runs.Run.training_seconds`)
 
 
 def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None) -> Trained:
@@ -62,7 +63,8 @@ def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None) -
     finally:
         torch.set_num_threads(before)  # in process, the caller keeps its own count
     return Trained(run.spec.name, run.trained_now, run.final_accuracy, float(run.record["wall_seconds"]),
-                   int(run.record.get("threads", torch.get_num_threads())), run.record["provenance"]["code_version"])
+                   int(run.record.get("threads", torch.get_num_threads())), run.record["provenance"]["code_version"],
+                   run.training_seconds)
 
 
 def train_all(

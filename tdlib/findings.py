@@ -21,10 +21,14 @@ class FindingsError(ValueError):
     """The report or the README cannot give or take a findings block."""
 
 
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a markdown heading's text (without its ``#``s)."""
+    return "".join(ch for ch in heading.lower() if ch.isalnum() or ch in " -_").replace(" ", "-")
+
+
 def heading_anchor(claim_id: str, title: str, verdict: str) -> str:
     """GitHub's anchor for a claim's heading in the report, ``### {id}: {title} ({verdict})``."""
-    heading = f"{claim_id}: {title} ({verdict})".lower()
-    return "".join(ch for ch in heading if ch.isalnum() or ch in " -_").replace(" ", "-")
+    return anchor(f"{claim_id}: {title} ({verdict})")
 
 
 def _row(claim: dict, report: str) -> str:

@@ -101,7 +101,7 @@ class FollowUp:
     parts: list[PartOutcome]
     tracks: list[Track]
     runs: list[str] = field(default_factory=list)  # the fresh-seed runs it used, in the order first used
-    training_seconds: float = 0.0  # from those runs' records
+    training_seconds: float = 0.0  # of every epoch of those runs, from their histories
     code_versions: dict[str, int] = field(default_factory=dict)  # code version that trained them -> how many
     looks_taken: int = 0
     ended: str = ""
@@ -213,7 +213,7 @@ def follow_up(
         if part.status == "open":
             part.status = f"not decided within {done} fresh seeds"
     result.runs = list(used)
-    result.training_seconds = float(sum(t.wall_seconds for t in used.values()))
+    result.training_seconds = float(sum(t.training_seconds for t in used.values()))
     result.code_versions = dict(Counter(t.code_version for t in used.values()).most_common())
     return result
 

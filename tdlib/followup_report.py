@@ -75,7 +75,7 @@ def markdown(result: FollowUp, pilot_seeds: tuple[int, ...]) -> list[str]:
         f"{MAX_RUNS} runs.",
         "",
         f"**What it spent.** {len(result.runs)} runs of fresh seeds "
-        f"({result.training_seconds / 3600:.1f} CPU hours of training, from their records), over "
+        f"({result.training_seconds / 3600:.1f} CPU hours of training, from their histories), over "
         f"{result.looks_taken} look(s), trained at code {versions(result.code_versions)}. It ended at: "
         f"{result.ended}.",
         "",

@@ -76,8 +76,8 @@ def epoch_rates(cache_dir: Path) -> dict[tuple[str, object, int], list[float]]:
 
 def plan(specs: list[RunSpec], cache_dir: Path, workers: int = 1, engine: str = "local") -> Plan:
     """Which ``specs`` are in ``cache_dir``, and an estimate of the wall time of the rest on ``engine`` with
-    ``workers`` (:func:`parallel_runs`): each run's epochs left (:func:`epochs_left`) times the median
-    seconds per epoch of the cached runs of its condition on the same data and batch size
+    ``workers`` (:func:`parallel_runs`): each run's epochs left (:func:`epochs_left`) times the lower quartile
+    of the seconds per epoch of the cached runs of its condition on the same data and batch size
     (:func:`epoch_rates`), else of any condition on them, else a fallback scaled by the run's share of the
     60,000 training images. Reads only; nothing is created or trained."""
     cached: list[RunSpec] = []
@@ -91,7 +91,8 @@ def plan(specs: list[RunSpec], cache_dir: Path, workers: int = 1, engine: str = 
             r for (_, data, batch), values in rates.items() if (data, batch) == (spec.data, spec.batch_size)
             for r in values]
         if alike:
-            return statistics.median(alike)  # the median: a run slowed by a neighbour's job says little
+            # The lower quartile: a neighbour's job only ever slows a run, so the faster runs tell the rate.
+            return statistics.quantiles(alike, n=4, method="inclusive")[0] if len(alike) > 1 else alike[0]
         return FALLBACK_EPOCH_SECONDS * (spec.data.n_train or 60_000) / 60_000
 
     seconds = makespan([epoch_seconds(s) * epochs_left(s, cache_dir) for s in to_train],

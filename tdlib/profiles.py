@@ -39,8 +39,8 @@ class Profile:
         lengths of the other profiles' runs (:data:`MARKS`) that fall inside it, and a tenth and a half of
         each of those, for the verdicts by training length. The default profile's set is unchanged by the
         marks; a paper-length B wants epoch 5 (a tenth of 50), which a default run does not keep, so it
-        trains from scratch, while the conditions that keep no checkpoints continue from their default runs
-        (:meth:`RunSpec.continues`)."""
+        trains from scratch (as TWR does, its ramp being a share of the whole run), while the conditions that
+        keep no checkpoints continue from their default runs (:meth:`RunSpec.continues`)."""
         tenths = {round(i * self.epochs / 10) for i in range(11)}
         marks = {m for m in MARKS if m <= self.epochs}
         # At each mark, the epochs C7 and C8 compare with it (a tenth and a half of it), so that the claims

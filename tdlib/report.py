@@ -188,7 +188,7 @@ class ReportContext:
         return [r for r in self.judged.results if not r.error]
 
     @cached_property
-    def lengths(self) -> dict[by_length.Key, list[by_length.Point]]:
+    def lengths(self) -> by_length.Lengths:
         """The claims on B alone at each training length (:func:`by_length.measure`), measured once for all
         the sections that show them."""
         return by_length.measure(self.results, self.functions, self.ev)
@@ -240,7 +240,7 @@ def _weights_section(context: ReportContext) -> SectionOutput:
 def _by_length_section(context: ReportContext) -> SectionOutput:
     lengths = context.lengths
     if not lengths:
-        return SectionOutput([])
+        return SectionOutput(by_length.markdown(lengths, context.results, context.ev))  # failures, if any
     by_length.figure(lengths, context.results, context.figures / "by-length.png")
     data = [{"claim": k[0], "part": k[1], "comparison": k[2], "points": [dataclasses.asdict(p) for p in v]}
             for k, v in lengths.items()]
@@ -410,8 +410,10 @@ def render(
 ) -> str:
     results = judged.results
     records = ev.run_records()
-    versions = sorted({r["provenance"]["code_version"] for r in records})
-    dates = sorted(r["provenance"]["date"] for r in records)
+    lineage = ev.run_records(lineage=True)  # with the shorter runs that trained a continued run's first epochs
+    versions = sorted({r["provenance"]["code_version"] for r in lineage})
+    dates = sorted(r["provenance"]["date"] for r in lineage)
+    continued = len(records) - sum(not r.get("extended_from") for r in records)
     profile = ev.profile.describe()
     lines = [
         f"# {TITLE[0]}",
@@ -431,14 +433,17 @@ def render(
         "|---|---|",
         *(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in profile.items()),
         f"| code version (report) | {prov['code_version']} |",
-        f"| code version (runs) | {', '.join(versions)} |",
+        f"| code version (runs) | {', '.join(versions)}"
+        + (f" ({continued} of the {len(records)} runs continue shorter runs: both counted)" if continued else "")
+        + " |",
         *([f"| code version (follow-up runs) | {followup_report.versions(judged.follow_up.code_versions)} |"]
           if judged.follow_up is not None else []),
         f"| runs trained | {dates[0] if dates else 'n/a'} to {dates[-1] if dates else 'n/a'} |",
         f"| report written | {prov['date']} |",
         f"| torch | {prov['torch']} (Python {prov['python']}) |",
         f"| machine | {prov['machine']} |",
-        f"| training wall time | {seconds['training'] / 60:.1f} min over {len(records)} runs (from their records) |",
+        f"| training time | {seconds['training'] / 60:.1f} min over {len(records)} runs (every epoch they hold, "
+        "from their histories) |",
         f"| report wall time | {seconds['session']:.0f} s for this session (measuring, judging, drawing) |",
         "",
         "## Summary",
@@ -548,7 +553,7 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
         (staging / path.name).write_text(render(judged, ev, prov, seconds, conditions, sections))
         payload = as_json(judged, ev, prov)
         payload.update({name: output.data for name, output in sections.items() if output.data is not None})
-        (staging / "claims.json").write_text(json.dumps(payload, indent=1, default=str))
+        (staging / "claims.json").write_text(json.dumps(plain_json(payload), indent=1, default=str, allow_nan=False))
         with open(staging / "evidence.csv", "w", newline="") as table:  # every stored measurement, one per row
             writer = csv.DictWriter(table, fieldnames=["condition", "seed", "epochs", "run", "key", "value"])
             writer.writeheader()
@@ -560,6 +565,18 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
         _swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def plain_json(value: object) -> object:
+    """``value`` with every NaN or infinite float as None (null): JSON has neither, and strict readers
+    (JavaScript's ``JSON.parse``) reject the ``NaN`` Python writes by default."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    return value
 
 
 def _swap_in(staging: Path, directory: Path) -> None:
@@ -603,7 +620,8 @@ def as_json(judged: Judged, ev: Evidence, prov: dict[str, str]) -> dict:
                 "name": r["name"],
                 "code_version": r["provenance"]["code_version"],
                 "date": r["provenance"]["date"],
-                "wall_seconds": r["wall_seconds"],
+                "wall_seconds": r["wall_seconds"],  # of its last sitting
+                "extended_from": r.get("extended_from"),  # the shorter run it continues, if any
             }
             for r in ev.run_records()
         ],

@@ -169,6 +169,24 @@ class Run:
     def final_accuracy(self) -> float:
         return self.history[-1]["test_accuracy"]
 
+    @property
+    def training_seconds(self) -> float:
+        """Time spent on every epoch the run holds, from its history: also the epochs of earlier sittings
+        of a resumed run, and those of the shorter run it continues (which its record's wall time omits)."""
+        return float(sum(epoch["seconds"] for epoch in self.history))
+
+    @cached_property
+    def lineage(self) -> list[dict[str, Any]]:
+        """The run's record, then those of the shorter runs it continues (``extended_from``), which trained
+        its first epochs: their code versions and dates, for provenance. Read, not verified."""
+        records = [self.record]
+        while (name := records[-1].get("extended_from")) and len(records) < 100:
+            try:
+                records.append(json.loads((self.directory.parent / name / RECORD).read_text()))
+            except (OSError, ValueError):
+                break
+        return records
+
     def model(self) -> MLP:
         """The trained network, without dropout, in eval mode."""
         return self._load("model.pt")

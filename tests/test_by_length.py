@@ -11,7 +11,7 @@ import pytest
 
 from tdlib import by_length
 from tdlib.claim import Claim, Comparison, Finding, Findings, Part, values
-from tdlib.evidence import Evidence
+from tdlib.evidence import Evidence, NotStored
 from tdlib.metrics import accuracy
 from tdlib.profiles import Profile
 from tdlib.runs import RunCache
@@ -27,8 +27,11 @@ def learns(ev: Evidence) -> Finding:
 
 
 def small_weights(ev: Evidence) -> Finding:
-    late, early = ev.small_weights("B", ev.profile.epochs), ev.small_weights("B", ev.profile.tenth)
-    return Finding([Part("more", (Comparison("B: end - tenth", values(late - early), 0.0, "greater"),))])
+    """As C7 names it: by the epochs it compares, which differ at each mark."""
+    end, tenth = ev.profile.epochs, ev.profile.tenth
+    late, early = ev.small_weights("B", end), ev.small_weights("B", tenth)
+    return Finding([Part("more", (Comparison(f"B: epoch {end} - epoch {tenth}", values(late - early), 0.0,
+                                             "greater"),))])
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +50,39 @@ def test_evidence_at_an_epoch_is_that_checkpoints_under_its_own_keys(ev: Evidenc
 
 
 def test_the_claims_on_b_are_measured_at_every_mark(ev: Evidence, tmp_path: Path) -> None:
+    """A comparison whose name changes with the mark is one row, under its judged name; a claim that fails
+    at a mark leaves that cell empty and says why; evidence not stored is raised, never an empty cell."""
+    fails = Claim("Y3", "q", "fails at 15", ("B",))
+
+    def fails_at_15(ev: Evidence) -> Finding:
+        if ev.profile.epochs == 15:
+            raise ValueError("no such checkpoint")
+        return learns(ev)
+
     findings = Findings()
-    for claim_, fn in ((LEARNS, learns), (SMALL, small_weights)):
+    for claim_, fn in ((LEARNS, learns), (SMALL, small_weights), (fails, fails_at_15)):
         findings.add(claim_, fn(ev))
-    results = findings.judge([LEARNS, SMALL]).results
-    points = by_length.measure(results, {"Y1": learns, "Y2": small_weights}, ev)
+    results = findings.judge([LEARNS, SMALL, fails]).results
+    with pytest.warns(UserWarning, match="Y3 at epoch 15: ValueError: no such checkpoint"):
+        points = by_length.measure(results, {"Y1": learns, "Y2": small_weights, "Y3": fails_at_15}, ev)
     assert {k: [p.epoch for p in v] for k, v in points.items()} == {
-        ("Y1", "learns", "B dense"): [15, 30], ("Y2", "more", "B: end - tenth"): [15, 30]}
+        ("Y1", "learns", "B dense"): [15, 30], ("Y2", "more", "B: epoch 30 - epoch 3"): [15, 30],
+        ("Y3", "learns", "B dense"): [30]}
+    assert points.failed == ["Y3 at epoch 15: ValueError: no such checkpoint"]
     last = points[("Y1", "learns", "B dense")][-1]
     assert last.mean == pytest.approx(float(np.mean(ev.accuracy("B")))) and last.n == 3
     lines = by_length.markdown(points, results, ev)
-    assert lines[0] == "## Verdicts by training length" and any("| Y2 more | B: end - tenth |" in ln for ln in lines)
+    assert lines[0] == "## Verdicts by training length"
+    assert any("| Y2 more | B: epoch 30 - epoch 3 | " in ln and "n/a" not in ln for ln in lines)
+    assert "Not measured (their cells are n/a): Y3 at epoch 15: ValueError: no such checkpoint." in lines
     by_length.figure(points, results, tmp_path / "by-length.png")
     assert (tmp_path / "by-length.png").stat().st_size > 1000
+
+    def not_stored(ev: Evidence) -> Finding:
+        raise NotStored("a checkpoint's measurement is not stored")
+
+    with pytest.raises(NotStored):
+        by_length.measure(results, {"Y1": not_stored}, ev)
 
 
 def _judged(claim_id: str, names: tuple[str, ...], side: str = "greater") -> list:

@@ -78,4 +78,5 @@ def test_the_map_is_trained_at_the_default_length_and_a_longer_report_points_to_
     claims = ["B", "B0", "D", "TW", "TU", "TWR", "TW90", "TU80"]
     context = SimpleNamespace(ev=SimpleNamespace(profile=PROFILES["paper"]), conditions=claims)
     text = " ".join(study._map(context).markdown)
-    assert "would add 15 runs of 100 epochs" in text and "(see the default report)" in text
+    assert "would add 15 runs of 100 epochs" in text
+    assert "[the default report's map](../CLAIMS.md#the-gamma-x-alpha-map-descriptive-not-judged)" in text

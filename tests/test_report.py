@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,7 +28,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     only_weights.register(report.SECTIONS["weights"])
     monkeypatch.setattr(report, "SECTIONS", only_weights)
     monkeypatch.setattr(report, "render", lambda *a, **k: "new report")
-    monkeypatch.setattr(report, "as_json", lambda *a, **k: {"new": True})
+    monkeypatch.setattr(report, "as_json", lambda *a, **k: {"new": True, "undefined": [float("nan"), -float("inf")]})
     return calls
 
 
@@ -48,6 +49,9 @@ def test_a_new_report_replaces_the_old_whole_and_keeps_nested_reports(tmp_path: 
     old_report(tmp_path / "reports")
     report.write_report(tmp_path / "reports" / "CLAIMS.md", JUDGED, EV, 0.0)  # type: ignore[arg-type]
     assert (tmp_path / "reports" / "CLAIMS.md").read_text() == "new report"
+    # Strict JSON: an undefined number is null, never Python's NaN or Infinity.
+    assert json.loads((tmp_path / "reports" / "claims.json").read_text(), parse_constant=pytest.fail) == {
+        "new": True, "undefined": [None, None]}
     assert (tmp_path / "reports" / "figures" / "weights.png").read_bytes() == b"new figure"
     assert (tmp_path / "reports" / "paper" / "claims.json").read_text() == '{"paper": 1}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # no staging directory left

@@ -140,6 +140,10 @@ def test_final_state_continues_to_the_same_bits(tmp_path: Path) -> None:
         assert same_weights(extended.checkpoint(epoch).state_dict(), scratch.checkpoint(epoch).state_dict())
     assert [h["train_loss"] for h in extended.history] == [h["train_loss"] for h in scratch.history]
     assert scratch.record["extended_from"] is None
+    # Its provenance names the shorter run's record too, and its training time counts the epochs it holds.
+    assert extended.lineage == [extended.record, cache.cached(short).record] and scratch.lineage == [scratch.record]
+    assert extended.training_seconds == pytest.approx(sum(h["seconds"] for h in extended.history))
+    assert extended.training_seconds > sum(h["seconds"] for h in extended.history[2:])
 
 
 def test_what_cannot_be_continued() -> None:
