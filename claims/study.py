@@ -221,6 +221,7 @@ def dead_units_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
         positive = [v for v in shown if v > 0]
         if positive and min(shown) <= 0:  # units that did not move at all: a log axis would drop their box,
             ax.set_yscale("symlog", linthresh=min(positive))  # so it turns linear below the least movement
+            ax.set_ylim(bottom=0)  # (a distance: nothing below 0)
         else:
             ax.set_yscale("log")
         ax.legend([Patch(facecolor=c, alpha=0.5) for _, _, c in groups], [g for g, _, _ in groups])
