@@ -413,7 +413,7 @@ def render(
     lineage = ev.run_records(lineage=True)  # with the shorter runs that trained a continued run's first epochs
     versions = sorted({r["provenance"]["code_version"] for r in lineage})
     dates = sorted(r["provenance"]["date"] for r in lineage)
-    continued = len(records) - sum(not r.get("extended_from") for r in records)
+    continued = sum(bool(r.get("extended_from")) for r in records)
     profile = ev.profile.describe()
     lines = [
         f"# {TITLE[0]}",

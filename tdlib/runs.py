@@ -180,6 +180,7 @@ class Run:
         """The run's record, then those of the shorter runs it continues (``extended_from``), which trained
         its first epochs: their code versions and dates, for provenance. Read, not verified."""
         records = [self.record]
+        # Each step goes to a shorter run, so the chain ends; the bound stops a loop of damaged records.
         while (name := records[-1].get("extended_from")) and len(records) < 100:
             try:
                 records.append(json.loads((self.directory.parent / name / RECORD).read_text()))
