@@ -146,7 +146,7 @@ def test_c5_many_units_output_zero(ev: Evidence) -> Finding:
 def test_c6_a_hidden_layer_is_nearly_linear(ev: Evidence) -> Finding:
     x, y = ev.data.test_x, ev.data.test_y
     costs = []
-    for layer in range(len(ev.model("B", ev.seeds[0]).hidden_layers)):
+    for layer in range(len(ev.trained.spec("B", ev.seeds[0]).hidden)):  # from the description: no weights needed
         linear = ev.measure(
             "B",
             f"identity-layer:{layer}",

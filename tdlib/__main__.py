@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from tdlib.prune import PRUNINGS
-from tdlib.runs import RECORD, RunCache
+from tdlib.runs import ARCHIVED, RECORD, RunCache
 from tdlib.spec import RunSpec
 
 
@@ -57,7 +57,9 @@ def runs(args: argparse.Namespace) -> int:
         accuracy = f"{history[-1]['test_accuracy']:.4f}" if history else "n/a"
         print(f"{directory.name}: {spec.epochs} epochs, test accuracy {accuracy}, "  # type: ignore[union-attr]
               f"{record.get('threads', '?')} threads, {record['wall_seconds']:.0f} s, "
-              f"code {record['provenance']['code_version']}" + (", verified" if args.verify else ""))
+              f"code {record['provenance']['code_version']}"
+              + (", archived: its record and history verified, its weights not here" if (directory / ARCHIVED).exists()
+                 else ", verified" if args.verify else ""))
     return 1 if bad else 0
 
 
@@ -106,6 +108,7 @@ def report(args: argparse.Namespace) -> int:
     command += ["--claims-cache", args.cache] if args.cache else []
     command += ["--claims-follow-up"] if args.follow_up else []
     command += ["--claims-seeds", args.seeds] if args.seeds else []
+    command += ["--claims-archive", args.archive] if args.archive else []
     return subprocess.run(command).returncode
 
 
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     drawing.add_argument("--seeds", default=None, help="as pytest's --claims-seeds (default: the profile's)")
     drawing.add_argument("--cache", default=None, help="the run cache (default: cache/ under pytest's rootdir)")
     drawing.add_argument("--follow-up", action="store_true", help="with the follow-up the report was made with")
+    drawing.add_argument("--archive", default=None, help="a run archive to take the runs the cache lacks from "
+                         "(e.g. archive/paper)")
     drawing.set_defaults(handler=report)
     args = parser.parse_args(argv)
     return args.handler(args)

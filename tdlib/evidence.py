@@ -5,8 +5,8 @@ claim that needs it. Every measurement (an accuracy after pruning, an activation
 stored beside the cache in ``evidence/<run name>.json`` under a key naming what was measured, so that
 re-rendering a report from a warm cache trains nothing and measures nothing twice.
 
-An evidence file is tied to what it measured: it names the run's key and the SHA-256 of the run's
-record of files (so a retrained run, or a file swapped in from another seed or condition, does not
+An evidence file is tied to what it measured: it names the run's key and the SHA-256 of the weight
+files the run's record certifies (so a retrained run, or a file swapped in from another seed or condition, does not
 match), and carries a checksum of its values. A file that fails any check is named in a warning, moved
 aside to ``evidence/corrupt/`` and measured again; it is never used.
 """
@@ -36,12 +36,13 @@ from tdlib.metrics import (
 )
 from tdlib.model import MLP
 from tdlib.profiles import Profile
-from tdlib.runs import Run, RunCache, atomic_write
+from tdlib.runs import Run, RunCache, atomic_write, weight_digests
 from tdlib.spec import RunSpec
 
 # Bump when a measurement changes meaning, so that stored numbers are measured again.
 # 2: each file is tied to its run's key and files, and checksummed.
-EVIDENCE_FORMAT = 2
+# 3: tied to the run's weight files only (not to its history's seconds), so that it survives a retraining.
+EVIDENCE_FORMAT = 3
 WITHHELD = -1e6  # what a restricted Evidence answers for a condition it does not hold (see Evidence.restricted)
 SWEEP_KINDS = ("weight", "unit", "random_weight", "global")  # drawn for every condition in the report
 
@@ -51,19 +52,28 @@ class EvidenceMismatch(ValueError):
 
 
 def _run_digest(run: Run) -> str:
-    """The SHA-256 of the run's record of files: it changes whenever any file the run certifies does."""
+    """The SHA-256 of the run's certified weights (:func:`~tdlib.runs.weight_digests`): it changes whenever
+    any weight file does, and not with the seconds its history holds, so that an archived run trained again
+    to the same bits keeps its measurements."""
+    return hashlib.sha256(json.dumps(weight_digests(run.record), sort_keys=True).encode()).hexdigest()
+
+
+def _format2_digest(run: Run) -> str:
+    """What format 2 tied a file to: every file of the record, history included (still valid for the run
+    that record describes, which has not been trained again)."""
     return hashlib.sha256(json.dumps(run.record["files"], sort_keys=True).encode()).hexdigest()
 
 
-def _evidence_bytes(run: Run, values: dict[str, float]) -> bytes:
+def evidence_bytes(run: Run, values: dict[str, float]) -> bytes:
+    """An evidence file of ``values`` measured on ``run``: tied to its key and record, and checksummed."""
     body = {"format": EVIDENCE_FORMAT, "run": run.spec.name, "key": run.spec.key(), "files": _run_digest(run),
             "values": dict(sorted(values.items()))}
     text = json.dumps(body, sort_keys=True)
     return json.dumps({**body, "sha256": hashlib.sha256(text.encode()).hexdigest()}, indent=0, sort_keys=True).encode()
 
 
-def _verified_values(raw: bytes, run: Run) -> dict[str, float]:
-    """The values of an evidence file written by :func:`_evidence_bytes` for ``run``; raises
+def verified_values(raw: bytes, run: Run) -> dict[str, float]:
+    """The values of an evidence file written by :func:`evidence_bytes` for ``run``; raises
     :class:`EvidenceMismatch` saying what is wrong otherwise."""
     try:
         data = json.loads(raw)
@@ -76,7 +86,9 @@ def _verified_values(raw: bytes, run: Run) -> dict[str, float]:
     digest = data.pop("sha256", None)
     if digest != hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest():
         raise EvidenceMismatch("its checksum does not match its contents")
-    if data.get("format") != EVIDENCE_FORMAT:
+    if data.get("format") == 2 and data.get("files") == _format2_digest(run):  # tied to all of the record's files
+        data["files"] = _run_digest(run)
+    elif data.get("format") != EVIDENCE_FORMAT:
         raise EvidenceMismatch(f"evidence format {data.get('format')}, this code writes {EVIDENCE_FORMAT}")
     if (data.get("run"), data.get("key")) != (run.spec.name, run.spec.key()):
         raise EvidenceMismatch(f"it measured run {data.get('run')}, not {run.spec.name}")
@@ -115,6 +127,12 @@ class Evidence:
         # With True, nothing is trained or measured: what the cache lacks raises NotStored. A report drawn so
         # is the one its stored evidence gives, whatever the code that would measure it now.
         self.stored_only = False
+        # With True, nothing is trained: a run the cache lacks is stood in for by a finished run of the same
+        # condition (else of another), whose numbers fill its slot but are never stored as its own; so a
+        # whole claims session measures, and stores, all it needs of the runs that are finished
+        # (``--claims-measure-finished``), while the others still train elsewhere.
+        self.stand_ins = False
+        self._unstored: dict[tuple[str, int | None], dict[str, float]] = {}  # stand-ins' numbers, by run and epoch
         self._runs: dict[str, list[Run]] = {}
         self._models: dict[tuple[str, int], MLP] = {}
         self._data: FashionMNIST | None = None
@@ -135,13 +153,14 @@ class Evidence:
     def restricted(self, conditions: Collection[str] | None) -> Evidence:
         """This evidence with only ``conditions`` trained or measured (None: all; see the constructor)."""
         ev = Evidence(self.trained, self.cache, self.device, conditions)
-        ev.profile, ev.epoch, ev._data, ev.stored_only = self.profile, self.epoch, self._data, self.stored_only
+        ev.profile, ev.epoch, ev._data = self.profile, self.epoch, self._data
+        ev.stored_only, ev.stand_ins, ev._unstored = self.stored_only, self.stand_ins, self._unstored
         return ev
 
     def with_seeds(self, seeds: tuple[int, ...], conditions: Collection[str] | None = None) -> Evidence:
         """The same profile's evidence over ``seeds`` (with ``conditions``, only those), read as this one is."""
         ev = Evidence(self.trained.with_seeds(seeds), self.cache, self.device, conditions)
-        ev.stored_only = self.stored_only
+        ev.stored_only, ev.stand_ins, ev._unstored = self.stored_only, self.stand_ins, self._unstored
         return ev
 
     def at_epoch(self, epoch: int) -> Evidence:
@@ -160,21 +179,37 @@ class Evidence:
             self.withheld.add(condition)
             raise BrokenEvidence(f"condition {condition} is not among this evidence's {sorted(self.conditions)}")
         if condition not in self._runs:
-            self._runs[condition] = [self._run(self.trained.spec(condition, seed, self.device)) for seed in self.seeds]
+            runs = [self._run(self.trained.spec(condition, seed, self.device)) for seed in self.seeds]
+            self._runs[condition] = [run if run is not None else self._stand_in(condition, runs) for run in runs]
         return self._runs[condition]
 
-    def _run(self, spec: RunSpec) -> Run:
-        if not self.stored_only:
+    def _run(self, spec: RunSpec) -> Run | None:
+        if not self.stored_only and not self.stand_ins:
             return self.cache.get(spec)
         run = self.cache.cached(spec)
-        if run is None:
+        if run is None and not self.stand_ins:
             raise NotStored(f"run {spec.name} is not in the cache {self.cache.root} (finished and sound)")
         return run
+
+    def _stand_in(self, condition: str, runs: list[Run | None]) -> Run:
+        """A finished run to fill a slot of ``condition`` whose own run is not finished: one of its other
+        seeds, else one of another condition's (B's first), marked so that its numbers are not stored."""
+        found = [run for run in runs if run is not None]
+        if not found:
+            for other in ["B", *sorted(c for c in self._runs if c != "B")]:
+                found += [run for run in self._runs.get(other, []) if not run.stand_in]
+            for seed in self.seeds if not found else ():
+                found += [run for run in [self.cache.cached(self.trained.spec("B", seed, self.device))] if run]
+        if not found:
+            raise BrokenEvidence(f"no finished run of {condition} or B in {self.cache.root} to measure")
+        # One with its weights here, if any: an archived one can only answer what it has stored.
+        found.sort(key=lambda run: run.archived and not (run.directory / "model.pt").exists())
+        return replace(found[0], stand_in=True)
 
     def check_baseline(self) -> None:
         """Raise :class:`BrokenEvidence` unless every seed of B clears the profile's accuracy floor."""
         for run in self.runs("B"):
-            if not run.final_accuracy >= self.profile.accuracy_floor:
+            if not run.stand_in and not run.final_accuracy >= self.profile.accuracy_floor:
                 raise BrokenEvidence(
                     f"the baseline did not learn: {run.spec.name} reached {run.final_accuracy:.4f} test accuracy, "
                     f"under the {self.profile.name} profile's floor of {self.profile.accuracy_floor}"
@@ -184,6 +219,10 @@ class Evidence:
         key = (condition, seed)
         if key not in self._models:
             run = self.runs(condition)[self.seeds.index(seed)]
+            if (self.stored_only or self.stand_ins) and run.archived and not (run.directory / "model.pt").exists():
+                raise NotStored(f"the weights of run {run.spec.name}, which is archived without them: a session "
+                                "that may train (without --claims-stored-only or --claims-measure-finished) trains "
+                                "it again")
             self._models[key] = run.model() if self.epoch is None else run.checkpoint(self.epoch)
         return self._models[key]
 
@@ -236,11 +275,11 @@ class Evidence:
             return {head + name: float(v) for name, v in values.items()}
 
         groups = {}
-        for run in self.runs(condition):
-            if seeds is None or run.spec.seed in seeds:
+        for seed, run in zip(self.seeds, self.runs(condition), strict=True):
+            if seeds is None or seed in seeds:
                 stored = self._stored(run, head + "*", lambda stored: any(k.startswith(head) for k in stored),
                                       compute_all)
-                groups[run.spec.seed] = {k[len(head):]: v for k, v in stored.items() if k.startswith(head)}
+                groups[seed] = {k[len(head):]: v for k, v in stored.items() if k.startswith(head)}
         return groups
 
     def _tag(self) -> str:
@@ -252,15 +291,24 @@ class Evidence:
         """``run``'s stored measurements, after adding ``compute(run)``'s unless ``has`` finds ``what`` there."""
         path = self.store / f"{run.spec.name}.json"
         stored = self._read(path, run)
+        if run.stand_in:  # what it computed for other slots, kept in memory for this session only
+            stored = {**stored, **self._unstored.get((run.spec.name, self.epoch), {})}
         if not has(stored):
             if self.stored_only:
                 raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}")
+            if self.stand_ins and run.archived and not (run.directory / "model.pt").exists():
+                raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}, and the run is archived "
+                                "without its weights: a session that may train (without --claims-measure-finished) "
+                                "trains it again")
             new = compute(run)
+            if run.stand_in:  # a slot's filler: its numbers are the run's, but this slot never asked the run
+                self._unstored.setdefault((run.spec.name, self.epoch), {}).update(new)
+                return {**stored, **new}
             with FileLock(str(path) + ".lock"):
                 stored = {**self._read(path, run), **new}
                 for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's, safe under the lock
                     stale.unlink(missing_ok=True)
-                atomic_write(path, _evidence_bytes(run, stored))
+                atomic_write(path, evidence_bytes(run, stored))
         return stored
 
     def _read(self, path: Path, run: Run) -> dict[str, float]:
@@ -269,7 +317,7 @@ class Evidence:
         if not path.exists():
             return {}
         try:
-            return _verified_values(path.read_bytes(), run)
+            return verified_values(path.read_bytes(), run)
         except EvidenceMismatch as error:
             aside = self.store / "corrupt" / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
             aside.parent.mkdir(exist_ok=True)
@@ -323,7 +371,7 @@ class Evidence:
         (condition, seed, epochs, run, key, value), for pandas or any tool (the report writes it as CSV)."""
         rows = []
         for runs in self._runs.values():
-            for run in runs:
+            for run in (r for r in runs if not r.stand_in):
                 stored = self._read(self.store / f"{run.spec.name}.json", run)
                 rows += [{"condition": run.spec.condition, "seed": run.spec.seed, "epochs": run.spec.epochs,
                           "run": run.spec.name, "key": key, "value": value} for key, value in sorted(stored.items())]
@@ -332,9 +380,10 @@ class Evidence:
     def training_seconds(self) -> float:
         """Time spent training every epoch of the runs used so far, from their histories
         (:attr:`Run.training_seconds`)."""
-        return sum(run.training_seconds for runs in self._runs.values() for run in runs)
+        return sum(run.training_seconds for runs in self._runs.values() for run in runs if not run.stand_in)
 
     def run_records(self, lineage: bool = False) -> list[dict]:
         """The records of the runs used so far; with ``lineage``, also those of the shorter runs they
         continue (:attr:`Run.lineage`)."""
-        return [r for runs in self._runs.values() for run in runs for r in (run.lineage if lineage else [run.record])]
+        return [r for runs in self._runs.values() for run in runs if not run.stand_in
+                for r in (run.lineage if lineage else [run.record])]

@@ -16,6 +16,12 @@ Options, checked once when pytest starts (one usage error, before any work):
 - ``--claims-stored-only``: train and measure nothing; judge and draw from the runs and measurements
   already stored. A run or measurement the cache lacks is an error, and the report is written only
   if every claim (and the follow-up) was judged whole from what is stored (``python -m tdlib report``).
+- ``--claims-archive DIR``: a run archive (:mod:`tdlib.archive`), such as ``archive/paper`` in git: the
+  runs the cache lacks are taken from it before the plan (without their weights), and at the end every
+  finished run of the profile is written back to it, with its measurements.
+- ``--claims-measure-finished``: train nothing; measure all a whole report needs of the runs that are
+  finished, standing in for the others (whose slots' numbers are thrown away), and write no report.
+  With ``--claims-archive``, a long computation that trains over several machines keeps what each measured.
 
 Every test made by :func:`tdlib.claim.claim` is marked ``@pytest.mark.claim(id)``. The *registered
 family* is every claim defined in the claim modules pytest collected, before ``-k``/``-m``
@@ -51,6 +57,8 @@ SETTINGS = pytest.StashKey[dict]()
 SPECS = pytest.StashKey[list]()
 REPORT_ERROR = pytest.StashKey[str]()
 FOLLOW_UP_ERROR = pytest.StashKey[str]()
+ARCHIVED = pytest.StashKey[str]()
+MEASURED = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,6 +80,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where trained runs and measurements are kept (default: cache/ under the rootdir)")
     group.addoption("--claims-stored-only", action="store_true",
                     help="train and measure nothing: judge and draw the report from what the cache stores")
+    group.addoption("--claims-archive", default=None, metavar="DIR",
+                    help="a run archive (e.g. archive/paper): runs the cache lacks are taken from it, and the "
+                    "finished runs and their measurements are written back to it at the end")
+    group.addoption("--claims-measure-finished", action="store_true",
+                    help="train nothing: measure all a whole report needs of the finished runs, and write no report")
     group.addoption("--claims-report", default=None, metavar="PATH",
                     help="write the report to PATH (e.g. reports/CLAIMS.md), claims.json and figures/ beside it; "
                     "default: no report")
@@ -126,9 +139,18 @@ def _settings(config: pytest.Config) -> dict:
         if max(profile.seeds) >= FRESH_SEEDS_FROM:
             raise pytest.UsageError(f"--claims-follow-up: the pilot's seeds must be under {FRESH_SEEDS_FROM}, where "
                                     f"the follow-up's fresh seeds begin; got {max(profile.seeds)}")
+    stored_only, measure_finished = config.getoption("claims_stored_only"), config.getoption("claims_measure_finished")
+    if measure_finished and (stored_only or follow or report_path is not None):
+        other = "--claims-stored-only" if stored_only else "--claims-follow-up" if follow else "--claims-report"
+        raise pytest.UsageError(f"--claims-measure-finished measures the finished runs and writes no report; it "
+                                f"cannot go with {other}")
+    archive = config.getoption("claims_archive")
+    if archive is not None and Path(archive).exists() and not Path(archive).is_dir():
+        raise pytest.UsageError(f"--claims-archive {archive!r}: not a directory")
     return {"profile": profile, "device": device, "cache": cache_dir, "report": report_path,
             "executor": config.getoption("claims_executor"), "workers": workers, "follow_up": follow,
-            "stored_only": config.getoption("claims_stored_only")}
+            "stored_only": stored_only, "measure_finished": measure_finished,
+            "archive": None if archive is None else Path(archive)}
 
 
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
@@ -179,7 +201,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             except ValueError as error:
                 raise pytest.UsageError(f"claim {claim_.id} names an unregistered condition: {error}") from None
     specs = [profile.spec(c, seed, device) for c in conditions for seed in profile.seeds]
-    if settings["report"] is not None:
+    if settings["report"] is not None or settings["measure_finished"]:
         from tdlib.report import FIGURES, section_runs
 
         for claim_ in selected:
@@ -193,7 +215,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             f"--claims-follow-up follows the whole registered family; this run selected {len(selected)} of its "
             f"{len(config.stash[FAMILY])} claims (drop -k/-m, or the follow-up)"
         )
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if settings["archive"] is not None:
+        from tdlib.archive import restore
+        from tdlib.runs import RunCache
+
+        moved = restore(settings["archive"], RunCache(settings["cache"], progress=False))
+        if reporter is not None:
+            reporter.write_line(moved.restored(settings["archive"]))
     the_plan = plan(specs, settings["cache"], settings["workers"], settings["executor"])
+    if settings["measure_finished"]:
+        if reporter is not None:
+            reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; measuring "
+                                f"the {len(the_plan.cached)} finished of {len(specs)} runs (the other "
+                                f"{len(the_plan.to_train)} are stood in for, and train nothing)")
+        return
     if settings["stored_only"] and the_plan.to_train:
         names = ", ".join(s.name for s in the_plan.to_train[:5]) + (", ..." if len(the_plan.to_train) > 5 else "")
         raise pytest.UsageError(
@@ -201,7 +237,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             f"the cache {settings['cache']} ({names}); train them first (python -m tdlib train, or the report command)"
         )
     config.stash[SPECS] = list(the_plan.to_train)
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; "
                             + the_plan.summary())
@@ -223,7 +258,7 @@ def evidence(request: pytest.FixtureRequest):
             train_all(to_train, settings["cache"], engine=settings["executor"], workers=settings["workers"])
     cache = RunCache(settings["cache"], progress=config.getoption("verbose") >= 0)
     ev = Evidence(settings["profile"], cache, device=settings["device"])
-    ev.stored_only = settings["stored_only"]
+    ev.stored_only, ev.stand_ins = settings["stored_only"], settings["measure_finished"]
     config.stash[EVIDENCE] = ev
     return ev
 
@@ -238,6 +273,8 @@ def findings(request: pytest.FixtureRequest) -> Findings:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if FINDINGS not in config.stash or not config.stash[FINDINGS].items:
+        if SETTINGS in config.stash and config.stash[SETTINGS]["archive"] is not None and EVIDENCE in config.stash:
+            _export(session)  # what the runs trained is kept, even when no claim could be judged
         return
     settings = config.stash[SETTINGS]
     if settings["follow_up"]:
@@ -250,6 +287,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if report is not None and unwhole:
         config.stash[REPORT_ERROR] = f"--claims-stored-only: {unwhole}, so the stored evidence gives no whole report"
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif settings["measure_finished"]:  # all a whole report measures, drawn nowhere
+        from tdlib.report import measure_report
+
+        done = measure_report(judged, config.stash[EVIDENCE], _functions(session))  # type: ignore[arg-type]
+        config.stash[MEASURED] = "measured: " + ", ".join(f"{what} {seconds:.0f} s" for what, seconds, _ in done)
+        if failures := [f"  {what}: {error}" for what, _, error in done if error]:
+            config.stash[REPORT_ERROR] = "NOT measured (the rest is stored):\n" + "\n".join(failures)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     elif report is not None:
         from tdlib.report import write_report
 
@@ -259,6 +304,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         except Exception:  # the verdicts are still printed; the old report stays whole
             config.stash[REPORT_ERROR] = traceback.format_exc()
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if settings["archive"] is not None:
+        _export(session)
+
+
+def _export(session: pytest.Session) -> None:
+    """Write the profile's finished runs, with their measurements, to the archive. A failure, or an entry
+    it refuses to overwrite, is reported and fails the session, but loses nothing: the cache keeps all."""
+    from tdlib.archive import export
+    from tdlib.runs import RunCache
+
+    config = session.config
+    settings = config.stash[SETTINGS]
+    profile = settings["profile"]
+
+    def of_profile(spec) -> bool:
+        return (spec.epochs, spec.batch_size, spec.data) == (profile.epochs, profile.batch_size, profile.data)
+
+    try:
+        moved = export(RunCache(settings["cache"], progress=False), settings["archive"], keep=of_profile)
+        config.stash[ARCHIVED] = (f"archive {settings['archive']}: {len(moved.written)} runs written or grown, "
+                                  f"{len(moved.unchanged)} unchanged"
+                                  + "".join(f"\n  NOT written {r}" for r in moved.refused))
+        if moved.refused:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    except Exception:
+        config.stash[ARCHIVED] = f"archive {settings['archive']}: NOT written\n{traceback.format_exc()}"
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _not_whole(config: pytest.Config, judged: Judged) -> str:
@@ -317,6 +389,8 @@ def _follow_up(session: pytest.Session) -> Judged:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if JUDGED not in config.stash and ARCHIVED in config.stash:
+        terminalreporter.write_line(config.stash[ARCHIVED], red="NOT written" in config.stash[ARCHIVED])
     if JUDGED not in config.stash:
         report = config.stash[SETTINGS]["report"]
         if report is not None and config.stash.get(SELECTED, []):
@@ -347,6 +421,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line("follow-up: FAILED (the error above); the verdicts are the pilot's alone, at "
                                     f"its share {judged.alpha:g} of the error", red=True)
     report = config.stash[SETTINGS]["report"]
+    if ARCHIVED in config.stash:
+        terminalreporter.write_line(config.stash[ARCHIVED], red="NOT written" in config.stash[ARCHIVED])
+    if config.stash[SETTINGS]["measure_finished"]:
+        terminalreporter.write_line(config.stash.get(MEASURED, "measured: nothing"))
+        if REPORT_ERROR in config.stash:
+            terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)
+        terminalreporter.write_line("report: not written (--claims-measure-finished); the verdicts above stand in "
+                                    "for runs still training and mean nothing", yellow=True)
+        return
     if REPORT_ERROR in config.stash:
         terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)
         terminalreporter.write_line(f"report: NOT written to {report} (the error above); any earlier one is unchanged",

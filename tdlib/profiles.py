@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run (default: 1 for local workers, else the process's)")
+    parser.add_argument("--archive", default=None, metavar="DIR",
+                        help="a run archive (e.g. archive/paper): its runs the cache lacks are taken from it first, "
+                        "and not trained again")
     parser.add_argument("--plan", action="store_true", help="print what would be trained, and stop")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
@@ -161,6 +164,12 @@ def main(argv: list[str] | None = None) -> None:
             specs += [s for s in section_runs(profile) if s not in specs]
     except ValueError as error:
         parser.error(str(error))
+    if args.archive is not None:
+        from tdlib.archive import restore
+        from tdlib.runs import RunCache
+
+        print(restore(Path(args.archive), RunCache(args.cache, progress=False)).restored(Path(args.archive)),
+              flush=True)
     print(f"{profile.name}: {plan(specs, Path(args.cache), args.workers, args.engine).summary()}",
           flush=True)
     if args.plan:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -565,6 +565,38 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
         _swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def measure_report(judged: Judged, ev: Evidence, functions: dict[str, Callable[[Evidence], Finding]]
+                   ) -> list[tuple[str, float, str]]:
+    """Measure all that a whole report of the family would, without keeping it: every figure a claim names
+    and every registered section, each attempted whatever the others do, then the report itself (its
+    tables read measurements too), all drawn into a scratch directory that is thrown away.
+
+    Returns (what, seconds, error or '') for each part, in the order drawn.
+    """
+    done: list[tuple[str, float, str]] = []
+
+    def attempt(what: str, draw: Callable[[], object]) -> None:
+        started = time.perf_counter()
+        try:
+            draw()
+            error = ""
+        except Exception as failure:
+            error = f"{type(failure).__name__}: {failure}"
+        done.append((what, time.perf_counter() - started, error))
+
+    conditions = [c for c in CONDITIONS if any(c in r.claim.conditions for r in judged.results)] or ["B"]
+    with tempfile.TemporaryDirectory(prefix="claims-measured-") as scratch:
+        figure_dir = Path(scratch) / "figures"
+        figure_dir.mkdir()
+        for name in sorted({name for r in judged.results for name in r.claim.figures}):
+            attempt(f"figure {name}", partial(FIGURES.named(name).draw, ev, figure_dir / f"{name}.png", conditions))
+        context = ReportContext(ev, judged, functions, figure_dir, conditions)
+        for section in SECTIONS.values():
+            attempt(f"section {section.name}", partial(section.write, context))
+        attempt("the report", partial(write_report, Path(scratch) / "report" / "CLAIMS.md", judged, ev, 0.0, functions))
+    return done
 
 
 def plain_json(value: object) -> object:

@@ -18,6 +18,12 @@ before it enters the record. Every file is written atomically (temporary file, t
 per-run file lock makes a second process wait (saying who holds the lock) and then load instead of
 training again. A damaged entry is named in a warning, moved aside to ``<root>/corrupt/`` (never
 deleted) and trained again.
+
+An *archived* entry (:mod:`tdlib.archive`) holds only ``record.json`` and ``history.json``, with
+``archived.json`` beside them: a run trained on another machine, kept as its certificate (the record, with
+the SHA-256 of every file it wrote) and its measurements, so that a report can be drawn without its
+weights. It counts as finished; the first time anything needs its weights, :meth:`RunCache.materialize`
+trains it again from scratch, which must reproduce the certified weights bit for bit.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -50,13 +56,25 @@ from tdlib.train import TrainState, initial_state, restore_state, train
 RECORD = "record.json"
 RESUME = "resume.pt"
 FINAL_STATE = "state.pt"
+ARCHIVED = "archived.json"  # marks an entry without weights, taken from an archive (tdlib.archive)
 EXTENDED = "extended-from.json"  # while a run that continues a shorter one trains: that run's name
 STATE_MAGIC = b"tdlib-train-state\n"
 LOCK_TIMEOUT = float(os.environ.get("TDLIB_LOCK_TIMEOUT", 24 * 3600))  # seconds to wait for another process
 
 
+def weight_digests(record: dict[str, Any]) -> dict[str, str]:
+    """The SHA-256 of the weight files a run's record certifies (the model and its checkpoints): what a
+    run trained again must reproduce. The history and the final state also hold each epoch's seconds, which
+    no two trainings share."""
+    return {name: digest for name, digest in record["files"].items() if name not in ("history.json", FINAL_STATE)}
+
+
 class CorruptEntry(RuntimeError):
     """A cache entry failed its checks."""
+
+
+class CertificateMismatch(RuntimeError):
+    """An archived run, trained again here, did not reproduce the files its record certifies."""
 
 
 class LockTimeout(RuntimeError):
@@ -160,6 +178,11 @@ class Run:
     directory: Path
     record: dict[str, Any]
     trained_now: bool  # True if this call trained it, False if it came from the cache
+    # Archived: the cache holds its record, history and measurements but not (yet) its weights, which the
+    # first load trains again through ``cache`` (:meth:`RunCache.materialize`).
+    archived: bool = False
+    stand_in: bool = False  # filling another run's slot in evidence that measures finished runs only
+    cache: RunCache | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def history(self) -> list[dict[str, float]]:
@@ -202,9 +225,24 @@ class Run:
 
     def final_state(self) -> dict[str, Any]:
         """The training state at the end (``TrainState.state_dict()``), verified against its header."""
+        self._weights()
         return read_state(self.directory / FINAL_STATE, self.spec)[1]
 
+    def _weights(self) -> None:
+        """Make sure the run's files are on disk: an archived run is trained again, once (raises
+        :class:`CertificateMismatch` if that does not reproduce its record's files)."""
+        if self.archived and not (self.directory / "model.pt").exists():
+            if self.cache is None:
+                raise FileNotFoundError(f"run {self.spec.name} is archived without its weights, and no cache is "
+                                        "given to train it again")
+            self.cache.materialize(self.spec)
+
     def _load(self, file: str) -> MLP:
+        self._weights()
+        if self.archived and (found := sha256(self.directory / file)) != self.record["files"][file]:
+            # trained again, here or by another process, to other bits than the record this Run certifies
+            raise CertificateMismatch(f"{self.directory / file}: SHA-256 {found}, but the archived record of run "
+                                      f"{self.spec.name} certifies {self.record['files'][file]}")
         model = MLP(self.spec.hidden, bias=self.spec.bias)
         model.load_state_dict(torch.load(self.directory / file, weights_only=True, map_location="cpu"))
         return model.eval()
@@ -247,6 +285,45 @@ class RunCache:
             return self._verified(spec, directory)
         except CorruptEntry:
             return None
+
+    def materialize(self, spec: RunSpec) -> Run:
+        """The run of ``spec`` with its weights: an archived entry is trained again from scratch, with the
+        thread count its record names, and must reproduce the weights its record certifies
+        (:func:`weight_digests`, which its archived measurements are tied to). The archived entry is kept
+        under ``<root>/archived/``.
+
+        Raises :class:`CertificateMismatch`, naming the files that differ, if the new run does not reproduce
+        them; the new run then stays in the cache (with a record of its own, so the archived measurements no
+        longer apply to it and are measured again on the next use).
+        """
+        directory = self.root / spec.name
+        with self._lock(spec):
+            run = self._verified(spec, directory)
+            if not run.archived or (directory / "model.pt").exists():
+                return run
+            aside = self.root / "archived" / f"{spec.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(directory, aside)
+            warnings.warn(f"run {spec.name} is archived without its weights; training it again (its record says "
+                          f"{run.record.get('wall_seconds', 0):.0f} s, at {run.record.get('threads', '?')} threads)",
+                          stacklevel=3)
+            before = torch.get_num_threads()
+            torch.set_num_threads(int(run.record.get("threads", before)))
+            try:
+                new = self._train(spec, directory, None, scratch=True)
+            finally:
+                torch.set_num_threads(before)
+        new_weights = weight_digests(new.record)
+        differ = sorted(name for name, digest in weight_digests(run.record).items() if new_weights.get(name) != digest)
+        if differ:
+            raise CertificateMismatch(
+                f"run {spec.name}, trained again here, does not reproduce its archived record: {', '.join(differ)} "
+                f"differ (archived code {run.record['provenance'].get('code_version')} on "
+                f"{run.record['provenance'].get('machine')}; here {new.record['provenance'].get('code_version')} on "
+                f"{new.record['provenance'].get('machine')}). The new run replaces it, and its measurements are "
+                f"taken again on the next use; the archived entry is in {aside}"
+            )
+        return new
 
     @contextmanager
     def _lock(self, spec: RunSpec) -> Iterator[None]:
@@ -292,7 +369,10 @@ class RunCache:
         expected = {"model.pt", FINAL_STATE, "history.json", *(checkpoint_file(e) for e in spec.checkpoints)}
         if set(files) != expected:
             raise CorruptEntry(f"{directory / RECORD} lists {sorted(files)}, expected {sorted(expected)}")
+        archived = (directory / ARCHIVED).exists()
         for name, digest in files.items():
+            if archived and name != "history.json" and not (directory / name).exists():  # certified, not held
+                continue
             path = directory / name
             actual = sha256(path) if path.exists() else "missing"
             if actual != digest:
@@ -300,7 +380,7 @@ class RunCache:
         for field_ in ("provenance", "wall_seconds", "data_source"):
             if field_ not in record:
                 raise CorruptEntry(f"{directory / RECORD} has no {field_!r}")
-        return Run(spec, directory, record, trained_now=False)
+        return Run(spec, directory, record, trained_now=False, archived=archived, cache=self)
 
     def _quarantine(self, directory: Path, reason: str) -> None:
         aside = self.root / "corrupt" / f"{directory.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -337,6 +417,8 @@ class RunCache:
         copied in; None if there is none."""
         shorter = [run for other in continued_runs(self.root, spec) if (run := self.cached(other)) is not None]
         for run in shorter:
+            if run.archived:  # no state to continue from here; training from scratch gives the same bits
+                continue
             try:
                 saved = run.final_state()
             except CorruptEntry:
@@ -352,9 +434,12 @@ class RunCache:
                 return restore_state(spec, saved), written, run.spec.name
         return None
 
-    def _train(self, spec: RunSpec, directory: Path, stop_after: int | None) -> Run:
+    def _train(self, spec: RunSpec, directory: Path, stop_after: int | None, scratch: bool = False) -> Run:
+        """Train ``spec`` into ``directory``: resumed, or continuing a shorter run, if it can; with ``scratch``,
+        from the first epoch, at this process's thread count (:meth:`materialize`)."""
         directory.mkdir(parents=True, exist_ok=True)
-        state, written, extended_from = self._resume_state(spec, directory)
+        state, written, extended_from = ((initial_state(spec), {}, None) if scratch
+                                         else self._resume_state(spec, directory))
         resumed_from = state.epoch
         started = time.perf_counter()
         if 0 in spec.checkpoints and state.epoch == 0:
@@ -397,7 +482,7 @@ class RunCache:
         (directory / EXTENDED).unlink(missing_ok=True)
         for stale in directory.glob(".*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
-        return Run(spec, directory, record, trained_now=True)
+        return Run(spec, directory, record, trained_now=True, cache=self)
 
 
 def continued_runs(root: Path, spec: RunSpec) -> list[RunSpec]:

@@ -95,7 +95,8 @@ def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int) -> dict[str
 def _model_values(run: Run, model: MLP, kind: PruneKind, k: float, batches: tuple[int, ...], ev: Evidence
                   ) -> dict[str, float]:
     """One pruned model's :class:`Saving`, timed at ``batches`` on the first seed only."""
-    batches = batches if run.spec.seed == ev.seeds[0] else ()
+    # A stand-in's numbers are thrown away (Evidence.stand_ins): it is not timed.
+    batches = batches if run.spec.seed == ev.seeds[0] and not run.stand_in else ()
     masks = masks_for(model, kind, k, run.spec.seed)
     return _timed(lambda: _saving_values(saving(model, masks, ev.data.test_x, ev.data.test_y, batches, THREADS)))
 

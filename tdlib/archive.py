@@ -1,0 +1,198 @@
+"""A run archive: the certificates and measurements of finished runs, small enough to commit with a report.
+
+A run's weights and checkpoints take tens of megabytes; what a report is drawn from is far smaller. An
+archive keeps, for each finished run, the three files that certify and measure it::
+
+    <archive>/<run name>/record.json    the run's record: its description, provenance and the SHA-256 of
+                                        every file it wrote (weights, checkpoints, history)
+    <archive>/<run name>/history.json   per-epoch loss, accuracy and seconds
+    <archive>/<run name>/evidence.json  its stored measurements (tdlib.evidence), tied to that record
+
+:func:`export` writes a cache's finished runs into an archive; :func:`restore` puts an archive's runs into a
+cache that lacks them, as *archived* entries (:mod:`tdlib.runs`): a report is judged and drawn from their
+measurements without their weights, and a measurement the archive lacks trains the run again, which must
+reproduce its record's files bit for bit (training is deterministic for a given torch, thread count and
+CPU). So a computation too long for one machine's lifetime goes on across machines from what git holds,
+and anyone can retrain one run and check it against the committed SHA-256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from tdlib.evidence import EvidenceMismatch, evidence_bytes, verified_values
+from tdlib.runs import ARCHIVED, RECORD, Run, RunCache, atomic_write, sha256, weight_digests
+from tdlib.spec import RunSpec
+
+EVIDENCE_FILE = "evidence.json"
+
+
+class ArchiveError(ValueError):
+    """An archive entry that is unreadable or does not match what it claims to hold."""
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What one call of :func:`export` or :func:`restore` did: run names, each at most in one list."""
+
+    written: tuple[str, ...] = ()  # runs (or their measurements) new or grown in the destination
+    unchanged: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # entries that failed a check, with the reason, "name: why"
+
+    def restored(self, archive: Path) -> str:
+        """One line (and one more per refused entry) on what :func:`restore` took from ``archive``."""
+        return (f"archive {archive}: {len(self.written)} runs or their measurements taken into the cache, "
+                f"{len(self.unchanged)} already there" + "".join(f"\n  refused {r}" for r in self.refused))
+
+
+def _finished(cache: RunCache, keep: Callable[[RunSpec], bool]) -> list[Run]:
+    """Every finished, sound run of the cache (archived ones included) that ``keep`` accepts, in name order
+    (only those are verified: verifying hashes every weight file)."""
+    runs = []
+    for record in sorted(cache.root.glob(f"*/{RECORD}")):
+        try:
+            spec = RunSpec.from_json(json.loads(record.read_text())["spec"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if spec.name == record.parent.name and keep(spec) and (run := cache.cached(spec)) is not None:
+            runs.append(run)
+    return runs
+
+
+def _values(raw: bytes | None, run: Run) -> dict[str, float]:
+    """The verified measurements in ``raw`` for ``run`` ({} if none or if they fail a check)."""
+    if raw is None:
+        return {}
+    try:
+        return verified_values(raw, run)
+    except EvidenceMismatch:
+        return {}
+
+
+def _merge(path: Path, run: Run, values: dict[str, float], lock: bool = True) -> bool:
+    """Add ``values`` to the measurements of ``run`` stored at ``path``; True if the file grew. ``lock`` takes
+    the cache's lock on the file (an archive, written by one process, has none, and no lock files)."""
+    with FileLock(str(path) + ".lock") if lock else contextlib.nullcontext():
+        old = _values(path.read_bytes() if path.exists() else None, run)
+        merged = {**values, **old}  # a value already stored stays as it is
+        if merged == old:
+            return False
+        atomic_write(path, evidence_bytes(run, merged))
+        return True
+
+
+def export(cache: RunCache, archive: Path, keep: Callable[[RunSpec], bool] = lambda spec: True) -> Moved:
+    """Write every finished run of ``cache`` that ``keep`` accepts into ``archive``, with its measurements.
+
+    An entry already there for the same weights is grown by the measurements it lacks, and keeps its record
+    (the first training's provenance). One that certifies other weights (the run was trained again, to other
+    bits) is refused and left as it is: replacing it would throw its measurements away.
+    """
+    written, unchanged, refused = [], [], []
+    for run in _finished(cache, keep):
+        entry = archive / run.spec.name
+        if (entry / RECORD).exists() and not _same_record(entry / RECORD, run):
+            refused.append(f"{run.spec.name}: the archive certifies other weights than this cache's run (trained "
+                           "again, to other bits); the archived entry is left as it is")
+            continue
+        new = not (entry / RECORD).exists()
+        if new:
+            entry.mkdir(parents=True, exist_ok=True)
+            atomic_write(entry / "history.json", (run.directory / "history.json").read_bytes())
+            atomic_write(entry / RECORD, (run.directory / RECORD).read_bytes())
+        stored = cache.root / "evidence" / f"{run.spec.name}.json"
+        grew = _merge(entry / EVIDENCE_FILE, run, _values(stored.read_bytes() if stored.exists() else None, run),
+                      lock=False)
+        (written if grew or new else unchanged).append(run.spec.name)
+    return Moved(tuple(written), tuple(unchanged), tuple(refused))
+
+
+def _same_record(path: Path, run: Run) -> bool:
+    """Whether the record at ``path`` certifies the same weights as ``run``'s."""
+    try:
+        return weight_digests(json.loads(path.read_text())) == weight_digests(run.record)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return False
+
+
+def restore(archive: Path, cache: RunCache) -> Moved:
+    """Put every run of ``archive`` that ``cache`` lacks into it as an archived entry, and add the archive's
+    measurements to those the cache holds for the same weights.
+
+    An entry is checked (its record names it, its history is the one certified) in a staging directory and
+    then moved in whole, under the run's lock; a run another process holds the lock of (training it) is
+    left alone. Files of an unfinished training here are moved aside to ``<cache>/corrupt/``, not deleted.
+    What fails a check is refused, named in the result with the reason.
+    """
+    written, unchanged, refused = [], [], []
+    if not archive.is_dir():
+        return Moved()
+    for entry in sorted(p for p in archive.iterdir() if (p / RECORD).exists()):
+        try:
+            record = json.loads((entry / RECORD).read_text())
+            spec = RunSpec.from_json(record["spec"])
+            if spec.name != entry.name:
+                raise ArchiveError(f"its record describes run {spec.name}")
+            if sha256(entry / "history.json") != record["files"]["history.json"]:
+                raise ArchiveError("its history.json is not the one its record certifies")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            refused.append(f"{entry.name}: {error}")
+            continue
+        directory = cache.root / spec.name
+        lock = FileLock(str(cache.root / f"{spec.name}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            refused.append(f"{entry.name}: another process holds its lock here (training it); left alone")
+            continue
+        try:
+            grew = not (directory / RECORD).exists()
+            if grew:
+                _install(entry, directory, archive)
+            run = cache.cached(spec)
+        finally:
+            lock.release()
+        if run is None:
+            refused.append(f"{entry.name}: the cache's entry of it fails its checks")
+            continue
+        if not _same_record(entry / RECORD, run):
+            refused.append(f"{entry.name}: the cache holds another training of it (other weights than the "
+                           "archived record's), so the archived measurements do not apply")
+            continue
+        raw = (entry / EVIDENCE_FILE).read_bytes() if (entry / EVIDENCE_FILE).exists() else None
+        values = _values(raw, run)
+        if raw is not None and not values:
+            refused.append(f"{entry.name}: its {EVIDENCE_FILE} fails its checks (the run itself was taken)")
+        if values:
+            store = cache.root / "evidence"
+            store.mkdir(exist_ok=True)
+            grew = _merge(store / f"{spec.name}.json", run, values) or grew
+        if raw is None or values:
+            (written if grew else unchanged).append(spec.name)
+    return Moved(tuple(written), tuple(unchanged), tuple(refused))
+
+
+def _install(entry: Path, directory: Path, archive: Path) -> None:
+    """Move the archived entry at ``entry`` into the cache as ``directory``, whole (the caller holds its lock)."""
+    root = directory.parent
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{directory.name}.restoring-"))
+    try:
+        for name in (RECORD, "history.json"):
+            shutil.copyfile(entry / name, staging / name)
+        atomic_write(staging / ARCHIVED, json.dumps({"from": str(archive)}).encode())
+        if directory.exists():  # an unfinished training here: its files go aside, not away
+            (root / "corrupt").mkdir(exist_ok=True)
+            directory.replace(root / "corrupt" / f"{directory.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        staging.replace(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,238 @@
+"""The run archive: finished runs kept as their certificates and measurements, restored into a cache that
+lacks them, and trained again (bit for bit, or refused) only when something needs their weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import FileLock
+
+from tdlib.archive import EVIDENCE_FILE, export, restore
+from tdlib.evidence import Evidence, NotStored, evidence_bytes, verified_values
+from tdlib.runs import ARCHIVED, CertificateMismatch, Run, RunCache, weight_digests
+from tdlib.spec import DataSpec, RunSpec
+
+pytest_plugins = ["pytester"]
+SMALL = DataSpec(n_train=600, n_test=300, seed=0)
+
+
+def small_spec(condition: str = "B", seed: int = 0, epochs: int = 2, **changes: object) -> RunSpec:
+    fields: dict[str, object] = {"batch_size": 64, "hidden": (32, 16), "data": SMALL, **changes}
+    return RunSpec(condition, seed, epochs, **fields)  # type: ignore[arg-type]
+
+
+def measured(cache: RunCache, run: Run, values: dict[str, float]) -> Path:
+    """Store ``values`` as ``run``'s evidence in ``cache``, as tdlib.evidence does."""
+    path = cache.root / "evidence" / f"{run.spec.name}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(evidence_bytes(run, values))
+    return path
+
+
+@pytest.fixture()
+def trained(tmp_path: Path) -> tuple[RunCache, Run]:
+    cache = RunCache(tmp_path / "trained", progress=False)
+    run = cache.get(small_spec(checkpoints=(1, 2)))
+    measured(cache, run, {"accuracy": 81.5, "pruned:weight:50": 80.0})
+    return cache, run
+
+
+def test_an_archived_run_is_finished_without_weights_and_keeps_its_measurements(
+        tmp_path: Path, trained: tuple[RunCache, Run]) -> None:
+    cache, run = trained
+    archive = tmp_path / "archive"
+    moved = export(cache, archive)
+    assert moved.written == (run.spec.name,)
+    assert sorted(p.name for p in (archive / run.spec.name).iterdir()) == [EVIDENCE_FILE, "history.json", "record.json"]
+    assert export(cache, archive).unchanged == (run.spec.name,)  # nothing new the second time
+
+    fresh = RunCache(tmp_path / "fresh", progress=False)
+    assert restore(archive, fresh).written == (run.spec.name,)
+    found = fresh.cached(run.spec)
+    assert found is not None and found.archived and not found.trained_now
+    assert found.history == run.history and found.record["files"] == run.record["files"]
+    assert not (found.directory / "model.pt").exists() and (found.directory / ARCHIVED).exists()
+    stored = (fresh.root / "evidence" / f"{run.spec.name}.json").read_bytes()
+    assert verified_values(stored, found) == {"accuracy": 81.5, "pruned:weight:50": 80.0}
+    assert fresh.get(run.spec).archived  # get() hands it back as it is: nothing is trained for it
+
+
+def test_an_archived_run_trains_again_to_the_same_bits_when_its_weights_are_needed(
+        tmp_path: Path, trained: tuple[RunCache, Run]) -> None:
+    cache, run = trained
+    export(cache, tmp_path / "archive")
+    fresh = RunCache(tmp_path / "fresh", progress=False)
+    restore(tmp_path / "archive", fresh)
+    archived = fresh.cached(run.spec)
+    assert archived is not None
+    with pytest.warns(UserWarning, match="archived without its weights; training it again"):
+        model = archived.checkpoint(1)  # any load trains it again, once
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                run.checkpoint(1).state_dict().values(), strict=True))
+    again = fresh.cached(run.spec)
+    assert again is not None and not again.archived and weight_digests(again.record) == weight_digests(run.record)
+    assert again.record["resumed_from_epoch"] == 0 and again.record["extended_from"] is None  # from scratch
+    # The measurements are tied to the files, which are the same, so they still hold.
+    stored = (fresh.root / "evidence" / f"{run.spec.name}.json").read_bytes()
+    assert verified_values(stored, again)["accuracy"] == 81.5
+    assert list((fresh.root / "archived").iterdir())  # the archived entry is kept aside
+
+
+def test_a_retraining_that_does_not_reproduce_the_certificate_is_refused_by_name(
+        tmp_path: Path, trained: tuple[RunCache, Run]) -> None:
+    cache, run = trained
+    archive = tmp_path / "archive"
+    export(cache, archive)
+    record_path = archive / run.spec.name / "record.json"
+    record = json.loads(record_path.read_text())
+    record["files"]["model.pt"] = "0" * 64  # as if the archived run had been trained elsewhere, differently
+    record_path.write_text(json.dumps(record))
+    fresh = RunCache(tmp_path / "fresh", progress=False)
+    restore(archive, fresh)
+    archived = fresh.cached(run.spec)
+    assert archived is not None
+    with pytest.warns(UserWarning), pytest.raises(CertificateMismatch, match=r"model\.pt differ"):
+        archived.model()
+    with pytest.raises(CertificateMismatch, match="certifies 0000"):  # the same Run never loads the new bits
+        archived.model()
+    retrained = fresh.cached(run.spec)  # the new training stays, with its own record
+    assert retrained is not None and not retrained.archived
+    assert weight_digests(retrained.record) == weight_digests(run.record)
+    before = (archive / run.spec.name / EVIDENCE_FILE).read_bytes()
+    moved = export(fresh, archive)  # the archive keeps what it certified, and its measurements
+    assert moved.refused and moved.refused[0].startswith(f"{run.spec.name}: the archive certifies other weights")
+    assert (archive / run.spec.name / EVIDENCE_FILE).read_bytes() == before
+
+
+def test_restore_grows_the_measurements_of_the_same_run_and_refuses_what_does_not_match(
+        tmp_path: Path, trained: tuple[RunCache, Run]) -> None:
+    cache, run = trained
+    archive = tmp_path / "archive"
+    export(cache, archive)
+    other = RunCache(tmp_path / "other", progress=False)
+    same = other.get(run.spec)  # the same run, trained here too: same files
+    measured(other, same, {"accuracy": 81.5})
+    assert restore(archive, other).written == (run.spec.name,)
+    stored = (other.root / "evidence" / f"{run.spec.name}.json").read_bytes()
+    assert set(verified_values(stored, same)) == {"accuracy", "pruned:weight:50"}
+
+    (archive / run.spec.name / EVIDENCE_FILE).write_text("{}")  # a damaged evidence file
+    shutil.copytree(archive / run.spec.name, archive / "B-s9-0000")  # a record under another run's name
+    moved = restore(archive, RunCache(tmp_path / "third", progress=False))
+    assert any(r.startswith(f"{run.spec.name}: its evidence.json fails") for r in moved.refused)
+    assert any(r.startswith("B-s9-0000: ") for r in moved.refused)
+    assert not (tmp_path / "third" / "B-s9-0000").exists()
+
+    held = RunCache(tmp_path / "held", progress=False)
+    with FileLock(str(held.root / f"{run.spec.name}.lock")):  # another process is training it here
+        moved = restore(archive, held)
+    assert any("another process holds its lock" in r for r in moved.refused)
+    assert not (held.root / run.spec.name).exists()
+
+
+def test_an_archived_run_is_not_continued_from(tmp_path: Path, trained: tuple[RunCache, Run]) -> None:
+    """A longer run cannot continue from a shorter one that has no state here: it trains from scratch, to
+    the same bits."""
+    cache, _ = trained
+    export(cache, tmp_path / "archive")
+    fresh = RunCache(tmp_path / "fresh", progress=False)
+    restore(tmp_path / "archive", fresh)
+    longer = fresh.get(small_spec(epochs=3, checkpoints=(1, 2)))
+    assert longer.record["extended_from"] is None and longer.record["resumed_from_epoch"] == 0
+    straight = RunCache(tmp_path / "straight", progress=False).get(small_spec(epochs=3, checkpoints=(1, 2)))
+    assert weight_digests(longer.record) == weight_digests(straight.record)
+
+
+CLAIMS = '''
+from tdlib.claim import Comparison, Finding, Part, claim
+
+
+@claim("X1", quote="B learns", rule="B's dense accuracy > 30%", conditions=("B",))
+def test_x1_b_learns(ev):
+    return Finding([Part("learns", (Comparison("B dense", ev.accuracy("B"), 30.0, "greater", "%"),))])
+
+
+@claim("X2", quote="TU keeps B's accuracy", rule="TU's dense accuracy > 30%", conditions=("B", "TU"))
+def test_x2_tu_learns(ev):
+    first = ev.measure_group("TU", "first-seed-only", lambda run, model: {"a": 1.0, "b": 2.0}, seeds=ev.seeds[:1])
+    assert list(first) == [ev.seeds[0]]  # keyed by the seed asked for, whichever run fills its slot
+    return Finding([Part("learns", (Comparison("TU dense", ev.accuracy("TU"), 30.0, "greater", "%"),))])
+'''
+
+
+def keys(cache: Path) -> dict[str, set[str]]:
+    """Run name -> the measurement keys the cache stores for it."""
+    return {p.stem: set(json.loads(p.read_text())["values"]) for p in (cache / "evidence").glob("*.json")}
+
+
+def test_measuring_the_finished_runs_stores_what_a_whole_run_stores_of_them_and_trains_nothing(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_claims=CLAIMS)
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    args = ["--claims-seeds", "2", "--claims-executor", "inprocess"]
+    pytester.runpytest_subprocess("--claims-cache", str(whole), *args, "--claims-report",
+                                  str(tmp_path / "report" / "CLAIMS.md")).assert_outcomes(passed=2)
+    # Seed 1 of B and of TU are finished; seed 0's are still "training".
+    finished = sorted(p.name for p in whole.glob("*-s1-*") if p.is_dir())
+    for name in finished:
+        shutil.copytree(whole / name, part / name)
+    result = pytester.runpytest_subprocess("--claims-cache", str(part), "--claims-measure-finished", *args)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*measuring the 2 finished of 4 runs (the other 2 are stood in for*",
+                                 "*report: not written (--claims-measure-finished)*"])
+    assert sorted(p.parent.name for p in part.glob("*/record.json")) == finished  # nothing was trained
+    assert keys(part) == {name: keys(whole)[name] for name in finished}
+    # Seed 0's TU slot asked the first-seed-only measurement; seed 1's run filled it, but never stored it.
+    assert not any(k.startswith("first-seed-only") for ks in keys(part).values() for k in ks)
+    refused = pytester.runpytest("--claims-cache", str(part), "--claims-measure-finished", "--claims-report",
+                                 str(tmp_path / "r" / "CLAIMS.md"))
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR and "cannot go with --claims-report" in refused.stderr.str()
+
+
+def test_a_report_is_drawn_on_a_fresh_machine_from_the_archive_alone(pytester: pytest.Pytester,
+                                                                    tmp_path: Path) -> None:
+    pytester.makepyfile(test_claims=CLAIMS)
+    archive = tmp_path / "archive"
+    args = ["--claims-seeds", "3", "--claims-executor", "inprocess", "--claims-archive", str(archive)]
+    first = tmp_path / "first" / "CLAIMS.md"
+    result = pytester.runpytest_subprocess("--claims-cache", str(tmp_path / "here"), *args, "--claims-report",
+                                           str(first))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"*archive {archive}: 6 runs written or grown, 0 unchanged*"])
+    assert len(list(archive.glob(f"*/{EVIDENCE_FILE}"))) == 6
+    again = tmp_path / "again" / "CLAIMS.md"
+    fresh = tmp_path / "elsewhere"
+    result = pytester.runpytest_subprocess("--claims-cache", str(fresh), *args, "--claims-stored-only",
+                                           "--claims-report", str(again))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"*archive {archive}: 6 runs or their measurements taken into the cache*",
+                                 "*6 runs, all cached*", f"*archive {archive}: 0 runs written or grown, 6 unchanged*"])
+    assert not list(fresh.glob("*/model.pt"))  # drawn without a single weight
+    drawn = json.loads((again.parent / "claims.json").read_text())
+    assert drawn["claims"] == json.loads((first.parent / "claims.json").read_text())["claims"]
+
+
+def test_training_a_profile_takes_the_archived_runs_and_trains_only_the_rest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tdlib.profiles import PROFILES
+    from tdlib.profiles import main as train_profile
+
+    here = RunCache(tmp_path / "here", progress=False)
+    here.get(PROFILES["smoke"].spec("B", 0))
+    export(here, tmp_path / "archive")
+    fresh = tmp_path / "fresh"
+    train_profile(["smoke", "--cache", str(fresh), "--conditions", "B", "--seeds", "0,1", "--no-sections",
+                   "--archive", str(tmp_path / "archive"), "--plan"])
+    out = capsys.readouterr().out
+    assert f"archive {tmp_path / 'archive'}: 1 runs or their measurements taken into the cache, 0 already" in out
+    assert "smoke: 2 runs, 1 cached, 1 to train" in out
+    # A session that must not train never loads an archived run's weights: it says what is missing.
+    ev = Evidence(PROFILES["smoke"].with_seeds((0,)), RunCache(fresh, progress=False))
+    ev.stored_only = True
+    with pytest.raises(NotStored, match="archived without them"):
+        ev.model("B", 0)
+    assert not list(fresh.glob("*/model.pt"))
