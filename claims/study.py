@@ -131,7 +131,8 @@ def activations_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
             values.mean(0),
             width=0.4,
             label=label,
-            yerr=[values.mean(0) - values.min(0), values.max(0) - values.mean(0)],
+            # clipped: where every seed has the same value, the mean can round a hair past it
+            yerr=np.clip([values.mean(0) - values.min(0), values.max(0) - values.mean(0)], 0, None),
             capsize=3,
         )
     left.set_xticks(positions, [f"hidden {i}" for i in layers])

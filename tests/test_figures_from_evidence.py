@@ -65,3 +65,24 @@ def test_what_pruning_buys_is_measured_once_then_read_with_its_timings(cache: Ru
     assert rows[(first_tu, "saving:unit:80:batch1:speedup")] == tu80.per_seed[0].speeds[0].speedup
     forbid_models(monkeypatch)
     assert savings_report.measure(Evidence(TINY, cache), models) == measured  # timings too: nothing was timed again
+
+
+def test_every_figure_draws_when_every_seed_has_the_same_numbers(tmp_path: Path, study: ModuleType,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """As when one finished run stands in for the others (``--claims-measure-finished``): five equal values,
+    whose mean can round a hair past them, make ranges of zero width."""
+    one = RunCache(tmp_path / "one", progress=False)
+    for condition in CONDITIONS:
+        one.get(TINY.spec(condition, 0))
+    ev = Evidence(TINY.with_seeds((0, 1, 2, 3, 4)), one)
+    ev.stand_ins = True
+    measured = study.activation_data
+
+    def rounding(ev: Evidence) -> dict:  # five copies of a value whose float mean exceeds it by 7e-15
+        return {seed: {k: 54.362499146542284 if k.endswith((":zero", ":dead")) else v for k, v in values.items()}
+                for seed, values in measured(ev).items()}
+
+    monkeypatch.setattr(study, "activation_data", rounding)
+    for name, entry in report.FIGURES.items():
+        entry.draw(ev, tmp_path / f"{name}.png", CONDITIONS)
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
