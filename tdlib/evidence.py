@@ -203,7 +203,7 @@ class Evidence:
         if not found:
             raise BrokenEvidence(f"no finished run of {condition} or B in {self.cache.root} to measure")
         # One with its weights here, if any: an archived one can only answer what it has stored.
-        found.sort(key=lambda run: run.archived and not (run.directory / "model.pt").exists())
+        found.sort(key=lambda run: not run.weights_here)
         return replace(found[0], stand_in=True)
 
     def check_baseline(self) -> None:
@@ -219,7 +219,7 @@ class Evidence:
         key = (condition, seed)
         if key not in self._models:
             run = self.runs(condition)[self.seeds.index(seed)]
-            if (self.stored_only or self.stand_ins) and run.archived and not (run.directory / "model.pt").exists():
+            if (self.stored_only or self.stand_ins) and not run.weights_here:
                 raise NotStored(f"the weights of run {run.spec.name}, which is archived without them: a session "
                                 "that may train (without --claims-stored-only or --claims-measure-finished) trains "
                                 "it again")
@@ -296,7 +296,7 @@ class Evidence:
         if not has(stored):
             if self.stored_only:
                 raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}")
-            if self.stand_ins and run.archived and not (run.directory / "model.pt").exists():
+            if self.stand_ins and not run.weights_here:
                 raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}, and the run is archived "
                                 "without its weights: a session that may train (without --claims-measure-finished) "
                                 "trains it again")

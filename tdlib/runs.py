@@ -189,6 +189,11 @@ class Run:
         return json.loads((self.directory / "history.json").read_text())
 
     @property
+    def weights_here(self) -> bool:
+        """Whether its weight files are on disk: an archived run has none until it is trained again."""
+        return not self.archived or (self.directory / "model.pt").exists()
+
+    @property
     def final_accuracy(self) -> float:
         return self.history[-1]["test_accuracy"]
 
@@ -231,7 +236,7 @@ class Run:
     def _weights(self) -> None:
         """Make sure the run's files are on disk: an archived run is trained again, once (raises
         :class:`CertificateMismatch` if that does not reproduce its record's files)."""
-        if self.archived and not (self.directory / "model.pt").exists():
+        if not self.weights_here:
             if self.cache is None:
                 raise FileNotFoundError(f"run {self.spec.name} is archived without its weights, and no cache is "
                                         "given to train it again")
@@ -299,7 +304,7 @@ class RunCache:
         directory = self.root / spec.name
         with self._lock(spec):
             run = self._verified(spec, directory)
-            if not run.archived or (directory / "model.pt").exists():
+            if run.weights_here:
                 return run
             aside = self.root / "archived" / f"{spec.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
             aside.parent.mkdir(exist_ok=True)
