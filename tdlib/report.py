@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -524,40 +525,70 @@ def check_report_path(text: str | Path) -> Path:
     return path
 
 
+T = TypeVar("T")
+
+
 def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: float,
-                 functions: dict[str, Callable[[Evidence], Finding]] | None = None) -> None:
+                 functions: dict[str, Callable[[Evidence], Finding]] | None = None,
+                 timings: list[tuple[str, float, str]] | None = None) -> None:
     """Write ``path`` (markdown), ``claims.json``, ``evidence.csv`` (every stored measurement of the runs
     used, one per row) and ``figures/`` beside it, all at once.
 
     Everything is written into a temporary directory beside the report's, which is then swapped in, so a
     reader sees the old report or the new one, whole, never a mix; a failure leaves the old one as it was.
     Subdirectories that are reports of their own (``reports/paper/``) are carried over.
+
+    With ``timings`` (how :func:`measure_report` measures), every part a whole report of the family could
+    have is drawn (the figures of claims that failed too, and every section), each attempted whatever the
+    others do, and (what, seconds, error or '') of each is appended to ``timings``, in the order drawn.
     """
     started = time.perf_counter()
     path = check_report_path(path)
     directory = path.parent
     directory.parent.mkdir(parents=True, exist_ok=True)
-    results = [r for r in judged.results if not r.error]
+    every = timings is not None
+    results = [r for r in judged.results if every or not r.error]
     conditions = [c for c in CONDITIONS if any(c in r.claim.conditions for r in results)] or ["B"]
+
+    def attempt(what: str, draw: Callable[[], T]) -> T | None:
+        if timings is None:
+            return draw()
+        began = time.perf_counter()
+        try:
+            output, error = draw(), ""
+        except Exception as failure:
+            output, error = None, f"{type(failure).__name__}: {failure}"
+        timings.append((what, time.perf_counter() - began, error))
+        return output
+
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
     try:
         figure_dir = staging / "figures"
         figure_dir.mkdir()
         for name in sorted({name for r in results for name in r.claim.figures}):
-            FIGURES.named(name).draw(ev, figure_dir / f"{name}.png", conditions)
+            attempt(f"figure {name}", partial(FIGURES.named(name).draw, ev, figure_dir / f"{name}.png", conditions))
         context = ReportContext(ev, judged, functions or {}, figure_dir, conditions)
-        sections = {s.name: s.write(context) for s in SECTIONS.values()
-                    if not s.whole_only or (results and not judged.partial)}
-        seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
-        prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
-        (staging / path.name).write_text(render(judged, ev, prov, seconds, conditions, sections))
-        payload = as_json(judged, ev, prov)
-        payload.update({name: output.data for name, output in sections.items() if output.data is not None})
-        (staging / "claims.json").write_text(json.dumps(plain_json(payload), indent=1, default=str, allow_nan=False))
-        with open(staging / "evidence.csv", "w", newline="") as table:  # every stored measurement, one per row
-            writer = csv.DictWriter(table, fieldnames=["condition", "seed", "epochs", "run", "key", "value"])
-            writer.writeheader()
-            writer.writerows(ev.rows())
+        attempted = {s.name: attempt(f"section {s.name}", partial(s.write, context)) for s in SECTIONS.values()
+                     if every or not s.whole_only or (results and not judged.partial)}
+        sections = {name: output for name, output in attempted.items() if output is not None}
+
+        def document() -> None:  # its tables read measurements too
+            seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
+            prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
+            (staging / path.name).write_text(render(judged, ev, prov, seconds, conditions, sections))
+            payload = as_json(judged, ev, prov)
+            payload.update({name: output.data for name, output in sections.items() if output.data is not None})
+            (staging / "claims.json").write_text(json.dumps(plain_json(payload), indent=1, default=str,
+                                                            allow_nan=False))
+            with open(staging / "evidence.csv", "w", newline="") as table:  # every stored measurement, one per row
+                writer = csv.DictWriter(table, fieldnames=["condition", "seed", "epochs", "run", "key", "value"])
+                writer.writeheader()
+                writer.writerows(ev.rows())
+
+        if timings is not None and len(sections) < len(attempted):  # a section failed: no document to draw
+            timings.append(("the report", 0.0, "not drawn: a section above failed"))
+            return
+        attempt("the report", document)
         if directory.exists():
             for nested in directory.iterdir():  # other reports inside this one's directory
                 if nested.is_dir() and nested.name != "figures" and (nested / "claims.json").exists():
@@ -576,26 +607,8 @@ def measure_report(judged: Judged, ev: Evidence, functions: dict[str, Callable[[
     Returns (what, seconds, error or '') for each part, in the order drawn.
     """
     done: list[tuple[str, float, str]] = []
-
-    def attempt(what: str, draw: Callable[[], object]) -> None:
-        started = time.perf_counter()
-        try:
-            draw()
-            error = ""
-        except Exception as failure:
-            error = f"{type(failure).__name__}: {failure}"
-        done.append((what, time.perf_counter() - started, error))
-
-    conditions = [c for c in CONDITIONS if any(c in r.claim.conditions for r in judged.results)] or ["B"]
     with tempfile.TemporaryDirectory(prefix="claims-measured-") as scratch:
-        figure_dir = Path(scratch) / "figures"
-        figure_dir.mkdir()
-        for name in sorted({name for r in judged.results for name in r.claim.figures}):
-            attempt(f"figure {name}", partial(FIGURES.named(name).draw, ev, figure_dir / f"{name}.png", conditions))
-        context = ReportContext(ev, judged, functions, figure_dir, conditions)
-        for section in SECTIONS.values():
-            attempt(f"section {section.name}", partial(section.write, context))
-        attempt("the report", partial(write_report, Path(scratch) / "report" / "CLAIMS.md", judged, ev, 0.0, functions))
+        write_report(Path(scratch) / "report" / "CLAIMS.md", judged, ev, 0.0, functions, timings=done)
     return done
 
 

@@ -67,6 +67,22 @@ def test_a_failure_while_writing_leaves_the_old_report_as_it_was(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
 
 
+@pytest.mark.parametrize("fail", [False, True])
+def test_measuring_a_report_attempts_every_part_whatever_fails_and_keeps_nothing(
+        tmp_path: Path, fake: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, fail: bool) -> None:
+    fake.fail = fail
+    drawn = []
+    report.SECTIONS.register(report.Section("later", "", lambda context: drawn.append(1) or report.SectionOutput([])))
+    monkeypatch.setattr(report.tempfile, "tempdir", str(tmp_path))
+    done = report.measure_report(JUDGED, EV, {})  # type: ignore[arg-type]
+    # The later section is whole-only: a report of no claims would leave it out, a measurement does not.
+    assert [(what, error.split(":")[0]) for what, _, error in done] == [
+        ("section weights", "OSError" if fail else ""), ("section later", ""),
+        ("the report", "not drawn" if fail else "")]
+    assert drawn == [1] and all(seconds >= 0 for _, seconds, _ in done)
+    assert not list(tmp_path.iterdir())  # drawn in scratch, and nothing of it kept
+
+
 @pytest.mark.parametrize("exchange", [True, False])
 def test_swap_in_with_and_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      exchange: bool) -> None:
