@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -101,7 +102,7 @@ def export(cache: RunCache, archive: Path, keep: Callable[[RunSpec], bool] = lam
     written, unchanged, refused = [], [], []
     for run in _finished(cache, keep):
         entry = archive / run.spec.name
-        if (entry / RECORD).exists() and not _same_record(entry / RECORD, run):
+        if (entry / RECORD).exists() and not _same_record(_read_record(entry / RECORD), run):
             refused.append(f"{run.spec.name}: the archive certifies other weights than this cache's run (trained "
                            "again, to other bits); the archived entry is left as it is")
             continue
@@ -117,11 +118,19 @@ def export(cache: RunCache, archive: Path, keep: Callable[[RunSpec], bool] = lam
     return Moved(tuple(written), tuple(unchanged), tuple(refused))
 
 
-def _same_record(path: Path, run: Run) -> bool:
-    """Whether the record at ``path`` certifies the same weights as ``run``'s."""
+def _read_record(path: Path) -> Any:
+    """The record at ``path``, or None if it cannot be read as JSON."""
     try:
-        return weight_digests(json.loads(path.read_text())) == weight_digests(run.record)
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _same_record(record: Any, run: Run) -> bool:
+    """Whether ``record`` (parsed) certifies the same weights as ``run``'s."""
+    try:
+        return weight_digests(record) == weight_digests(run.record)
+    except (AttributeError, KeyError, TypeError):
         return False
 
 
@@ -165,7 +174,7 @@ def restore(archive: Path, cache: RunCache) -> Moved:
         if run is None:
             refused.append(f"{entry.name}: the cache's entry of it fails its checks")
             continue
-        if not _same_record(entry / RECORD, run):
+        if not _same_record(record, run):
             refused.append(f"{entry.name}: the cache holds another training of it (other weights than the "
                            "archived record's), so the archived measurements do not apply")
             continue
