@@ -389,7 +389,7 @@ def _follow_up(session: pytest.Session) -> Judged:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    if JUDGED not in config.stash and ARCHIVED in config.stash:
+    if ARCHIVED in config.stash:
         terminalreporter.write_line(config.stash[ARCHIVED], red="NOT written" in config.stash[ARCHIVED])
     if JUDGED not in config.stash:
         report = config.stash[SETTINGS]["report"]
@@ -421,8 +421,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line("follow-up: FAILED (the error above); the verdicts are the pilot's alone, at "
                                     f"its share {judged.alpha:g} of the error", red=True)
     report = config.stash[SETTINGS]["report"]
-    if ARCHIVED in config.stash:
-        terminalreporter.write_line(config.stash[ARCHIVED], red="NOT written" in config.stash[ARCHIVED])
     if config.stash[SETTINGS]["measure_finished"]:
         terminalreporter.write_line(config.stash.get(MEASURED, "measured: nothing"))
         if REPORT_ERROR in config.stash:
