@@ -1,7 +1,9 @@
 """Prints, after the benchmarks, each one's median time as a ratio to its group's baseline.
 
 A benchmark names its baseline with ``benchmark.extra_info["baseline"] = True``; all benchmarks of
-one ``benchmark.group`` ran in the same session, so the ratios compare like with like.
+one ``benchmark.group`` ran in the same session, so the ratios compare like with like. A benchmark that
+timed two things in alternation (``benchmark.extra_info["paired"]``) prints their own ratio, and one
+that timed several in turns (``benchmark.extra_info["round_robin"]``) each one's ratio to the first.
 """
 
 from __future__ import annotations
@@ -16,6 +18,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     groups: dict[str, list] = {}
     for bench in session.benchmarks:
         groups.setdefault(bench.group or "", []).append(bench)
+    paired = [b for b in session.benchmarks if "paired" in b.extra_info]
+    if paired:
+        terminalreporter.section("paired ratios (alternating blocks; median of the rounds' ratios, quartiles)")
+    for bench in paired:
+        info = bench.extra_info["paired"]
+        low, high = info["quartiles"]
+        terminalreporter.write_line(
+            f"{bench.group}: {bench.name}: tdlib {info['ours'] * 1e6:.1f} us, "
+            f"ONNX Runtime {info['theirs'] * 1e6:.1f} us: {info['ratio']:.3f}x the time "
+            f"(quartiles {low:.3f}-{high:.3f}; layers {'/'.join(info['layouts'])})")
+    for bench in session.benchmarks:
+        turns = bench.extra_info.get("round_robin", {})
+        if turns:
+            terminalreporter.section(f"{bench.group}: in turns (median of the rounds' ratios to the first, quartiles)")
+        for name, info in turns.items():
+            low, high = info["quartiles"]
+            terminalreporter.write_line(f"{name}: {info['seconds'] * 1e3:.2f} ms, {info['ratio']:.3f}x "
+                                        f"(quartiles {low:.3f}-{high:.3f})")
     terminalreporter.section("ratios to baseline (median time, same run)")
     for group, benches in sorted(groups.items()):
         baseline = next((b for b in benches if b.extra_info.get("baseline")), None)
