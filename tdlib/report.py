@@ -540,7 +540,8 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
 
     With ``timings`` (how :func:`measure_report` measures), every part a whole report of the family could
     have is drawn (the figures of claims that failed too, and every section), each attempted whatever the
-    others do, and (what, seconds, error or '') of each is appended to ``timings``, in the order drawn.
+    others do, and (what, seconds, error or '') of each is appended to ``timings``, in the order drawn;
+    nothing is swapped in.
     """
     started = time.perf_counter()
     path = check_report_path(path)
@@ -589,6 +590,8 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
             timings.append(("the report", 0.0, "not drawn: a section above failed"))
             return
         attempt("the report", document)
+        if timings is not None:  # measured, not kept
+            return
         if directory.exists():
             for nested in directory.iterdir():  # other reports inside this one's directory
                 if nested.is_dir() and nested.name != "figures" and (nested / "claims.json").exists():

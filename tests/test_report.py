@@ -83,6 +83,17 @@ def test_measuring_a_report_attempts_every_part_whatever_fails_and_keeps_nothing
     assert not list(tmp_path.iterdir())  # drawn in scratch, and nothing of it kept
 
 
+def test_a_measuring_write_leaves_the_report_there_as_it_was(tmp_path: Path, fake: SimpleNamespace) -> None:
+    old_report(tmp_path / "reports")
+    timings: list[tuple[str, float, str]] = []
+    report.write_report(tmp_path / "reports" / "CLAIMS.md", JUDGED, EV, 0.0,  # type: ignore[arg-type]
+                        timings=timings)
+    assert [what for what, _, _ in timings][-1] == "the report"
+    assert (tmp_path / "reports" / "CLAIMS.md").read_text() == "old report"
+    assert (tmp_path / "reports" / "figures" / "weights.png").read_bytes() == b"old figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+
+
 @pytest.mark.parametrize("exchange", [True, False])
 def test_swap_in_with_and_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      exchange: bool) -> None:
