@@ -65,6 +65,7 @@ def runs(args: argparse.Namespace) -> int:
 
 def compress_run(args: argparse.Namespace) -> int:
     from tdlib.compress import compress, save
+    from tdlib.data import load_fashion_mnist
     from tdlib.metrics import masks_for
 
     directory = Path(args.run) if Path(args.run).is_dir() else Path(args.cache) / args.run
@@ -78,10 +79,13 @@ def compress_run(args: argparse.Namespace) -> int:
         print(f"{directory}: the run fails its checks; train it again first", file=sys.stderr)
         return 1
     model = run.model()
-    small = compress(model, masks_for(model, args.kind, args.k, spec.seed), batch=args.batch)
+    sample = load_fashion_mnist().train_x[:256] if args.timed_on == "images" else None
+    small = compress(model, masks_for(model, args.kind, args.k, spec.seed), batch=args.batch, sample=sample)
     save(small, args.output)
     print(f"{spec.name}, {args.kind} pruning {args.k:g}%: {small.parameter_count():,} parameters, layers "
-          f"{'fused' if small.fused else '/'.join(small.layouts)} (fastest at batch {args.batch}) -> {args.output}")
+          f"{'/'.join(small.layouts)}{', fused' if small.fused else ''}"
+          f"{', the first by columns' if small.sparse_inputs else ''} (fastest at batch {args.batch} on "
+          f"{args.timed_on} inputs) -> {args.output}")
     return 0
 
 
@@ -134,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     packing.add_argument("--kind", choices=sorted(PRUNINGS), default="weight")
     packing.add_argument("--k", type=float, required=True, help="percent pruned")
     packing.add_argument("--batch", type=int, default=1, help="the batch size to choose the fastest layout for")
+    packing.add_argument("--timed-on", choices=["images", "random"], default="images",
+                         help="choose the layout on 256 Fashion-MNIST training images (default), whose blank "
+                              "pixels a dense first layer can skip, or on uniform random inputs")
     packing.add_argument("-o", "--output", required=True)
     packing.set_defaults(handler=compress_run)
     found = commands.add_parser("findings", help="write a report's verdict table and figure into a README's "

@@ -23,9 +23,9 @@ from tdlib.compress import (
     median_seconds,
     save,
 )
-from tdlib.compress.chain import CSR, INPUTS, Chain
+from tdlib.compress.chain import COLUMNS, CSR, INPUTS, Chain
 from tdlib.compress.fileformat import digest
-from tdlib.compress.module import compact_layouts, csr_is_smaller
+from tdlib.compress.module import CompressedMLP, compact_layouts, csr_is_smaller
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.prune import apply_masks, random_unit_masks, random_weight_masks
@@ -115,13 +115,16 @@ def test_training_mode_with_dropout_is_refused() -> None:
         compress(MLP((4,), in_features=3, n_classes=2, dropout=0.5).train(), {})
 
 
-@pytest.mark.parametrize("layout", ["dense", "csr", ["csr", "dense", "csr"], "fused", "fused, mixed"])
+@pytest.mark.parametrize("layout", ["dense", "csr", ["csr", "dense", "csr"], "fused", "fused, mixed",
+                                    "fused, sparse inputs"])
 def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[str]) -> None:
     torch.manual_seed(0)
     model = MLP((60, 40), in_features=30, n_classes=4).eval()
     masks = masks_for(model, "weight", 99)
     if layout == "fused, mixed":
         small = compress(model, masks, "dense").fuse(["csr", "dense", "csr"])
+    elif layout == "fused, sparse inputs":
+        small = compress(model, masks, "dense").fuse(["dense", "csr", "csr"], sparse_inputs=True)
     else:
         small = compress(model, masks, layout)
     save(small, tmp_path / "m.pt")
@@ -129,7 +132,8 @@ def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[s
     x = torch.randn(7, 30)
     with torch.no_grad():
         assert torch.equal(again(x), small(x))
-    assert (again.shapes, again.layouts, again.fused) == (small.shapes, small.layouts, small.fused)
+    assert (again.shapes, again.layouts, again.fused, again.sparse_inputs) == (
+        small.shapes, small.layouts, small.fused, layout == "fused, sparse inputs")
     # A sparse layer is written sparse even when it runs dense.
     torch.save(model.state_dict(), tmp_path / "dense.pt")
     assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "dense.pt").stat().st_size / 3
@@ -194,10 +198,47 @@ def test_fastest_runs_fused_only_where_it_measures_faster_and_can_run() -> None:
 
     chosen = fastest(small, 4, seconds=chain_prefers_dense_first)
     assert chosen.fused and chosen.layouts == ["dense", "csr", "csr"]
+    with pytest.raises(ValueError, match="sparse_inputs is a form of the fused chain"):
+        CompressedMLP(small.linears, small.relus, sparse_inputs=True)
     in_double = compress(model.double(), masks_for(model, "weight", 90), "dense")
     assert not fastest(in_double, 4, seconds=fused_is_faster).fused  # the chain kernel is float32 only
     with pytest.raises(ValueError, match=r"the fused chain runs float32 weights on the CPU, got torch\.float64"):
         in_double.fuse()
+
+
+@pytest.mark.parametrize("columns_faster", [False, True])
+def test_with_a_sample_everything_is_timed_on_it_and_a_first_layer_by_columns_is_tried(columns_faster: bool) -> None:
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    small = compress(model, masks_for(model, "unit", 50), "dense")
+    sample = torch.rand(9, 30) * (torch.rand(9, 30) < 0.5)  # images on a blank background, roughly
+    sample[4] = 0.0  # the row with the most zeros, then one with the fewest
+    sample[7] = torch.rand(30) + 0.1
+    seen: dict[str, list[torch.Tensor]] = {"layer": [], "model": []}
+
+    def seconds(fn, x: torch.Tensor, threads: int | None) -> float:
+        if isinstance(fn, Chain):
+            seen["layer"].append(x)
+            return 1.0 if (fn.forms[0] == COLUMNS) == columns_faster else 2.0
+        if not isinstance(fn, CompressedMLP):  # a torch step, for the layered backend
+            return 1.0
+        seen["model"].append(x)
+        return (1.0 if fn.sparse_inputs == columns_faster else 2.0) if fn.fused else 3.0
+
+    chosen = fastest(small, 1, seconds=seconds, sample=sample)
+    assert chosen.fused and chosen.sparse_inputs == columns_faster
+    zeros = (sample == 0).sum(1)
+    typical = sample[zeros.argsort(stable=True)[4]]
+    assert (zeros[4], zeros[7]) == (30, 0) and torch.equal(seen["model"][-1], typical.unsqueeze(0))
+    # Each layer saw the activations the typical row gives it: after a ReLU, with zeros.
+    hidden = torch.relu(small.linears[0](typical.unsqueeze(0)))
+    assert any(torch.equal(x, hidden) for x in seen["layer"]) and bool((hidden == 0).any())
+    assert not fastest(small, 1, seconds=seconds).sparse_inputs  # without a sample, none of the inputs is 0
+    inputs: list[torch.Tensor] = []
+    at_4 = fastest_layouts(small, 4, seconds=lambda fn, x, threads: inputs.append(x) or 1.0, sample=sample)
+    assert len(at_4) == 3 and torch.equal(inputs[0].T, sample[:4])  # the layered backend's view
+    with pytest.raises(ValueError, match=r"the sample must be \(rows, 30\) inputs, got \(9, 29\)"):
+        fastest(small, 1, seconds=seconds, sample=sample[:, 1:])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -237,6 +278,28 @@ def test_unknown_layouts_are_named(layout: str | list[str]) -> None:
     model = MLP((10, 10), in_features=5, n_classes=2).eval()
     with pytest.raises(ValueError, match=r"layouts? must .*got"):
         compress(model, {}, layout)
+
+
+def test_a_version_3_file_loads_with_its_first_layer_by_rows(tmp_path: Path) -> None:
+    """Version 3 files, written before a fused first layer could be held by columns, still load."""
+    torch.manual_seed(0)
+    model = MLP((10,), in_features=5, n_classes=2).eval()
+    small = compress(model, masks_for(model, "weight", 50), "dense").fuse()
+    save(small, tmp_path / "v4.safetensors")
+    with safe_open(str(tmp_path / "v4.safetensors"), "pt") as file:
+        metadata = dict(file.metadata())
+        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+    del metadata["sparse_inputs"]
+    metadata["version"] = "3"
+    metadata["sha256"] = digest(metadata, tensors)
+    save_file(tensors, str(tmp_path / "v3.safetensors"), metadata=metadata)
+    old = load(tmp_path / "v3.safetensors")
+    assert old.fused and not old.sparse_inputs and old.layouts == small.layouts
+    with pytest.raises(CompressedFileError, match="v2, expected 'tdlib-compressed-mlp' v3 or v4"):
+        metadata["version"] = "2"
+        metadata["sha256"] = digest(metadata, tensors)
+        save_file(tensors, str(tmp_path / "v2.safetensors"), metadata=metadata)
+        load(tmp_path / "v2.safetensors")
 
 
 def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:

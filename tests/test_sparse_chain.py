@@ -41,17 +41,19 @@ def test_the_chain_equals_torch_layer_by_layer(batch: int, forms: str) -> None:
     assert torch.allclose(out, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("sparse_inputs", [False, True])
 @pytest.mark.parametrize("batch", [1, 5])
-def test_wide_dense_layers_after_relus_equal_torch(batch: int) -> None:
-    """Dense layers after a ReLU are held by columns; at batch 1 their kernel skips inputs that are 0 and
-    takes the others four at a time (and a remainder): the result is torch's all the same."""
+def test_wide_dense_layers_after_relus_equal_torch(batch: int, sparse_inputs: bool) -> None:
+    """Dense layers after a ReLU, and the first if its inputs are said to be sparse, are held by columns;
+    at batch 1 their kernel skips inputs that are 0 and takes the others four at a time (and a
+    remainder): the result is torch's all the same."""
     generator = torch.Generator().manual_seed(1)
     shapes = [(41, 23), (37, 41), (13, 37), (3, 13)]
     weights = [torch.randn(rows, cols, generator=generator) for rows, cols in shapes]
     biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
     relus = [True, True, True, False]
-    chain = Chain.pack(weights, biases, relus)
-    assert chain.forms == [DENSE, COLUMNS, COLUMNS, COLUMNS]
+    chain = Chain.pack(weights, biases, relus, sparse_inputs)
+    assert chain.forms == [COLUMNS if sparse_inputs else DENSE, COLUMNS, COLUMNS, COLUMNS]
     for trial in range(20):
         x = torch.randn(batch, 23, generator=generator) * (torch.rand(batch, 23, generator=generator) < trial / 20)
         expected = x

@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from tdlib.compress.autotune import fastest, fastest_layouts, median_seconds
+from torch import Tensor
+
+from tdlib.compress.autotune import fastest, fastest_layouts, median_seconds, timing_inputs
 from tdlib.compress.fileformat import FILE_FORMAT, FILE_VERSION, CompressedFileError, load, save
 from tdlib.compress.module import LAYOUTS, CompressedMLP, Layout
 from tdlib.compress.surgery import shrink
@@ -24,19 +26,21 @@ from tdlib.prune import Masks
 
 def compress(model: MLP, masks: Masks,
              layout: Layout | Literal["fastest", "fused"] | Sequence[Layout] = "fastest",
-             batch: int = 256, threads: int | None = None) -> CompressedMLP:
+             batch: int = 256, threads: int | None = None, sample: Tensor | None = None) -> CompressedMLP:
     """An equivalent of ``apply_masks(model, masks)`` without its constant or unread units, run as asked.
 
     ``layout`` is one layout for every layer, one per layer (after the removal of units, there are as
     many layers as in ``model``), ``"fused"`` (one compiled CSR chain), or ``"fastest"``: the form
-    :func:`fastest` measures fastest at ``batch`` inputs on ``threads`` threads.
+    :func:`fastest` measures fastest at ``batch`` inputs on ``threads`` threads, timed on ``sample``
+    (rows of inputs like those the model will run on, such as test images) if given, else on uniform
+    random numbers.
     """
     if isinstance(layout, str) and layout not in (*LAYOUTS, "fastest", "fused"):
         raise ValueError(f"layout must be 'fastest', 'fused' or one of {LAYOUTS}, got {layout!r}")
     linears, relus = shrink(model, masks)
     plain = CompressedMLP(linears, relus)
     if layout == "fastest":
-        return fastest(plain, batch, threads)
+        return fastest(plain, batch, threads, sample=sample)
     if layout == "fused":
         return plain.fuse()
     return plain.with_layouts([layout] * len(linears) if isinstance(layout, str) else layout)
@@ -49,5 +53,5 @@ def dense_flops(model: MLP) -> int:
 
 __all__ = [
     "FILE_FORMAT", "FILE_VERSION", "LAYOUTS", "CompressedFileError", "CompressedMLP", "Layout", "compress",
-    "dense_flops", "fastest", "fastest_layouts", "load", "median_seconds", "save", "shrink",
+    "dense_flops", "fastest", "fastest_layouts", "load", "median_seconds", "save", "shrink", "timing_inputs",
 ]

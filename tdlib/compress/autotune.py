@@ -36,44 +36,84 @@ def _quick_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | Non
     return median_seconds(fn, x, threads, min_run_time=0.02)  # enough to tell layouts apart where it matters
 
 
-def _layer_step(linear: nn.Linear, relu: bool, layout: Layout, fused: bool, after_relu: bool
+def _layer_step(linear: nn.Linear, relu: bool, layout: Layout, fused: bool, sparse_inputs: bool
                 ) -> Callable[[Tensor], Tensor]:
-    """One layer run in ``layout``: a torch step, or if ``fused`` the layer alone as a compiled chain."""
+    """One layer run in ``layout``: a torch step, or if ``fused`` the layer alone as a compiled chain
+    (held by columns if dense and ``sparse_inputs``)."""
     step = Step.of(linear, relu, layout)
-    return Chain.pack([step.weight], [step.bias], [relu], after_relu) if fused else step
+    return Chain.pack([step.weight], [step.bias], [relu], sparse_inputs) if fused else step
+
+
+def timing_inputs(sample: Tensor | None, batch: int, in_features: int, like: Tensor) -> Tensor:
+    """The (``batch``, in_features) inputs a model is timed on, with ``like``'s dtype and device: uniform
+    random numbers without a ``sample``; else, at batch 1, the sample's row with the median count of
+    zeros (a typical one, where the time depends on how many inputs are 0), and at larger batches its
+    first ``batch`` rows, cycled if it has fewer."""
+    if sample is None:
+        return torch.rand(batch, in_features, dtype=like.dtype, device=like.device)
+    if sample.dim() != 2 or sample.shape[1] != in_features or not len(sample):
+        raise ValueError(f"the sample must be (rows, {in_features}) inputs, got {tuple(sample.shape)}")
+    if batch == 1:
+        typical = (sample == 0).sum(1).argsort(stable=True)[len(sample) // 2]
+        rows = typical.reshape(1)
+    else:
+        rows = torch.arange(batch) % len(sample)
+    return sample[rows.to(sample.device)].to(dtype=like.dtype, device=like.device)
 
 
 def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None,
-                    seconds: Seconds = _quick_seconds, fused: bool = False) -> list[Layout]:
-    """Per layer, the layout whose step ``seconds`` measures fastest on ``batch`` inputs of the layer's
-    dtype: a torch step on (in, ``batch``) activations (for the first layer, the transposed view the
-    model's forward gives it), or, if ``fused``, the layer alone as a compiled chain (CPU, float32)."""
+                    seconds: Seconds = _quick_seconds, fused: bool = False, sample: Tensor | None = None,
+                    sparse_inputs: bool = False) -> list[Layout]:
+    """Per layer, the layout whose step ``seconds`` measures fastest at ``batch`` inputs: a torch step on
+    (in, ``batch``) activations (for the first layer, the transposed view the model's forward gives it),
+    or, if ``fused``, the layer alone as a compiled chain (CPU, float32; the first layer held by columns
+    where dense if ``sparse_inputs``).
+
+    Each layer is timed on the activations that the :func:`timing_inputs` of ``sample`` give it (so a
+    layer after a ReLU sees its zeros), or on uniform random numbers without a sample.
+    """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    first = model.linears[0].weight
+    x = timing_inputs(sample, batch, first.shape[1], first)
     chosen: list[Layout] = []
-    for i, (linear, relu) in enumerate(zip(model.linears, model.relus)):
-        weight = linear.weight
-        if fused:
-            h = torch.rand(batch, weight.shape[1])
-        else:
-            shape = (batch, weight.shape[1]) if i == 0 else (weight.shape[1], batch)
-            h = torch.rand(shape, dtype=weight.dtype, device=weight.device)
-            h = h.T if i == 0 else h
-        after_relu = i > 0 and model.relus[i - 1]
-        steps = {layout: _layer_step(linear, relu, layout, fused, after_relu) for layout in LAYOUTS}
-        chosen.append(min(LAYOUTS, key=lambda layout: seconds(steps[layout], h, threads)))
+    with torch.no_grad():
+        for i, (linear, relu) in enumerate(zip(model.linears, model.relus)):
+            weight = linear.weight
+            if sample is not None or i == 0:
+                h = x  # (batch, in)
+            else:
+                h = torch.rand(batch, weight.shape[1], dtype=weight.dtype, device=weight.device)
+            if not fused:
+                h = h.T if i == 0 else h.T.contiguous()  # the layer-by-layer backend's (in, batch) activations
+            steps = {layout: _layer_step(linear, relu, layout, fused, sparse_inputs if i == 0 else model.relus[i - 1])
+                     for layout in LAYOUTS}
+            chosen.append(min(LAYOUTS, key=lambda layout: seconds(steps[layout], h, threads)))
+            if sample is not None:  # the next layer's inputs
+                x = linear(x).relu_() if relu else linear(x)
     return chosen
 
 
 def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
-            seconds: Seconds = _quick_seconds) -> CompressedMLP:
+            seconds: Seconds = _quick_seconds, sample: Tensor | None = None) -> CompressedMLP:
     """``model``'s layers run in the form ``seconds`` measures fastest at ``batch`` inputs on ``threads``
     threads: layer by layer through torch, or as one compiled chain where it can run (CPU, float32), each
-    layer's layout chosen by :func:`fastest_layouts`."""
-    layered = model.with_layouts(fastest_layouts(model, batch, threads, seconds))
+    layer's layout chosen by :func:`fastest_layouts`.
+
+    ``sample``: (rows, in_features) inputs like those the model will run on, such as a few hundred
+    images. Everything is then timed on them (see :func:`timing_inputs`), and the chain may hold a dense
+    first layer by columns to skip the inputs that are 0 (about half the pixels of a Fashion-MNIST image),
+    if that measures faster. Without one, on uniform random numbers, none of which is 0.
+    """
+    layered = model.with_layouts(fastest_layouts(model, batch, threads, seconds, sample=sample))
     weight = model.linears[0].weight
     if weight.dtype != torch.float32 or weight.device.type != "cpu":
         return layered
-    fused = model.fuse(fastest_layouts(model, batch, threads, seconds, fused=True))
-    x = torch.rand(batch, model.shapes[0][1])
-    return min((layered, fused), key=lambda candidate: seconds(candidate, x, threads))
+    by_rows = fastest_layouts(model, batch, threads, seconds, fused=True, sample=sample)
+    candidates = [layered, model.fuse(by_rows)]
+    if sample is not None:  # the first layer alone decides whether holding it by columns pays
+        first = CompressedMLP(model.linears[:1], model.relus[:1])
+        by_columns = fastest_layouts(first, batch, threads, seconds, fused=True, sample=sample, sparse_inputs=True)
+        candidates.append(model.fuse(by_columns + by_rows[1:], sparse_inputs=True))
+    x = timing_inputs(sample, batch, model.shapes[0][1], weight)
+    return min(candidates, key=lambda candidate: seconds(candidate, x, threads))

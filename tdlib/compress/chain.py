@@ -5,11 +5,12 @@ than the arithmetic of a small or very sparse layer at batch 1. One call for the
 call once, as ONNX Runtime's graph does. :func:`tdlib.compress.compress` uses a :class:`Chain` where it
 measures faster.
 
-Each layer's weight (out, in) is held as CSR rows or dense: by rows, or, after a ReLU, by columns. At
-batch 1 a unit of a CSR layer is one dot product, a row-held layer takes four units at once (measured 8-19%
-faster than one at a time on 784-input layers of 100 and 200 units, the same at 500), and a layer held by
-columns adds ``h[c] * W[:, c]``
-for each input ``c`` that is not 0 (after a ReLU about half are 0, so it reads about half its weights).
+Each layer's weight (out, in) is held as CSR rows or dense: by rows, or, where its inputs are often 0
+(after a ReLU, or in a first layer told that its inputs are), by columns. At batch 1 a unit of a CSR layer
+is one dot product, a row-held layer takes four units at once (measured 8-19% faster than one at a time on
+784-input layers of 100 and 200 units, the same at 500), and a layer held by columns adds
+``h[c] * W[:, c]`` for each input ``c`` that is not 0 (after a ReLU about half are 0, and about half the
+pixels of a Fashion-MNIST image, so it reads about half its weights).
 Sums are vectorised and reassociated, so their rounding differs from torch's, within float tolerance.
 At larger batches each weight is applied to the whole batch at once, contiguous in the batch.
 """
@@ -173,18 +174,20 @@ class Chain:
 
     @classmethod
     def pack(cls, weights: list[Tensor], biases: list[Tensor | None], relus: list[bool],
-             after_relu: bool = False) -> Chain:
+             sparse_inputs: bool = False) -> Chain:
         """From weights (out, in) float32 on the CPU, each dense (strided) or CSR, biases (out,) or None,
-        and ReLU flags; ``after_relu`` if the chain's own inputs come from a ReLU (a layer timed alone)."""
+        and ReLU flags. ``sparse_inputs`` if the chain's own inputs are often 0 (they come from a ReLU, in a
+        layer timed alone, or are images on a blank background): a dense first layer is then held by
+        columns, as a dense layer after a ReLU is."""
         for i, w in enumerate(weights):
             if w.layout not in (torch.strided, torch.sparse_csr) or w.dtype != torch.float32 or w.device.type != "cpu":
                 raise ValueError(f"layer {i}: the chain kernel runs dense or CSR float32 weights on the CPU, got "
                                  f"{w.layout} {w.dtype} on {w.device}")
             if i and w.shape[1] != weights[i - 1].shape[0]:  # the kernel does not check its indices
                 raise ValueError(f"layer {i} takes {w.shape[1]} inputs, layer {i - 1} gives {weights[i - 1].shape[0]}")
-        # A dense layer after a ReLU runs by columns: the matrix-vector kernel then skips the inputs that are 0
-        after = [after_relu, *relus[:-1]]
-        forms = [CSR if w.layout == torch.sparse_csr else COLUMNS if a else DENSE for w, a in zip(weights, after)]
+        # A dense layer whose inputs are often 0 runs by columns: the matrix-vector kernel then skips them
+        sparse = [sparse_inputs, *relus[:-1]]
+        forms = [CSR if w.layout == torch.sparse_csr else COLUMNS if a else DENSE for w, a in zip(weights, sparse)]
         values, cols, crows = [], [], []
         for w, form in zip(weights, forms):
             if form == CSR:

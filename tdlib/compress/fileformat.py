@@ -2,7 +2,8 @@
 
 Each weight is stored in whichever form is smaller, dense (``{i}.weight``) or CSR with int32 indices
 (``{i}.crow``, ``{i}.col``, ``{i}.values``); biases as ``{i}.bias``. The metadata holds the format and
-version, the shapes, layouts, ReLU flags, whether the model runs fused, and a SHA-256 over all of it and
+version, the shapes, layouts, ReLU flags, whether the model runs fused (and its first layer by columns,
+to skip inputs that are 0), and a SHA-256 over all of it and
 every tensor's name, dtype, shape and bytes. :func:`load` checks every one of these and names the first
 that fails, and never trusts a file's CSR indices.
 """
@@ -22,8 +23,9 @@ from tdlib.compress.module import LAYOUTS, CompressedMLP, csr_is_smaller, csr_qu
 from tdlib.compress.surgery import linear
 
 FILE_FORMAT = "tdlib-compressed-mlp"
-FILE_VERSION = 3  # 3: safetensors; 2: a torch pickle whose header says whether the model runs fused
-FIELDS = ("shapes", "layouts", "relus", "fused", "stored")
+FILE_VERSION = 4  # 4: sparse_inputs; 3: safetensors; 2: a torch pickle whose header says whether it runs fused
+FIELDS = ("shapes", "layouts", "relus", "fused", "sparse_inputs", "stored")
+READABLE = {"3": {"sparse_inputs": "false"}, str(FILE_VERSION): {}}  # versions read, and what older ones imply
 
 
 class CompressedFileError(ValueError):
@@ -59,7 +61,8 @@ def save(model: CompressedMLP, path: str | Path) -> None:
             tensors[f"{i}.bias"] = layer.bias.detach().cpu().contiguous()
     metadata = {"format": FILE_FORMAT, "version": str(FILE_VERSION), "shapes": json.dumps(model.shapes),
                 "layouts": json.dumps(model.layouts), "relus": json.dumps(list(model.relus)),
-                "fused": json.dumps(model.fused), "stored": json.dumps(stored)}
+                "fused": json.dumps(model.fused), "sparse_inputs": json.dumps(model.sparse_inputs),
+                "stored": json.dumps(stored)}
     metadata["sha256"] = digest(metadata, tensors)
     save_file(tensors, str(path), metadata=metadata)
 
@@ -73,13 +76,13 @@ def load(path: str | Path) -> CompressedMLP:
     except Exception as error:  # any unreadable file is reported the same way
         raise CompressedFileError(f"{path}: not a compressed tdlib model ({error!r})") from error
     version = (metadata.get("format"), metadata.get("version"))
-    if version != (FILE_FORMAT, str(FILE_VERSION)):
+    if version[0] != FILE_FORMAT or version[1] not in READABLE:
         raise CompressedFileError(f"{path}: format {version[0]!r} v{version[1]}, expected {FILE_FORMAT!r} "
-                                  f"v{FILE_VERSION}")
+                                  f"v{' or v'.join(sorted(READABLE))}")
     if metadata.get("sha256") != digest(metadata, tensors):
         raise CompressedFileError(f"{path}: the file does not match its checksum; it is damaged")
     try:
-        fields = {name: json.loads(metadata[name]) for name in FIELDS}
+        fields = {name: json.loads({**READABLE[version[1]], **metadata}[name]) for name in FIELDS}
         return _model(fields, tensors)
     except KeyError as error:
         raise CompressedFileError(f"{path}: the field {error} is missing") from error
@@ -123,4 +126,5 @@ def _model(fields: dict, tensors: dict[str, Tensor]) -> CompressedMLP:
         if bias is not None and tuple(bias.shape) != (shape[0],):
             raise ValueError(f"layer {i} has a bias of shape {tuple(bias.shape)} for {shape[0]} units")
         linears.append(linear(weight, bias))
-    return CompressedMLP(linears, [bool(r) for r in fields["relus"]], fields["layouts"], bool(fields["fused"]))
+    return CompressedMLP(linears, [bool(r) for r in fields["relus"]], fields["layouts"], bool(fields["fused"]),
+                         bool(fields["sparse_inputs"]))

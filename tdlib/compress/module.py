@@ -10,7 +10,8 @@ weights:
 - ``layouts``: each layer dense or CSR, activations flowing transposed, (features, batch), so that every
   layer is one ``addmm`` whose sparse operand comes first, the form torch's CSR kernels are fast in;
 - ``fused``: the whole chain in one compiled call, each layer dense or CSR as ``layouts`` says
-  (:mod:`tdlib.compress.chain`; CPU, float32).
+  (:mod:`tdlib.compress.chain`; CPU, float32); with ``sparse_inputs``, a dense first layer is held by
+  columns and skips the inputs that are 0 (faster on images with a blank background, slower on others).
 
 A backend is rebuilt when the weights change in place (an optimizer step, ``load_state_dict``) and
 dropped when the module is moved or cast; while compiling, tracing or exporting, and whenever autograd
@@ -89,13 +90,13 @@ class CompressedMLP(nn.Sequential):
     """``nn.Linear`` layers, each but the last followed by ``nn.ReLU`` unless it is linear; inputs
     (batch, in_features) or (in_features,), logits (batch, classes) or (classes,).
 
-    ``layouts`` (one per linear layer) and ``fused`` choose the inference backend (see the module doc);
-    all-dense and unfused is the plain module. Fused without ``layouts``, each layer is held in the form
-    that takes fewer bytes (:func:`compact_layouts`).
+    ``layouts`` (one per linear layer), ``fused`` and ``sparse_inputs`` (fused only) choose the inference
+    backend (see the module doc); all-dense and unfused is the plain module. Fused without ``layouts``,
+    each layer is held in the form that takes fewer bytes (:func:`compact_layouts`).
     """
 
     def __init__(self, linears: Sequence[nn.Linear], relus: Sequence[bool],
-                 layouts: Sequence[Layout] | None = None, fused: bool = False) -> None:
+                 layouts: Sequence[Layout] | None = None, fused: bool = False, sparse_inputs: bool = False) -> None:
         if len(linears) != len(relus) or not linears:
             raise ValueError(f"{len(linears)} linear layers and {len(relus)} ReLU flags: one flag per layer")
         modules: list[nn.Module] = []
@@ -108,6 +109,8 @@ class CompressedMLP(nn.Sequential):
         if isinstance(layouts, str) or len(layouts) != len(linears) or not set(layouts) <= set(LAYOUTS):
             raise ValueError(f"layouts must give one of {LAYOUTS} for each of the {len(linears)} layers, "
                              f"got {layouts!r}")
+        if sparse_inputs and not fused:
+            raise ValueError("sparse_inputs is a form of the fused chain; it needs fused=True")
         if fused:
             weight = linears[0].weight
             if weight.dtype != torch.float32 or weight.device.type != "cpu":
@@ -116,6 +119,7 @@ class CompressedMLP(nn.Sequential):
         self._relus = tuple(bool(r) for r in relus)
         self._layouts: tuple[Layout, ...] = layouts
         self._fused = fused
+        self._sparse_inputs = bool(sparse_inputs)
         self._plain = not fused and set(layouts) == {"dense"}  # no backend: the nn.Sequential itself
         self._backend: object | None = None
         self._built_for: tuple[tuple[nn.Module, ...], tuple[tuple[dict, str, Tensor | None, int], ...]] = ((), ())
@@ -134,6 +138,11 @@ class CompressedMLP(nn.Sequential):
     @property
     def fused(self) -> bool:
         return self._fused
+
+    @property
+    def sparse_inputs(self) -> bool:
+        """Whether the fused chain's dense first layer is held by columns, to skip inputs that are 0."""
+        return self._sparse_inputs
 
     @property
     def layouts(self) -> list[Layout]:
@@ -158,10 +167,11 @@ class CompressedMLP(nn.Sequential):
         as one compiled chain if ``fused``."""
         return CompressedMLP(self.linears, self._relus, layouts, fused)
 
-    def fuse(self, layouts: Sequence[Layout] | None = None) -> CompressedMLP:
+    def fuse(self, layouts: Sequence[Layout] | None = None, sparse_inputs: bool = False) -> CompressedMLP:
         """The same layers (shared) run as one compiled chain (CPU, float32 only), layer ``i`` in
-        ``layouts[i]``, by default the form that stores fewer numbers."""
-        return CompressedMLP(self.linears, self._relus, layouts, fused=True)
+        ``layouts[i]``, by default the form that stores fewer numbers; a dense first layer by columns if
+        ``sparse_inputs``."""
+        return CompressedMLP(self.linears, self._relus, layouts, fused=True, sparse_inputs=sparse_inputs)
 
     # ---------------------------------------------------------------- running
 
@@ -196,7 +206,8 @@ class CompressedMLP(nn.Sequential):
             steps = [Step.of(linear, relu, layout) for linear, relu, layout
                      in zip(self.linears, self._relus, self._layouts)]
             if self._fused:
-                self._backend = Chain.pack([s.weight for s in steps], [s.bias for s in steps], list(self._relus))
+                self._backend = Chain.pack([s.weight for s in steps], [s.bias for s in steps], list(self._relus),
+                                           self._sparse_inputs)
             else:
                 self._backend = steps
             self._built_for = self._watch()
