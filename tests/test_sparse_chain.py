@@ -36,9 +36,12 @@ def test_the_chain_equals_torch_layer_by_layer(batch: int, forms: str) -> None:
     for w, b, relu in zip(weights, biases, relus):
         expected = (w @ expected.T).T + (0 if b is None else b)
         expected = expected.relu() if relu else expected
-    out = Chain.pack(weights, biases, relus)(x)
+    chain = Chain.pack(weights, biases, relus)
+    out = chain(x)
     assert out.shape == (batch, 2)
     assert torch.allclose(out, expected, atol=1e-5)
+    strided = torch.stack([x, x], dim=2)[..., 0]  # the same inputs, every other float
+    assert not strided.is_contiguous() and torch.allclose(chain(strided), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("sparse_inputs", [False, True])

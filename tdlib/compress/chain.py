@@ -35,8 +35,9 @@ REASSOCIATE = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @njit(fastmath=REASSOCIATE, cache=True)
-def _run_one(h, layout, crow, col, values, bias, relu):  # pragma: no cover - compiled
-    """One input ``h`` (in,) float32 through each layer: (1, out) float32. See :class:`Chain` for the arrays."""
+def _run_one(x, layout, crow, col, values, bias, relu):  # pragma: no cover - compiled
+    """One input ``x`` (1, in) float32 through each layer: (1, out) float32. See :class:`Chain` for the arrays."""
+    h = np.ascontiguousarray(x[0])  # a view when x is contiguous, as it usually is
     for layer in range(relu.shape[0]):
         rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
         out = bias[layout[BIAS, layer]:layout[BIAS, layer + 1]].copy()
@@ -229,11 +230,11 @@ class Chain:
         """Inputs (batch, in) float32 to contiguous outputs (batch, out); a batch of one by the
         matrix-vector kernel.
         Kept lean: at batch 1 its own overhead is a good part of the time."""
-        if x.dtype != torch.float32 or not x.is_cpu:
+        if x.dtype is not torch.float32 or not x.is_cpu:  # dtypes are singletons
             raise ValueError(f"the chain kernel takes float32 inputs on the CPU, got {x.dtype} on {x.device}")
-        if x.dim() != 2 or x.shape[1] != self._in_features:  # the kernel does not check its indices
+        h = (x.detach() if x.requires_grad else x).numpy()  # numpy's attributes cost less than torch's
+        if h.ndim != 2 or h.shape[1] != self._in_features:  # the kernel does not check its indices
             raise ValueError(f"inputs must be (batch, {self._in_features}), got {tuple(x.shape)}")
-        h = (x.detach() if x.requires_grad else x).numpy()
         if h.shape[0] == 1:
-            return torch.from_numpy(_run_one(np.ascontiguousarray(h[0]), *self._arrays))
+            return torch.from_numpy(_run_one(h, *self._arrays))
         return torch.from_numpy(_run_batch(np.ascontiguousarray(h.T), *self._arrays)).T.contiguous()
