@@ -1,4 +1,5 @@
-"""Prints, after the benchmarks, each one's median time as a ratio to its group's baseline.
+"""The benchmarks' shared data, and, printed after them, each one's median time as a ratio to its group's
+baseline.
 
 A benchmark names its baseline with ``benchmark.extra_info["baseline"] = True``; all benchmarks of
 one ``benchmark.group`` ran in the same session, so the ratios compare like with like. A benchmark that
@@ -9,6 +10,14 @@ that timed several in turns (``benchmark.extra_info["round_robin"]``) each one's
 from __future__ import annotations
 
 import pytest
+
+from tdlib.data import FashionMNIST, load_fashion_mnist
+
+
+@pytest.fixture(scope="session")
+def data() -> FashionMNIST:
+    """Fashion-MNIST, loaded once for every benchmark that trains on it or times on its images."""
+    return load_fashion_mnist()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -27,7 +36,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(
             f"{bench.group}: {bench.name}: tdlib {info['ours'] * 1e6:.1f} us, "
             f"ONNX Runtime {info['theirs'] * 1e6:.1f} us: {info['ratio']:.3f}x the time "
-            f"(quartiles {low:.3f}-{high:.3f}; layers {'/'.join(info['layouts'])})")
+            f"(quartiles {low:.3f}-{high:.3f}; {info['form']})")
     for bench in session.benchmarks:
         turns = bench.extra_info.get("round_robin", {})
         if turns:
@@ -45,14 +54,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         for bench in sorted(benches, key=lambda b: b.stats.median):
             ratio = bench.stats.median / base
             flops = bench.extra_info.get("flop_ratio")
-            layouts = bench.extra_info.get("layouts")
+            form = bench.extra_info.get("form")
             steady = bench.extra_info.get("steady epochs/min")
             terminalreporter.write_line(
                 f"{group}: {bench.name}: {bench.stats.median * 1e3:.3f} ms = {ratio:.3f}x the time of "
                 f"{baseline.name} (speed-up {1 / ratio:.2f}x"
                 + (f", FLOP ratio {flops:.1f}" if flops else "")
-                + (f", layers fused {'/'.join(layouts[1:])}" if layouts and layouts[0] == "fused"
-                   else f", layers {'/'.join(layouts)}" if layouts else "")
+                + (f", {form}" if form else "")
                 + (f", steady {steady} epochs/min" if steady else "")
                 + ")"
             )

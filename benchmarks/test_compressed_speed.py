@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from tdlib.compress import compress, dense_flops
-from tdlib.data import FashionMNIST, load_fashion_mnist
+from tdlib.data import FashionMNIST
 from tdlib.metrics import masks_at
 from tdlib.model import MLP
 from tdlib.prune import Masks, install_with_torch_prune
@@ -92,7 +92,7 @@ def test_inference(benchmark, model: MLP, masks: dict[tuple[str, float], Masks],
             torch.testing.assert_close(torch.from_numpy(session.run(None, {"x": x.numpy()})[0]), net(x))
     else:
         net = compress(model, masks[(kind, k)], layout, batch=batch, threads=threads)
-        benchmark.extra_info["layouts"] = (["fused"] if net.fused else []) + net.layouts
+        benchmark.extra_info["form"] = net.form
     x = torch.rand(batch, 784)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -121,11 +121,6 @@ def block_seconds(fn, inputs: list) -> float:
     for x in inputs:
         fn(x)
     return (time.perf_counter() - started) / len(inputs)
-
-
-@pytest.fixture(scope="module")
-def data() -> FashionMNIST:
-    return load_fashion_mnist()
 
 
 @pytest.mark.parametrize("inputs", ["uniform", "images"])
@@ -170,5 +165,5 @@ def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, floa
     benchmark.extra_info["paired"] = {
         "ours": float(np.median(ours)), "theirs": float(np.median(theirs)),
         "ratio": float(np.median(ratios)), "quartiles": np.percentile(ratios, [25, 75]).tolist(),
-        "layouts": (["fused"] if net.fused else []) + (["first-by-columns"] if net.sparse_inputs else []) + net.layouts,
+        "form": net.form,
     }

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdlib.data import FashionMNIST, load_fashion_mnist
+from tdlib.data import FashionMNIST
 from tdlib.dropout import TargetedDropout
 from tdlib.metrics import evaluate
 from tdlib.model import MLP
@@ -38,11 +38,6 @@ STEP_CONDITIONS = {
     "targeted unit g0.5 a0.5": TargetedDropout.constant("unit", 0.5, 0.5),
     "targeted weight g0.99 a0.99": TargetedDropout.constant("weight", 0.99, 0.99),
 }
-
-
-@pytest.fixture(scope="module")
-def data() -> FashionMNIST:
-    return load_fashion_mnist()
 
 
 def make_step(config: TargetedDropout | None, data: FashionMNIST, warm_up: int) -> Callable[[], None]:

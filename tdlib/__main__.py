@@ -65,7 +65,7 @@ def runs(args: argparse.Namespace) -> int:
 
 def compress_run(args: argparse.Namespace) -> int:
     from tdlib.compress import compress, save
-    from tdlib.data import load_fashion_mnist
+    from tdlib.data import DataError, load_fashion_mnist
     from tdlib.metrics import masks_for
 
     directory = Path(args.run) if Path(args.run).is_dir() else Path(args.cache) / args.run
@@ -78,14 +78,16 @@ def compress_run(args: argparse.Namespace) -> int:
     if run is None:
         print(f"{directory}: the run fails its checks; train it again first", file=sys.stderr)
         return 1
+    try:
+        sample = load_fashion_mnist().train_x[:256] if args.timed_on == "images" else None
+    except DataError as error:
+        print(f"{error}\n(--timed-on random times the layouts without the images)", file=sys.stderr)
+        return 1
     model = run.model()
-    sample = load_fashion_mnist().train_x[:256] if args.timed_on == "images" else None
     small = compress(model, masks_for(model, args.kind, args.k, spec.seed), batch=args.batch, sample=sample)
     save(small, args.output)
-    print(f"{spec.name}, {args.kind} pruning {args.k:g}%: {small.parameter_count():,} parameters, layers "
-          f"{'/'.join(small.layouts)}{', fused' if small.fused else ''}"
-          f"{', the first by columns' if small.sparse_inputs else ''} (fastest at batch {args.batch} on "
-          f"{args.timed_on} inputs) -> {args.output}")
+    print(f"{spec.name}, {args.kind} pruning {args.k:g}%: {small.parameter_count():,} parameters, {small.form} "
+          f"(fastest at batch {args.batch} on {'images' if sample is not None else 'random inputs'}) -> {args.output}")
     return 0
 
 

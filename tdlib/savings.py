@@ -34,7 +34,7 @@ class Speed:
     speedup: float  # dense median time / compressed median time
     flop_ratio: float  # dense multiply-adds / compressed multiply-adds as run
     layouts: tuple[str, ...]
-    fused: bool  # run as one compiled CSR chain rather than layer by layer
+    fused: bool  # run as one compiled chain rather than layer by layer
 
 
 @dataclass(frozen=True)

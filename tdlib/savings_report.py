@@ -172,7 +172,7 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         "A model pruned with `torch.nn.utils.prune` keeps every weight, a mask beside it, and the dense "
         "cost. `tdlib.compress` removes each unit whose incoming weights are all pruned (folding what it "
         "still outputs into the next layer's bias) and runs each remaining layer dense or as CSR, or the "
-        "whole network as one compiled CSR chain, whichever it measures to be faster at the batch size "
+        "whole network as one compiled chain of such layers, whichever it measures to be faster at the batch size "
         "served. Accuracy, sizes and parameters are means over "
         f"the {len(ev.seeds)} seeds; speed is measured on seed {first}, {THREADS} thread, random inputs, as "
         "the ratio of the dense and the compressed model's median times per call, measured in five "

@@ -49,18 +49,34 @@ def test_runs_lists_and_verifies_the_cache(cache: Path, tmp_path: Path) -> None:
     assert model.exists()  # verifying reads; it never moves or deletes
 
 
-def test_compress_saves_a_cached_run_that_computes_what_the_masked_model_does(cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("timed_on", ["images", "random"])
+def test_compress_saves_a_cached_run_that_computes_what_the_masked_model_does(cache: Path, tmp_path: Path,
+                                                                             timed_on: str) -> None:
     from tdlib.compress import load
     from tdlib.metrics import masks_for
     from tdlib.prune import apply_masks
 
     out = tmp_path / "b-90.safetensors"
-    done = tdlib("compress", SPEC.name, "--cache", str(cache), "--kind", "weight", "--k", "90", "-o", str(out))
+    done = tdlib("compress", SPEC.name, "--cache", str(cache), "--kind", "weight", "--k", "90", "-o", str(out),
+                 "--timed-on", timed_on)
     assert done.returncode == 0, done.stderr
     model = RunCache(cache, progress=False).cached(SPEC).model()
     x = torch.rand(7, 784)
     expected = apply_masks(model, masks_for(model, "weight", 90)).eval()(x)
-    assert torch.allclose(load(out)(x), expected, atol=1e-5)
+    saved = load(out)
+    assert torch.allclose(saved(x), expected, atol=1e-5)
+    said = f"{saved.form} (fastest at batch 1 on {'images' if timed_on == 'images' else 'random inputs'})"
+    assert said in done.stdout
+
+
+def test_compress_without_the_images_says_how_to_go_on(cache: Path, tmp_path: Path, monkeypatch) -> None:
+    from tdlib.data import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "nowhere"))
+    out = tmp_path / "b.safetensors"
+    failed = tdlib("compress", SPEC.name, "--cache", str(cache), "--k", "90", "-o", str(out))
+    assert failed.returncode == 1 and "no such directory" in failed.stderr and "--timed-on random" in failed.stderr
+    assert "Traceback" not in failed.stderr and not out.exists()
     assert tdlib("compress", "no-such-run", "--cache", str(cache), "--k", "90", "-o", str(out)).returncode == 1
 
 

@@ -206,14 +206,21 @@ def test_fastest_runs_fused_only_where_it_measures_faster_and_can_run() -> None:
         in_double.fuse()
 
 
+def sample_with_zeros(zero_counts: list[int], features: int = 30) -> torch.Tensor:
+    """Inputs (len(zero_counts), features), row ``i`` with exactly ``zero_counts[i]`` zeros, the rest in
+    [0.1, 1.1): images on a blank background, roughly."""
+    rows = torch.rand(len(zero_counts), features) + 0.1
+    for row, zeros in zip(rows, zero_counts):
+        row[torch.randperm(features)[:zeros]] = 0.0
+    return rows
+
+
 @pytest.mark.parametrize("columns_faster", [False, True])
 def test_with_a_sample_everything_is_timed_on_it_and_a_first_layer_by_columns_is_tried(columns_faster: bool) -> None:
     torch.manual_seed(0)
     model = MLP((60, 40), in_features=30, n_classes=4).eval()
     small = compress(model, masks_for(model, "unit", 50), "dense")
-    sample = torch.rand(9, 30) * (torch.rand(9, 30) < 0.5)  # images on a blank background, roughly
-    sample[4] = 0.0  # the row with the most zeros, then one with the fewest
-    sample[7] = torch.rand(30) + 0.1
+    sample = sample_with_zeros([3, 30, 12, 0, 20, 15, 25, 9, 17])  # the median count, 15, is row 5's
     seen: dict[str, list[torch.Tensor]] = {"layer": [], "model": []}
 
     def seconds(fn, x: torch.Tensor, threads: int | None) -> float:
@@ -227,27 +234,57 @@ def test_with_a_sample_everything_is_timed_on_it_and_a_first_layer_by_columns_is
 
     chosen = fastest(small, 1, seconds=seconds, sample=sample)
     assert chosen.fused and chosen.sparse_inputs == columns_faster
-    zeros = (sample == 0).sum(1)
-    typical = sample[zeros.argsort(stable=True)[4]]
-    assert (zeros[4], zeros[7]) == (30, 0) and torch.equal(seen["model"][-1], typical.unsqueeze(0))
-    # Each layer saw the activations the typical row gives it: after a ReLU, with zeros.
-    hidden = torch.relu(small.linears[0](typical.unsqueeze(0)))
-    assert any(torch.equal(x, hidden) for x in seen["layer"]) and bool((hidden == 0).any())
-    assert not fastest(small, 1, seconds=seconds).sparse_inputs  # without a sample, none of the inputs is 0
+    # Layers after a ReLU are timed by columns where dense, so the fake makes CSR win them unless columns win.
+    layers = "dense/dense/dense, the first by columns" if columns_faster else "dense/csr/csr"
+    assert chosen.form == f"fused, layers {layers}"
+    assert torch.equal(seen["model"][-1], sample[5:6])
+    # Each layer saw the activations that row gives it: after a ReLU, with zeros.
+    hidden = torch.relu(small.linears[0](sample[5:6]))
+    assert bool((hidden == 0).any()) and any(torch.allclose(x, hidden, atol=1e-6) for x in seen["layer"])
+    assert not fastest(small, 1, seconds=seconds).sparse_inputs  # without a sample, nothing is tried by columns
     inputs: list[torch.Tensor] = []
     at_4 = fastest_layouts(small, 4, seconds=lambda fn, x, threads: inputs.append(x) or 1.0, sample=sample)
-    assert len(at_4) == 3 and torch.equal(inputs[0].T, sample[:4])  # the layered backend's view
-    with pytest.raises(ValueError, match=r"the sample must be \(rows, 30\) inputs, got \(9, 29\)"):
-        fastest(small, 1, seconds=seconds, sample=sample[:, 1:])
+    into_last = torch.relu(small.linears[1](torch.relu(small.linears[0](sample[:4]))))
+    assert len(at_4) == 3 and [x.shape for x in inputs] == [(30, 4)] * 2 + [(30, 4)] * 2 + [(20, 4)] * 2
+    assert torch.equal(inputs[0].T, sample[:4]) and torch.allclose(inputs[4].T, into_last, atol=1e-6)  # as run
+    cycled: list[torch.Tensor] = []
+    fastest_layouts(small, 4, seconds=lambda fn, x, threads: cycled.append(x) or 1.0, sample=sample[:3])
+    assert torch.equal(cycled[0].T, sample[[0, 1, 2, 0]])  # fewer rows than the batch: cycled
+    for wrong, shape in [(sample[:, 1:], r"\(9, 29\)"), (sample[:0], r"\(0, 30\)")]:
+        with pytest.raises(ValueError, match=r"the sample must be at least one input, \(rows, 30\), got " + shape):
+            fastest(small, 1, seconds=seconds, sample=wrong)
+    assert fastest(small, 1, seconds=seconds, sample=sample[5]).sparse_inputs == columns_faster  # one, (in,)
 
 
+def test_a_csr_first_layer_is_never_said_to_be_held_by_columns() -> None:
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    small = compress(model, masks_for(model, "weight", 95), "dense")
+
+    def csr_and_columns_fastest(fn, x: torch.Tensor, threads: int | None) -> float:
+        if isinstance(fn, Chain):
+            return 1.0 if fn.forms[0] == CSR else 2.0
+        return (1.0 if fn.sparse_inputs else 2.0) if isinstance(fn, CompressedMLP) and fn.fused else 3.0
+
+    chosen = fastest(small, 1, seconds=csr_and_columns_fastest, sample=sample_with_zeros([10, 20, 5]))
+    assert chosen.fused and chosen.layouts[0] == "csr" and not chosen.sparse_inputs
+    with pytest.raises(ValueError, match=r"needs fused=True and a dense first layer, got fused=True and layouts"):
+        small.fuse(["csr", "dense", "dense"], sparse_inputs=True)
+    with pytest.raises(ValueError, match="a sample is what layout='fastest' is timed on; layout 'fused' takes none"):
+        compress(model, masks_for(model, "weight", 95), "fused", sample=sample_with_zeros([1]))
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("with_sample", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fastest_compression_equals_the_masked_model(dtype: torch.dtype) -> None:
+def test_fastest_compression_equals_the_masked_model(dtype: torch.dtype, with_sample: bool, batch: int) -> None:
     torch.manual_seed(0)
     model = MLP((60, 40), in_features=30, n_classes=4).to(dtype).eval()
+    model.linear_hidden = frozenset({1})  # a hidden layer without its ReLU, as the linear claims make
     masks = masks_for(model, "weight", 95)
-    small = compress(model, masks, "fastest", batch=8)  # really timed: float64 layers are timed in float64
-    x = torch.randn(8, 30, dtype=dtype)
+    sample = sample_with_zeros(list(range(0, 30, 3))).to(dtype) if with_sample else None
+    small = compress(model, masks, "fastest", batch=batch, sample=sample)  # really timed, in the model's dtype
+    x = sample_with_zeros([12] * batch).to(dtype)
     assert torch.allclose(small(x), apply_masks(model, masks)(x), atol=1e-5)
     assert not (dtype == torch.float64 and small.fused)
 
@@ -335,6 +372,10 @@ def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
         (lambda m, t: t.update({"0.values": t["0.values"].long()}), r"layer 0 holds torch\.int64"),
         (lambda m, t: m.update(shapes="[]", stored="[]", layouts="[]", relus="[]"), r"0 shapes"),
         (lambda m, t: t.update({"0.col": t["0.col"] + 100}), r"layer 0 does not fit its shape"),
+        (lambda m, t: m.update(fused='"false"'), r"fused is 'false', not true or false"),
+        (lambda m, t: m.update(relus="[1, false]"), r"relus\[0\] is 1, not true or false"),
+        (lambda m, t: m.update(fused="true", sparse_inputs="true"), r"a dense first layer, got fused=True and "
+                                                                    r"layouts \['csr', 'csr'\]"),
     ]:
         with pytest.raises(CompressedFileError, match=match):
             load(rewritten("bad", change))
@@ -343,12 +384,21 @@ def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
         load(tmp_path / "junk")
 
 
-def test_a_compressed_model_is_an_ordinary_module(tmp_path: Path) -> None:
-    """state_dict round-trips, .to() casts (and the backend follows), fine-tuning changes what it computes."""
+FORMS = {
+    "layers": lambda net: net.with_layouts(["csr", "dense", "csr"]),
+    "fused": lambda net: net.fuse(["csr", "dense", "csr"]),
+    "fused, the first by columns": lambda net: net.fuse(["dense", "dense", "csr"], sparse_inputs=True),
+}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_a_compressed_model_is_an_ordinary_module(tmp_path: Path, form: str) -> None:
+    """state_dict round-trips, .to() casts (and the backend follows: a fused model runs layer by layer
+    where the chain cannot), fine-tuning changes what it computes."""
     torch.manual_seed(0)
     model = MLP((60, 40), in_features=30, n_classes=4).eval()
     masks = masks_for(model, "unit", 50)
-    small = compress(model, masks, ["csr", "dense", "csr"])
+    small = FORMS[form](compress(model, masks, "dense"))
     assert isinstance(small, torch.nn.Sequential)
     assert [type(m).__name__ for m in small] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
     x = torch.randn(5, 30)
@@ -356,11 +406,12 @@ def test_a_compressed_model_is_an_ordinary_module(tmp_path: Path) -> None:
         before = small(x)
     state = small.state_dict()
     assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"}
-    other = compress(MLP((60, 40), in_features=30, n_classes=4).eval(), masks, ["csr", "dense", "csr"])
+    other = FORMS[form](compress(MLP((60, 40), in_features=30, n_classes=4).eval(), masks, "dense"))
     other.load_state_dict(state)  # in place: the backend is rebuilt from the new weights
     with torch.no_grad():
         assert torch.allclose(other(x), before, atol=1e-6)
-        assert small.double()(x.double()).dtype == torch.float64  # cast: the backend's copies follow
+        in_double = small.double()(x.double())  # cast: the backend's copies follow
+        assert in_double.dtype == torch.float64 and torch.allclose(in_double.float(), before, atol=1e-5)
     small.float()
     with torch.no_grad():
         assert torch.allclose(small(x), before, atol=1e-6)  # the backend, built again in float32

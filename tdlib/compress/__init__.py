@@ -4,9 +4,9 @@
 nor faster. :func:`compress` turns a model and its masks into a :class:`CompressedMLP`, an
 ``nn.Sequential`` of ``nn.Linear`` and ``nn.ReLU`` whose outputs equal ``apply_masks(model, masks)``'s to
 float tolerance, without the units the masks left constant or unread (:mod:`.surgery`), and runs it for
-inference dense, CSR layer by layer, or as one compiled CSR chain, whichever is measured faster
-(:mod:`.module`, :mod:`.autotune`, :mod:`.chain`). :func:`save` and :func:`load` keep it in a checked
-safetensors file (:mod:`.fileformat`).
+inference layer by layer, each layer dense or CSR, or as one compiled chain of such layers, whichever is
+measured faster, on a sample of real inputs if given (:mod:`.module`, :mod:`.autotune`, :mod:`.chain`).
+:func:`save` and :func:`load` keep it in a checked safetensors file (:mod:`.fileformat`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ def compress(model: MLP, masks: Masks,
     """An equivalent of ``apply_masks(model, masks)`` without its constant or unread units, run as asked.
 
     ``layout`` is one layout for every layer, one per layer (after the removal of units, there are as
-    many layers as in ``model``), ``"fused"`` (one compiled CSR chain), or ``"fastest"``: the form
-    :func:`fastest` measures fastest at ``batch`` inputs on ``threads`` threads, timed on ``sample``
-    (rows of inputs like those the model will run on, such as test images) if given, else on uniform
-    random numbers.
+    many layers as in ``model``), ``"fused"`` (one compiled chain, each layer in the form that takes
+    fewer bytes), or ``"fastest"``: the form :func:`fastest` measures fastest at ``batch`` inputs on
+    ``threads`` threads, timed on ``sample`` (rows of inputs like those the model will run on, such as
+    training images) if given, else on uniform random numbers.
     """
     if isinstance(layout, str) and layout not in (*LAYOUTS, "fastest", "fused"):
         raise ValueError(f"layout must be 'fastest', 'fused' or one of {LAYOUTS}, got {layout!r}")
+    if sample is not None and layout != "fastest":
+        raise ValueError(f"a sample is what layout='fastest' is timed on; layout {layout!r} takes none")
     linears, relus = shrink(model, masks)
     plain = CompressedMLP(linears, relus)
     if layout == "fastest":

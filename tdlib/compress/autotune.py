@@ -1,8 +1,10 @@
 """Choosing how a compressed model runs, by measuring: layer by layer through torch or as one compiled
-chain, and each layer dense or CSR.
+chain, each layer dense or CSR, and in the chain a dense first layer by rows or by columns.
 
 Which wins depends on the layer's shape and density, the batch size and the thread count (a 10x200 layer
-at 1% density runs faster dense at batch 1 and as CSR at batch 256), so it is measured rather than
+at 1% density runs faster dense at batch 1 and as CSR at batch 256), and on the inputs: at batch 1 a
+layer held by columns skips the inputs that are 0, as half of a ReLU's outputs and half the pixels of a
+Fashion-MNIST image are. So it is measured, on a sample of real inputs where one is given, rather than
 guessed from the density.
 """
 
@@ -14,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils import benchmark
 
-from tdlib.compress.chain import Chain
+from tdlib.compress.chain import Chain, inputs_often_zero
 from tdlib.compress.module import LAYOUTS, CompressedMLP, Layout, Step
 
 Seconds = Callable[[Callable[[Tensor], Tensor], Tensor, int | None], float]
@@ -36,29 +38,30 @@ def _quick_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | Non
     return median_seconds(fn, x, threads, min_run_time=0.02)  # enough to tell layouts apart where it matters
 
 
-def _layer_step(linear: nn.Linear, relu: bool, layout: Layout, fused: bool, sparse_inputs: bool
+def _layer_step(linear: nn.Linear, relu: bool, layout: Layout, fused: bool, often_zero: bool
                 ) -> Callable[[Tensor], Tensor]:
     """One layer run in ``layout``: a torch step, or if ``fused`` the layer alone as a compiled chain
-    (held by columns if dense and ``sparse_inputs``)."""
+    (held by columns if dense and its inputs are ``often_zero``, as in the whole chain)."""
     step = Step.of(linear, relu, layout)
-    return Chain.pack([step.weight], [step.bias], [relu], sparse_inputs) if fused else step
+    return Chain.pack([step.weight], [step.bias], [relu], often_zero) if fused else step
 
 
 def timing_inputs(sample: Tensor | None, batch: int, in_features: int, like: Tensor) -> Tensor:
     """The (``batch``, in_features) inputs a model is timed on, with ``like``'s dtype and device: uniform
     random numbers without a ``sample``; else, at batch 1, the sample's row with the median count of
     zeros (a typical one, where the time depends on how many inputs are 0), and at larger batches its
-    first ``batch`` rows, cycled if it has fewer."""
+    first ``batch`` rows, cycled if it has fewer. A sample of one input may be (in_features,)."""
     if sample is None:
         return torch.rand(batch, in_features, dtype=like.dtype, device=like.device)
+    if sample.dim() == 1:
+        sample = sample.unsqueeze(0)
     if sample.dim() != 2 or sample.shape[1] != in_features or not len(sample):
-        raise ValueError(f"the sample must be (rows, {in_features}) inputs, got {tuple(sample.shape)}")
+        raise ValueError(f"the sample must be at least one input, (rows, {in_features}), got {tuple(sample.shape)}")
     if batch == 1:
-        typical = (sample == 0).sum(1).argsort(stable=True)[len(sample) // 2]
-        rows = typical.reshape(1)
+        rows = (sample == 0).sum(1).argsort(stable=True)[len(sample) // 2].reshape(1)
     else:
-        rows = torch.arange(batch) % len(sample)
-    return sample[rows.to(sample.device)].to(dtype=like.dtype, device=like.device)
+        rows = torch.arange(batch, device=sample.device) % len(sample)
+    return sample[rows].to(dtype=like.dtype, device=like.device)
 
 
 def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None,
@@ -66,31 +69,24 @@ def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None
                     sparse_inputs: bool = False) -> list[Layout]:
     """Per layer, the layout whose step ``seconds`` measures fastest at ``batch`` inputs: a torch step on
     (in, ``batch``) activations (for the first layer, the transposed view the model's forward gives it),
-    or, if ``fused``, the layer alone as a compiled chain (CPU, float32; the first layer held by columns
-    where dense if ``sparse_inputs``).
+    or, if ``fused``, the layer alone as a compiled chain (CPU, float32), held as the whole chain would
+    hold it (by columns where dense after a ReLU, and in the first layer if ``sparse_inputs``).
 
-    Each layer is timed on the activations that the :func:`timing_inputs` of ``sample`` give it (so a
-    layer after a ReLU sees its zeros), or on uniform random numbers without a sample.
+    Each layer is timed on the activations the layers before it make of the :func:`timing_inputs` (so a
+    layer after a ReLU sees its zeros): of ``sample`` if given, else of uniform random numbers.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     first = model.linears[0].weight
-    x = timing_inputs(sample, batch, first.shape[1], first)
+    x = timing_inputs(sample, batch, first.shape[1], first)  # (batch, in)
+    often_zero = inputs_often_zero(model.relus, sparse_inputs)
     chosen: list[Layout] = []
     with torch.no_grad():
         for i, (linear, relu) in enumerate(zip(model.linears, model.relus)):
-            weight = linear.weight
-            if sample is not None or i == 0:
-                h = x  # (batch, in)
-            else:
-                h = torch.rand(batch, weight.shape[1], dtype=weight.dtype, device=weight.device)
-            if not fused:
-                h = h.T if i == 0 else h.T.contiguous()  # the layer-by-layer backend's (in, batch) activations
-            steps = {layout: _layer_step(linear, relu, layout, fused, sparse_inputs if i == 0 else model.relus[i - 1])
-                     for layout in LAYOUTS}
+            h = x if fused else x.T if i == 0 else x.T.contiguous()  # the backend's own (in, batch) activations
+            steps = {layout: _layer_step(linear, relu, layout, fused, often_zero[i]) for layout in LAYOUTS}
             chosen.append(min(LAYOUTS, key=lambda layout: seconds(steps[layout], h, threads)))
-            if sample is not None:  # the next layer's inputs
-                x = linear(x).relu_() if relu else linear(x)
+            x = linear(x).relu_() if relu else linear(x)  # the next layer's inputs
     return chosen
 
 
@@ -101,9 +97,10 @@ def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
     layer's layout chosen by :func:`fastest_layouts`.
 
     ``sample``: (rows, in_features) inputs like those the model will run on, such as a few hundred
-    images. Everything is then timed on them (see :func:`timing_inputs`), and the chain may hold a dense
-    first layer by columns to skip the inputs that are 0 (about half the pixels of a Fashion-MNIST image),
-    if that measures faster. Without one, on uniform random numbers, none of which is 0.
+    training images. Everything is then timed on them (see :func:`timing_inputs`), and the chain may
+    hold a dense first layer by columns to skip the inputs that are 0 (about half the pixels of a
+    Fashion-MNIST image), if that measures faster. Without one, on uniform random numbers, none of
+    which is 0.
     """
     layered = model.with_layouts(fastest_layouts(model, batch, threads, seconds, sample=sample))
     weight = model.linears[0].weight
@@ -114,6 +111,7 @@ def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
     if sample is not None:  # the first layer alone decides whether holding it by columns pays
         first = CompressedMLP(model.linears[:1], model.relus[:1])
         by_columns = fastest_layouts(first, batch, threads, seconds, fused=True, sample=sample, sparse_inputs=True)
-        candidates.append(model.fuse(by_columns + by_rows[1:], sparse_inputs=True))
+        if by_columns[0] == "dense":  # a CSR layer is never held by columns
+            candidates.append(model.fuse(by_columns + by_rows[1:], sparse_inputs=True))
     x = timing_inputs(sample, batch, model.shapes[0][1], weight)
     return min(candidates, key=lambda candidate: seconds(candidate, x, threads))

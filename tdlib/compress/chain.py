@@ -37,7 +37,7 @@ REASSOCIATE = {"reassoc", "contract", "nsz", "arcp"}
 @njit(fastmath=REASSOCIATE, cache=True)
 def _run_one(x, layout, crow, col, values, bias, relu):  # pragma: no cover - compiled
     """One input ``x`` (1, in) float32 through each layer: (1, out) float32. See :class:`Chain` for the arrays."""
-    h = np.ascontiguousarray(x[0])  # a view when x is contiguous, as it usually is
+    h = np.ascontiguousarray(x[0])  # a view when the row is contiguous, as it usually is
     for layer in range(relu.shape[0]):
         rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
         out = bias[layout[BIAS, layer]:layout[BIAS, layer + 1]].copy()
@@ -140,6 +140,12 @@ def _run_batch(h, layout, crow, col, values, bias, relu):  # pragma: no cover - 
     return h
 
 
+def inputs_often_zero(relus: list[bool] | tuple[bool, ...], sparse_inputs: bool) -> list[bool]:
+    """For each layer, whether its inputs are often 0: after a ReLU, or, for the first, if the chain's
+    inputs are said to be (``sparse_inputs``). The chain holds such a layer by columns where dense."""
+    return [sparse_inputs, *relus[:-1]]
+
+
 def _starts(sizes: list[int]) -> np.ndarray:
     """Where each of consecutive blocks of ``sizes`` begins in their concatenation, and where the last
     ends: (len(sizes) + 1,) int64."""
@@ -187,8 +193,8 @@ class Chain:
             if i and w.shape[1] != weights[i - 1].shape[0]:  # the kernel does not check its indices
                 raise ValueError(f"layer {i} takes {w.shape[1]} inputs, layer {i - 1} gives {weights[i - 1].shape[0]}")
         # A dense layer whose inputs are often 0 runs by columns: the matrix-vector kernel then skips them
-        sparse = [sparse_inputs, *relus[:-1]]
-        forms = [CSR if w.layout == torch.sparse_csr else COLUMNS if a else DENSE for w, a in zip(weights, sparse)]
+        forms = [CSR if w.layout == torch.sparse_csr else COLUMNS if often_zero else DENSE
+                 for w, often_zero in zip(weights, inputs_often_zero(relus, sparse_inputs))]
         values, cols, crows = [], [], []
         for w, form in zip(weights, forms):
             if form == CSR:

@@ -126,5 +126,9 @@ def _model(fields: dict, tensors: dict[str, Tensor]) -> CompressedMLP:
         if bias is not None and tuple(bias.shape) != (shape[0],):
             raise ValueError(f"layer {i} has a bias of shape {tuple(bias.shape)} for {shape[0]} units")
         linears.append(linear(weight, bias))
-    return CompressedMLP(linears, [bool(r) for r in fields["relus"]], fields["layouts"], bool(fields["fused"]),
-                         bool(fields["sparse_inputs"]))
+    flags = [("fused", fields["fused"]), ("sparse_inputs", fields["sparse_inputs"]),
+             *((f"relus[{i}]", r) for i, r in enumerate(fields["relus"]))]
+    for name, value in flags:
+        if not isinstance(value, bool):  # json.loads gives a bool for true and false, and only for them
+            raise ValueError(f"{name} is {value!r}, not true or false")
+    return CompressedMLP(linears, fields["relus"], fields["layouts"], fields["fused"], fields["sparse_inputs"])

@@ -10,8 +10,9 @@ weights:
 - ``layouts``: each layer dense or CSR, activations flowing transposed, (features, batch), so that every
   layer is one ``addmm`` whose sparse operand comes first, the form torch's CSR kernels are fast in;
 - ``fused``: the whole chain in one compiled call, each layer dense or CSR as ``layouts`` says
-  (:mod:`tdlib.compress.chain`; CPU, float32); with ``sparse_inputs``, a dense first layer is held by
-  columns and skips the inputs that are 0 (faster on images with a blank background, slower on others).
+  (:mod:`tdlib.compress.chain`; float32 on the CPU, and layer by layer otherwise, after a cast or a
+  move); with ``sparse_inputs``, a dense first layer is held by columns and skips the inputs that are 0
+  (faster on images with a blank background, slower on others).
 
 A backend is rebuilt when the weights change in place (an optimizer step, ``load_state_dict``) and
 dropped when the module is moved or cast; while compiling, tracing or exporting, and whenever autograd
@@ -109,8 +110,9 @@ class CompressedMLP(nn.Sequential):
         if isinstance(layouts, str) or len(layouts) != len(linears) or not set(layouts) <= set(LAYOUTS):
             raise ValueError(f"layouts must give one of {LAYOUTS} for each of the {len(linears)} layers, "
                              f"got {layouts!r}")
-        if sparse_inputs and not fused:
-            raise ValueError("sparse_inputs is a form of the fused chain; it needs fused=True")
+        if sparse_inputs and (not fused or layouts[0] != "dense"):
+            raise ValueError("sparse_inputs is a form of the fused chain's dense first layer; it needs fused=True "
+                             f"and a dense first layer, got fused={fused} and layouts {list(layouts)}")
         if fused:
             weight = linears[0].weight
             if weight.dtype != torch.float32 or weight.device.type != "cpu":
@@ -149,6 +151,14 @@ class CompressedMLP(nn.Sequential):
         return list(self._layouts)
 
     @property
+    def form(self) -> str:
+        """How it runs, in words: each layer's layout, fused or not, the first layer by columns or not."""
+        layers = "/".join(self._layouts)
+        if not self._fused:
+            return f"layers {layers}"
+        return f"fused, layers {layers}" + (", the first by columns" if self._sparse_inputs else "")
+
+    @property
     def shapes(self) -> list[tuple[int, int]]:
         return [tuple(linear.weight.shape) for linear in self.linears]  # type: ignore[misc]
 
@@ -158,14 +168,15 @@ class CompressedMLP(nn.Sequential):
                    for linear in self.linears)
 
     def flops(self) -> int:
-        """Multiply-adds per input as run: the non-zeros of CSR layers, every entry of dense ones."""
+        """Multiply-adds per input as run: the non-zeros of CSR layers, every entry of dense ones (at
+        batch 1 a layer the chain holds by columns skips its inputs that are 0, and does fewer)."""
         return sum(int(torch.count_nonzero(linear.weight)) if layout == "csr" else linear.weight.numel()
                    for linear, layout in zip(self.linears, self._layouts))
 
-    def with_layouts(self, layouts: Sequence[Layout], fused: bool = False) -> CompressedMLP:
-        """The same layers (shared, not copied) run with layer ``i`` in ``layouts[i]``, layer by layer, or
-        as one compiled chain if ``fused``."""
-        return CompressedMLP(self.linears, self._relus, layouts, fused)
+    def with_layouts(self, layouts: Sequence[Layout]) -> CompressedMLP:
+        """The same layers (shared, not copied) run layer by layer, layer ``i`` in ``layouts[i]``, whatever
+        form this model runs in (:meth:`fuse` for the chain)."""
+        return CompressedMLP(self.linears, self._relus, layouts)
 
     def fuse(self, layouts: Sequence[Layout] | None = None, sparse_inputs: bool = False) -> CompressedMLP:
         """The same layers (shared) run as one compiled chain (CPU, float32 only), layer ``i`` in
@@ -205,7 +216,8 @@ class CompressedMLP(nn.Sequential):
         if self._backend is None or self._stale():
             steps = [Step.of(linear, relu, layout) for linear, relu, layout
                      in zip(self.linears, self._relus, self._layouts)]
-            if self._fused:
+            weight = steps[0].weight
+            if self._fused and weight.dtype == torch.float32 and weight.device.type == "cpu":
                 self._backend = Chain.pack([s.weight for s in steps], [s.bias for s in steps], list(self._relus),
                                            self._sparse_inputs)
             else:
@@ -219,8 +231,8 @@ class CompressedMLP(nn.Sequential):
         if self._plain or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
             return super().forward(x)
         backend = self._ensure_backend()
-        if self._fused:
-            return backend(x)  # type: ignore[operator]
+        if isinstance(backend, Chain):
+            return backend(x)
         h = x.T  # a view: dense kernels read it transposed in place
         for step in backend:  # type: ignore[attr-defined]
             h = step(h)
