@@ -104,7 +104,7 @@ def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
     """
     layered = model.with_layouts(fastest_layouts(model, batch, threads, seconds, sample=sample))
     weight = model.linears[0].weight
-    if weight.dtype != torch.float32 or weight.device.type != "cpu":
+    if not Chain.runs(weight):
         return layered
     by_rows = fastest_layouts(model, batch, threads, seconds, fused=True, sample=sample)
     candidates = [layered, model.fuse(by_rows)]

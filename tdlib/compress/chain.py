@@ -179,6 +179,11 @@ class Chain:
         """DENSE, COLUMNS or CSR, for each layer."""
         return [int(f) for f in self.layout[FORM, :-1]]
 
+    @staticmethod
+    def runs(weight: Tensor) -> bool:
+        """Whether the chain kernel runs a weight like ``weight``: float32, on the CPU (dense or CSR)."""
+        return weight.dtype == torch.float32 and weight.device.type == "cpu"
+
     @classmethod
     def pack(cls, weights: list[Tensor], biases: list[Tensor | None], relus: list[bool],
              sparse_inputs: bool = False) -> Chain:
@@ -187,7 +192,7 @@ class Chain:
         layer timed alone, or are images on a blank background): a dense first layer is then held by
         columns, as a dense layer after a ReLU is."""
         for i, w in enumerate(weights):
-            if w.layout not in (torch.strided, torch.sparse_csr) or w.dtype != torch.float32 or w.device.type != "cpu":
+            if w.layout not in (torch.strided, torch.sparse_csr) or not cls.runs(w):
                 raise ValueError(f"layer {i}: the chain kernel runs dense or CSR float32 weights on the CPU, got "
                                  f"{w.layout} {w.dtype} on {w.device}")
             if i and w.shape[1] != weights[i - 1].shape[0]:  # the kernel does not check its indices

@@ -115,7 +115,7 @@ class CompressedMLP(nn.Sequential):
                              f"and a dense first layer, got fused={fused} and layouts {list(layouts)}")
         if fused:
             weight = linears[0].weight
-            if weight.dtype != torch.float32 or weight.device.type != "cpu":
+            if not Chain.runs(weight):
                 raise ValueError(f"the fused chain runs float32 weights on the CPU, got {weight.dtype} on "
                                  f"{weight.device}")
         self._relus = tuple(bool(r) for r in relus)
@@ -217,7 +217,7 @@ class CompressedMLP(nn.Sequential):
             steps = [Step.of(linear, relu, layout) for linear, relu, layout
                      in zip(self.linears, self._relus, self._layouts)]
             weight = steps[0].weight
-            if self._fused and weight.dtype == torch.float32 and weight.device.type == "cpu":
+            if self._fused and Chain.runs(weight):
                 self._backend = Chain.pack([s.weight for s in steps], [s.bias for s in steps], list(self._relus),
                                            self._sparse_inputs)
             else:
