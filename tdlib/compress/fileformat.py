@@ -82,7 +82,8 @@ def load(path: str | Path) -> CompressedMLP:
     if metadata.get("sha256") != digest(metadata, tensors):
         raise CompressedFileError(f"{path}: the file does not match its checksum; it is damaged")
     try:
-        fields = {name: json.loads({**READABLE[version[1]], **metadata}[name]) for name in FIELDS}
+        given = {**READABLE[version[1]], **metadata}  # an older version's implied fields, then the file's own
+        fields = {name: json.loads(given[name]) for name in FIELDS}
         return _model(fields, tensors)
     except KeyError as error:
         raise CompressedFileError(f"{path}: the field {error} is missing") from error
@@ -91,8 +92,8 @@ def load(path: str | Path) -> CompressedMLP:
 
 
 def _model(fields: dict, tensors: dict[str, Tensor]) -> CompressedMLP:
-    """The model a file's fields and tensors describe, each layer checked (ValueError naming the first
-    mismatch)."""
+    """The model a file's fields and tensors describe, each layer checked: a ValueError names the first
+    mismatch."""
     shapes, stored = fields["shapes"], fields["stored"]
     if not shapes or not len(shapes) == len(stored) == len(fields["layouts"]) == len(fields["relus"]):
         raise ValueError(f"{len(shapes)} shapes, {len(stored)} stored forms, {len(fields['layouts'])} layouts and "
