@@ -86,7 +86,8 @@ def fastest_layouts(model: CompressedMLP, batch: int, threads: int | None = None
             h = x if fused else x.T if i == 0 else x.T.contiguous()  # the backend's own (in, batch) activations
             steps = {layout: _layer_step(linear, relu, layout, fused, often_zero[i]) for layout in LAYOUTS}
             chosen.append(min(LAYOUTS, key=lambda layout: seconds(steps[layout], h, threads)))
-            x = linear(x).relu_() if relu else linear(x)  # the next layer's inputs
+            if i + 1 < len(model.linears):  # the next layer's inputs
+                x = linear(x).relu_() if relu else linear(x)
     return chosen
 
 
