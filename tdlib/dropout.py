@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.utils.hooks import RemovableHandle
 
-from tdlib.fused import DROP_RESOLUTION, RowBand, fused_weight_drop
+from tdlib.fused import DROP_RESOLUTION, RowBand, fused_unit_drop, fused_weight_drop, uniform15
 from tdlib.schedules import Schedule, constant
 from tdlib.selection import count_for, smallest_mask, smallest_mask_rows
 
@@ -76,9 +76,7 @@ def bernoulli_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.
     threshold = round(p * DROP_RESOLUTION)
     if threshold >= DROP_RESOLUTION:  # also keeps the int16 comparison below from overflowing
         return torch.ones(shape, dtype=torch.bool, device=device)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()  # 63 random bits
-    uniform15 = words.view(torch.int16)[:n] & (DROP_RESOLUTION - 1)
-    return (uniform15 < threshold).view(shape)
+    return (uniform15(n, device) < threshold).view(shape)
 
 
 def _kept(dropped: Tensor, dtype: torch.dtype) -> Tensor:
@@ -157,18 +155,30 @@ class TargetedUnitDropout(_DropMask):
     def __init__(self, config: TargetedDropout) -> None:
         super().__init__(config)
         self.unit_dropped: Tensor | None = None  # (out,) bool, the units dropped at the last pass
+        self.unit_kept: Tensor | None = None  # (out,) float, 0.0 where dropped, 1.0 elsewhere
         self.in_layer_forward = False  # set by the layer's hooks
         self.hooks: tuple[RemovableHandle, ...] = ()  # the layer's hooks, removed with the parametrization
 
     def reset(self) -> None:
-        self.unit_dropped = None
+        self.unit_dropped = self.unit_kept = None
 
     def drop(self, weight: Tensor, count: int, alpha: float) -> Tensor:
-        targeted = smallest_mask(weight.detach().norm(dim=1), count)
-        self.unit_dropped = targeted & bernoulli_mask(targeted.shape, alpha, weight.device)
+        norms = weight.detach().norm(dim=1)
+        if norms.device.type == "cpu" and norms.dtype == torch.float32:
+            self.unit_dropped, self.unit_kept = fused_unit_drop(norms, count, alpha)
+        else:
+            self.unit_dropped = smallest_mask(norms, count) & bernoulli_mask(norms.shape, alpha, weight.device)
         if self.in_layer_forward:
             return weight
-        return weight * _kept(self.unit_dropped, weight.dtype).unsqueeze(1)
+        return weight * self.kept(weight.dtype).unsqueeze(1)
+
+    def kept(self, dtype: torch.dtype) -> Tensor:
+        """The keep mask (out,) of the last pass's drops, in ``dtype``."""
+        if self.unit_dropped is None:
+            raise RuntimeError("no units were dropped in this pass")
+        if self.unit_kept is None or self.unit_kept.dtype != dtype:
+            self.unit_kept = _kept(self.unit_dropped, dtype)
+        return self.unit_kept
 
     def enter_forward(self, layer: nn.Module, args: tuple) -> None:
         self.in_layer_forward = True
@@ -178,7 +188,7 @@ class TargetedUnitDropout(_DropMask):
         self.in_layer_forward = False
         if self.unit_dropped is None:
             return output
-        return output * _kept(self.unit_dropped, output.dtype)
+        return output * self.kept(output.dtype)
 
 
 class _UnitBias(nn.Module):
@@ -198,7 +208,7 @@ class _UnitBias(nn.Module):
         dropped = unit.unit_dropped
         if not self.training or dropped is None or unit.in_layer_forward:
             return bias
-        return bias * _kept(dropped, bias.dtype)
+        return bias * unit.kept(bias.dtype)
 
 
 def add_targeted_dropout(layer: nn.Linear, config: TargetedDropout) -> _DropMask:

@@ -1,4 +1,5 @@
-"""Weight-level targeted dropout fused row by row, compiled with numba for the CPU.
+"""Targeted dropout's drops compiled with numba for the CPU: weight level fused row by row, unit level in
+one call.
 
 The plain-torch version needs a dozen passes over every weight per step (ranking, counting, random
 numbers, masking) and doubles the cost of a training step. Here each row is handled while it sits in
@@ -13,6 +14,11 @@ come first in the order (|w|, column).
 Drops come from a counter-based generator (SplitMix64 of seed and position), so the result depends on
 the seed and the weights only, not on the number of threads. The seed is drawn from torch's global
 generator at each step, so ``torch.manual_seed`` still fixes everything.
+
+At unit level the work per step is small (a layer's row norms, one random word per four units), and the
+plain-torch ranking and drawing took a dozen operators of tens of microseconds each, most of the cost of
+unit-level dropout. :func:`fused_unit_drop` does the same in one compiled call, with the same random words
+and the same result bit for bit, so runs trained either way are identical.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ from torch import Tensor
 
 DROP_RESOLUTION = 1 << 15  # a drop rate is applied as round(alpha * 2**15) / 2**15
 CHUNKS_PER_THREAD = 4  # blocks of rows per kernel thread: enough to even out rows searched in full
+
+
+def uniform15(n: int, device: torch.device | str = "cpu") -> Tensor:
+    """``n`` uniform integers in [0, 2**15), (n,) int16: four from each 63-bit word drawn from torch's global
+    generator (so ``torch.manual_seed`` fixes them)."""
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
+    return words.view(torch.int16)[:n] & (DROP_RESOLUTION - 1)
 
 
 @contextmanager
@@ -197,6 +210,58 @@ class _FusedDrop(torch.autograd.Function):
         with _kernel_threads():
             _mask_grad(grad.numpy(), keep.numpy(), out.numpy())
         return out, None, None, None
+
+
+@njit(cache=True)
+def _drop_units(scores, count, uniform, limit, dropped, keep):  # pragma: no cover - compiled
+    """Target the ``count`` first of ``scores`` (n,) float32 in the order (score, index), as a stable
+    ascending sort puts them (every NaN after +inf, and -0.0 tied with 0.0); drop each targeted unit whose
+    ``uniform`` (n,) int16 is below ``limit``. Writes ``dropped`` (n,) bool and ``keep`` (n,) float32.
+
+    Each score becomes one integer key, its float's bits in an order-preserving form above its index, so
+    every key is distinct and the ``count`` targeted units are those with keys up to the ``count``-th
+    smallest key, which a partition finds without a sort.
+    """
+    n = scores.shape[0]
+    keys = np.empty(n, np.uint64)
+    bits = scores.view(np.uint32)
+    for i in range(n):
+        b = bits[i]
+        if scores[i] != scores[i]:
+            b = np.uint32(0x7FC00000)  # every NaN alike, after +inf
+        elif scores[i] == 0:
+            b = np.uint32(0)  # -0.0 as 0.0
+        # A float's bits as an unsigned integer in the float's order: negatives flipped, positives above them
+        b = np.uint32(~b) if b >> np.uint32(31) else np.uint32(b | np.uint32(0x80000000))
+        keys[i] = (np.uint64(b) << np.uint64(32)) | np.uint64(i)
+    kth = np.partition(keys, count - 1)[count - 1]
+    for i in range(n):
+        d = (keys[i] <= kth) & (np.int32(uniform[i]) < limit)
+        dropped[i] = d
+        keep[i] = np.float32(1 - d)
+
+
+def fused_unit_drop(scores: Tensor, count: int, alpha: float) -> tuple[Tensor, Tensor]:
+    """Of units scored ``scores`` (n,) float32 on the CPU, the ``count`` first in the order (score, unit)
+    are targeted, and each is dropped with probability ``alpha`` (to 2**-15); returns the drops (n,) bool
+    and the keep mask (n,) float32, 0.0 where dropped and 1.0 elsewhere.
+
+    Exactly ``tdlib.selection.smallest_mask(scores, count) & tdlib.dropout.bernoulli_mask(...)``, from the
+    same random words of torch's generator (none when alpha rounds to 1); 0 < count <= n.
+    """
+    n = scores.numel()
+    if scores.dim() != 1 or scores.dtype != torch.float32 or scores.device.type != "cpu":
+        raise ValueError(f"scores must be (n,) float32 on the CPU, got {tuple(scores.shape)} {scores.dtype} on "
+                         f"{scores.device}")
+    if not 0 < count <= n:
+        raise ValueError(f"count must lie in [1, {n}], got {count}")
+    threshold = round(alpha * DROP_RESOLUTION)
+    # alpha rounding to 1 drops every targeted unit, and then draws nothing, as bernoulli_mask does
+    uniform = uniform15(n) if threshold < DROP_RESOLUTION else torch.zeros(n, dtype=torch.int16)
+    dropped = torch.empty(n, dtype=torch.bool)
+    keep = torch.empty(n, dtype=torch.float32)
+    _drop_units(scores.contiguous().numpy(), count, uniform.numpy(), threshold, dropped.numpy(), keep.numpy())
+    return dropped, keep
 
 
 class RowBand:

@@ -18,6 +18,7 @@ from scipy.stats import binomtest
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+import tdlib.dropout
 from tdlib.dropout import (
     TargetedDropout,
     add_targeted_dropout,
@@ -26,6 +27,7 @@ from tdlib.dropout import (
     set_progress,
 )
 from tdlib.schedules import Schedule, constant, paper_alpha, paper_gamma, ramp
+from tdlib.selection import smallest_mask
 
 DTYPES = [torch.float32, torch.float64]  # the fused kernel (CPU float32) and the plain-torch path
 
@@ -166,35 +168,58 @@ def test_unit_level_drops_targeted_units_with_their_bias_at_rate_alpha() -> None
     assert binomtest(drops, trials, alpha + 0.05).pvalue < 1e-3
 
 
+def train_with_unit_dropout(through_forward: bool = True) -> list[Tensor]:
+    """Every parameter and Adam state after each of 8 steps of a 200-256-128-10 network (float32) whose
+    hidden layers have unit dropout (gamma 0.5, alpha 0.5), from seed 0: through ``layer(x)``, or if not
+    ``through_forward`` through ``F.linear(x, layer.weight, layer.bias)`` (the masked weight and bias)."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(200, 256), nn.Linear(256, 128), nn.Linear(128, 10)]
+    for layer in layers[:2]:
+        add_targeted_dropout(layer, TargetedDropout.constant("unit", 0.5, 0.5))
+    optimizer = torch.optim.Adam([p for layer in layers for p in layer.parameters()], lr=1e-2)
+    x, y = torch.rand(64, 200), torch.randint(0, 10, (64,))
+    seen = []
+    for _ in range(8):
+        h = x
+        for i, layer in enumerate(layers):
+            h = layer(h) if through_forward else F.linear(h, layer.weight, layer.bias)
+            h = h.relu() if i < 2 else h
+        optimizer.zero_grad()
+        F.cross_entropy(h, y).backward()
+        optimizer.step()
+        seen += [p.detach().clone() for layer in layers for p in layer.parameters()]
+        seen += [v.clone() for state in optimizer.state.values() for v in state.values()]
+    return seen
+
+
 def test_unit_level_masks_the_output_inside_the_layer_with_the_same_bits() -> None:
     """Inside the layer's forward the unit drop is applied to the output, not by a masked copy of the
     weight. Trained with Adam through ``layer(x)`` or through ``F.linear(x, layer.weight, layer.bias)``
     (the masked weight and bias) from the same seeds, every parameter and optimizer state is the same,
     bit for bit, at every step: a kept unit is computed exactly as before, and a dropped unit's zeros
     can differ at most in sign, which nothing after them can tell apart."""
-    def train(through_forward: bool) -> list[Tensor]:
-        torch.manual_seed(0)
-        layers = [nn.Linear(200, 256), nn.Linear(256, 128), nn.Linear(128, 10)]
-        for layer in layers[:2]:
-            add_targeted_dropout(layer, TargetedDropout.constant("unit", 0.5, 0.5))
-        optimizer = torch.optim.Adam([p for layer in layers for p in layer.parameters()], lr=1e-2)
-        x, y = torch.rand(64, 200), torch.randint(0, 10, (64,))
-        seen = []
-        for _ in range(8):
-            h = x
-            for i, layer in enumerate(layers):
-                h = layer(h) if through_forward else F.linear(h, layer.weight, layer.bias)
-                h = h.relu() if i < 2 else h
-            optimizer.zero_grad()
-            F.cross_entropy(h, y).backward()
-            optimizer.step()
-            seen += [p.detach().clone() for layer in layers for p in layer.parameters()]
-            seen += [v.clone() for state in optimizer.state.values() for v in state.values()]
-        return seen
-
-    masked_output, masked_weight = train(True), train(False)
+    masked_output, masked_weight = train_with_unit_dropout(True), train_with_unit_dropout(False)
     assert len(masked_output) == len(masked_weight)
     assert all(torch.equal(a, b) for a, b in zip(masked_output, masked_weight))
+
+
+def test_unit_level_trains_the_same_bits_as_the_plain_torch_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled unit drop (CPU, float32) changes nothing in training: with the plain-torch ranking and
+    draws in its place, every parameter and optimizer state is the same, bit for bit, at every step, so
+    runs trained before it was compiled stay valid."""
+    compiled = train_with_unit_dropout()
+    calls = []
+
+    def plain(scores: Tensor, count: int, alpha: float) -> tuple[Tensor, Tensor]:
+        calls.append(count)
+        dropped = smallest_mask(scores, count) & bernoulli_mask(scores.shape, alpha)
+        return dropped, (~dropped).float()
+
+    monkeypatch.setattr(tdlib.dropout, "fused_unit_drop", plain)
+    reference = train_with_unit_dropout()
+    assert calls == [128, 64] * 8  # each hidden layer, each step
+    assert len(compiled) == len(reference)
+    assert all(torch.equal(a, b) for a, b in zip(compiled, reference))
 
 
 @pytest.mark.parametrize(("level", "dtype"),

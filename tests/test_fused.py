@@ -1,4 +1,5 @@
-"""The fused CPU kernel of weight-level targeted dropout: exact selection, drops, gradient, threads."""
+"""The fused CPU kernels of targeted dropout: at weight level exact selection, drops, gradient, threads; at
+unit level the same drops as the plain-torch reference, bit for bit."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from tdlib.fused import RowBand, fused_weight_drop
-from tdlib.selection import smallest_mask_rows
+from tdlib.dropout import bernoulli_mask
+from tdlib.fused import RowBand, fused_unit_drop, fused_weight_drop
+from tdlib.selection import smallest_mask, smallest_mask_rows
 
 STEP_KINDS = ("still", "drift", "tiny", "jump", "zero_row", "rescale", "resize")
 
@@ -225,3 +227,47 @@ def test_the_first_kernel_call_in_a_process_leaves_torchs_thread_count_alone() -
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split()[-1] == "1", result.stdout + result.stderr
+
+
+# Scores with every case a stable ascending sort orders specially: ties, both zeros, infinities, NaNs of
+# either sign, subnormals.
+SPECIAL_SCORES = [0.0, -0.0, 1.0, -1.0, 2.5, float("inf"), float("-inf"), float("nan"), -float("nan"), 1e-40]
+
+
+@st.composite
+def unit_drop_cases(draw: st.DrawFn) -> tuple[Tensor, int, float]:
+    n = draw(st.integers(1, 60))
+    if draw(st.booleans()):
+        scores = torch.tensor(draw(st.lists(st.sampled_from(SPECIAL_SCORES), min_size=n, max_size=n)))
+    else:
+        scores = torch.randn(n, generator=torch.Generator().manual_seed(draw(st.integers(0, 2**31))))
+    count = draw(st.integers(1, n))
+    alpha = draw(st.sampled_from([1e-6, 0.3, 0.5, 0.99, 1 - 2**-17, 1.0]))  # 1 - 2**-17 rounds to 1
+    return scores, count, alpha
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(unit_drop_cases(), st.integers(0, 2**31))
+def test_unit_drops_are_the_torch_references_bit_for_bit(case: tuple[Tensor, int, float], seed: int) -> None:
+    """From the same generator state: the same drops as smallest_mask & bernoulli_mask, the keep mask
+    their float complement, and the generator left in the same state (the same words drawn, or none)."""
+    scores, count, alpha = case
+    torch.manual_seed(seed)
+    expected = smallest_mask(scores, count) & bernoulli_mask(scores.shape, alpha)
+    expected_next = torch.randint(0, 2**62, (2,), dtype=torch.int64)
+    torch.manual_seed(seed)
+    dropped, keep = fused_unit_drop(scores, count, alpha)
+    assert torch.equal(dropped, expected), (scores.tolist(), count, alpha)
+    assert keep.dtype == torch.float32 and torch.equal(keep, (~expected).float())
+    assert torch.equal(torch.randint(0, 2**62, (2,), dtype=torch.int64), expected_next)
+
+
+def test_unit_drop_refuses_what_it_cannot_run() -> None:
+    with pytest.raises(ValueError, match=r"count must lie in \[1, 4\], got 0"):
+        fused_unit_drop(torch.ones(4), 0, 0.5)
+    with pytest.raises(ValueError, match=r"count must lie in \[1, 4\], got 5"):
+        fused_unit_drop(torch.ones(4), 5, 0.5)
+    with pytest.raises(ValueError, match=r"scores must be \(n,\) float32 on the CPU, got \(4,\) torch\.float64"):
+        fused_unit_drop(torch.ones(4, dtype=torch.float64), 2, 0.5)
+    with pytest.raises(ValueError, match=r"got \(2, 2\) torch\.float32"):
+        fused_unit_drop(torch.ones(2, 2), 2, 0.5)
