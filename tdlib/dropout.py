@@ -15,8 +15,9 @@ units that unit pruning at ``k = 100 * gamma`` would remove. At weight level the
 as in the official code's per-output-unit threshold, whereas post-hoc weight pruning ranks a whole layer.
 Drops use 15-bit uniform draws (four per 64-bit random word), so ``alpha`` is applied as
 ``round(alpha * 2**15) / 2**15``, within 2**-16 of the requested rate.
-On the CPU, weight-level dropout runs as one fused, compiled pass per row (:mod:`tdlib.fused`); on
-other devices it runs as plain torch. Both select exactly the same targeted set.
+On the CPU (float32), weight-level dropout runs as one fused, compiled pass per row, and unit-level
+dropout ranks and draws in one compiled call (:mod:`tdlib.fused`); elsewhere both run as plain torch. The
+targeted sets are exactly the same; at unit level the drops are too, bit for bit, from the same draws.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ class TargetedUnitDropout(_DropMask):
     def kept(self, dtype: torch.dtype) -> Tensor:
         """The keep mask (out,) of the last pass's drops, in ``dtype``."""
         if self.unit_dropped is None:
-            raise RuntimeError("no units were dropped in this pass")
+            raise RuntimeError("no unit drops were drawn in this pass")
         if self.unit_kept is None or self.unit_kept.dtype != dtype:
             self.unit_kept = _kept(self.unit_dropped, dtype)
         return self.unit_kept
