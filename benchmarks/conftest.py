@@ -4,7 +4,8 @@ baseline.
 A benchmark names its baseline with ``benchmark.extra_info["baseline"] = True``; all benchmarks of
 one ``benchmark.group`` ran in the same session, so the ratios compare like with like. A benchmark that
 timed two things in alternation (``benchmark.extra_info["paired"]``) prints their own ratio, and one
-that timed several in turns (``benchmark.extra_info["round_robin"]``) each one's ratio to the first.
+that timed several in turns (``benchmark.extra_info["round_robin"]``) each one's ratio to the first; either
+may give a ratio's ``"target"``, printed with whether the median met it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from tdlib.data import FashionMNIST, load_fashion_mnist
 def data() -> FashionMNIST:
     """Fashion-MNIST, loaded once for every benchmark that trains on it or times on its images."""
     return load_fashion_mnist()
+
+
+def against(info: dict) -> str:
+    """``info``'s median ratio against its target, if it has one: ", target at most 1.10x: met"."""
+    target = info.get("target")
+    if target is None:
+        return ""
+    return f", target at most {target:.2f}x: {'met' if info['ratio'] <= target else 'MISSED'}"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -36,7 +45,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(
             f"{bench.group}: {bench.name}: tdlib {info['ours'] * 1e6:.1f} us, "
             f"ONNX Runtime {info['theirs'] * 1e6:.1f} us: {info['ratio']:.3f}x the time "
-            f"(quartiles {low:.3f}-{high:.3f}; {info['form']})")
+            f"(quartiles {low:.3f}-{high:.3f}; {info['form']}){against(info)}")
     for bench in session.benchmarks:
         turns = bench.extra_info.get("round_robin", {})
         if turns:
@@ -44,7 +53,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         for name, info in turns.items():
             low, high = info["quartiles"]
             terminalreporter.write_line(f"{name}: {info['seconds'] * 1e3:.2f} ms, {info['ratio']:.3f}x "
-                                        f"(quartiles {low:.3f}-{high:.3f})")
+                                        f"(quartiles {low:.3f}-{high:.3f}){against(info)}")
     terminalreporter.section("ratios to baseline (median time, same run)")
     for group, benches in sorted(groups.items()):
         baseline = next((b for b in benches if b.extra_info.get("baseline")), None)

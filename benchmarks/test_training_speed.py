@@ -32,6 +32,9 @@ STEPS_PER_TURN = 3
 # are still 0, after 470 under 1%; torch's sqrt of 0 is several times slower than of other numbers here
 # (it took 21 ms instead of 8 on the Adam state with half zeros), which made gamma 0.99 look 0.1x slower.
 WARM_UP_STEPS = 470
+# Issue 14's targets, each step's time as a ratio to a plain step's (the median over the rounds), printed
+# beside the measured ratios.
+STEP_TARGETS = {"targeted weight g0.5 a0.5": 1.25, "targeted unit g0.5 a0.5": 1.1, "targeted weight g0.99 a0.99": 1.35}
 STEP_CONDITIONS = {
     "plain": None,
     "targeted weight g0.5 a0.5": TargetedDropout.constant("weight", 0.5, 0.5),
@@ -91,7 +94,8 @@ def test_training_step(benchmark, data: FashionMNIST, threads: int) -> None:
     benchmark.extra_info["round_robin"] = {
         name: {"seconds": float(np.median(seconds[name])),
                "ratio": float(np.median(ratio)),
-               "quartiles": np.percentile(ratio, [25, 75]).tolist()}
+               "quartiles": np.percentile(ratio, [25, 75]).tolist(),
+               "target": STEP_TARGETS.get(name)}
         for name, ratio in ratios.items()}
 
 
