@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.utils.hooks import RemovableHandle
 
-from tdlib.fused import DROP_RESOLUTION, RowBand, fused_unit_drop, fused_weight_drop, uniform15
+from tdlib.fused import DROP_RESOLUTION, RowBand, compiled_for, fused_unit_drop, fused_weight_drop, uniform15
 from tdlib.schedules import Schedule, constant
 from tdlib.selection import count_for, smallest_mask, smallest_mask_rows
 
@@ -134,7 +134,7 @@ class TargetedWeightDropout(_DropMask):
         self.band = RowBand()
 
     def drop(self, weight: Tensor, count: int, alpha: float) -> Tensor:
-        if weight.device.type == "cpu" and weight.dtype == torch.float32:
+        if compiled_for(weight):
             return fused_weight_drop(weight, self.band, count, alpha)
         targeted, _ = smallest_mask_rows(weight.detach().abs(), count)
         return weight * _kept(targeted.logical_and_(bernoulli_mask(weight.shape, alpha, weight.device)), weight.dtype)
@@ -165,7 +165,7 @@ class TargetedUnitDropout(_DropMask):
 
     def drop(self, weight: Tensor, count: int, alpha: float) -> Tensor:
         norms = weight.detach().norm(dim=1)
-        if norms.device.type == "cpu" and norms.dtype == torch.float32:
+        if compiled_for(norms):
             self.unit_dropped, self.unit_kept = fused_unit_drop(norms, count, alpha)
         else:
             self.unit_dropped = smallest_mask(norms, count) & bernoulli_mask(norms.shape, alpha, weight.device)

@@ -36,6 +36,11 @@ DROP_RESOLUTION = 1 << 15  # a drop rate is applied as round(alpha * 2**15) / 2*
 CHUNKS_PER_THREAD = 4  # blocks of rows per kernel thread: enough to even out rows searched in full
 
 
+def compiled_for(tensor: Tensor) -> bool:
+    """Whether the compiled kernels here run on ``tensor``: float32, on the CPU."""
+    return tensor.dtype == torch.float32 and tensor.device.type == "cpu"
+
+
 def uniform15(n: int, device: torch.device | str = "cpu") -> Tensor:
     """``n`` uniform integers in [0, 2**15), (n,) int16: four from each 63-bit word drawn from torch's global
     generator (so ``torch.manual_seed`` fixes them)."""
@@ -250,7 +255,7 @@ def fused_unit_drop(scores: Tensor, count: int, alpha: float) -> tuple[Tensor, T
     same random words of torch's generator (none when alpha rounds to 1); 0 < count <= n.
     """
     n = scores.numel()
-    if scores.dim() != 1 or scores.dtype != torch.float32 or scores.device.type != "cpu":
+    if scores.dim() != 1 or not compiled_for(scores):
         raise ValueError(f"scores must be (n,) float32 on the CPU, got {tuple(scores.shape)} {scores.dtype} on "
                          f"{scores.device}")
     if not 0 < count <= n:
