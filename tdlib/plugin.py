@@ -59,6 +59,7 @@ REPORT_ERROR = pytest.StashKey[str]()
 FOLLOW_UP_ERROR = pytest.StashKey[str]()
 ARCHIVED = pytest.StashKey[str]()
 MEASURED = pytest.StashKey[str]()
+STOOD_IN = pytest.StashKey[int]()  # --claims-measure-finished: how many unfinished runs are stood in for
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -225,6 +226,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             reporter.write_line(moved.restored(settings["archive"]))
     the_plan = plan(specs, settings["cache"], settings["workers"], settings["executor"])
     if settings["measure_finished"]:
+        config.stash[STOOD_IN] = len(the_plan.to_train)
         if reporter is not None:
             reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; measuring "
                                 f"the {len(the_plan.cached)} finished of {len(specs)} runs (the other "
@@ -425,8 +427,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(config.stash.get(MEASURED, "measured: nothing"))
         if REPORT_ERROR in config.stash:
             terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)
-        terminalreporter.write_line("report: not written (--claims-measure-finished); the verdicts above stand in "
-                                    "for runs still training and mean nothing", yellow=True)
+        if config.stash.get(STOOD_IN, 0):
+            terminalreporter.write_line("report: not written (--claims-measure-finished); the verdicts above stand "
+                                        "in for runs still training and mean nothing", yellow=True)
+        else:
+            terminalreporter.write_line("report: not written (--claims-measure-finished); every run is finished, so "
+                                        "run again without the option to judge them and write the report",
+                                        yellow=True)
         return
     if REPORT_ERROR in config.stash:
         terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)

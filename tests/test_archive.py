@@ -183,11 +183,16 @@ def test_measuring_the_finished_runs_stores_what_a_whole_run_stores_of_them_and_
     result = pytester.runpytest_subprocess("--claims-cache", str(part), "--claims-measure-finished", *args)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*measuring the 2 finished of 4 runs (the other 2 are stood in for*",
-                                 "*report: not written (--claims-measure-finished)*"])
+                                 "*report: not written (--claims-measure-finished); the verdicts above stand in "
+                                 "for runs still training and mean nothing*"])
     assert sorted(p.parent.name for p in part.glob("*/record.json")) == finished  # nothing was trained
     assert keys(part) == {name: keys(whole)[name] for name in finished}
     # Seed 0's TU slot asked the first-seed-only measurement; seed 1's run filled it, but never stored it.
     assert not any(k.startswith("first-seed-only") for ks in keys(part).values() for k in ks)
+    done = pytester.runpytest_subprocess("--claims-cache", str(whole), "--claims-measure-finished", *args)
+    done.stdout.fnmatch_lines(["*measuring the 4 finished of 4 runs (the other 0 are stood in for*",
+                               "*report: not written (--claims-measure-finished); every run is finished, so run "
+                               "again without the option*"])
     refused = pytester.runpytest("--claims-cache", str(part), "--claims-measure-finished", "--claims-report",
                                  str(tmp_path / "r" / "CLAIMS.md"))
     assert refused.ret == pytest.ExitCode.USAGE_ERROR and "cannot go with --claims-report" in refused.stderr.str()
