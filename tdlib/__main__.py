@@ -4,7 +4,7 @@
     python -m tdlib train PROFILE [options]                train a profile's runs (see ``train --help``)
     python -m tdlib compress RUN --kind weight --k 99 -o tw.safetensors
                                                            prune a cached run and save it compressed
-    python -m tdlib findings reports/claims.json [--readme README.md]
+    python -m tdlib findings reports/claims.json [--readme README.md] [--block NAME]
                                                            the README's verdict table, from a report
     python -m tdlib report reports/CLAIMS.md [--profile default] [--follow-up] [--claims claims]
                                                            draw a report again from stored evidence alone
@@ -96,7 +96,7 @@ def findings(args: argparse.Namespace) -> int:
 
     readme = Path(args.readme)
     try:
-        changed = update_readme(readme, block(Path(args.report), readme.resolve().parent))
+        changed = update_readme(readme, block(Path(args.report), readme.resolve().parent, args.block), args.block)
     except (FindingsError, OSError) as error:
         print(f"python -m tdlib findings: {error}", file=sys.stderr)
         return 2
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "findings block")
     found.add_argument("report", help="the report's claims.json (e.g. reports/claims.json)")
     found.add_argument("--readme", default="README.md")
+    found.add_argument("--block", default="", help="the block's name in its markers, '<!-- findings NAME: start "
+                       "-->' (default: the unnamed block, '<!-- findings: start -->')")
     found.set_defaults(handler=findings)
     about = ("judge the claims and draw their report again from stored evidence alone: nothing is trained or "
              "measured, and missing evidence is an error (pytest with --claims-stored-only)")

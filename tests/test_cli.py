@@ -110,6 +110,35 @@ def test_findings_writes_the_reports_verdicts_between_the_readmes_markers(tmp_pa
     assert "not a claims report's JSON" in tdlib("findings", str(report), "--readme", str(readme)).stderr
 
 
+def test_a_named_findings_block_takes_its_own_reports_verdicts_and_leaves_the_others(tmp_path: Path) -> None:
+    paper = tmp_path / "reports" / "paper" / "claims.json"
+    (paper.parent / "figures").mkdir(parents=True)
+    (paper.parent / "figures" / "by-length.png").write_bytes(b"png")
+    paper.write_text(json.dumps({
+        "profile": {"profile": "paper", "epochs": 100, "seeds": [0, 1]},
+        "provenance": {"code_version": "def456", "date": "2026-11-27T20:00:00+00:00"},
+        "guarantee": "Guarantee: at most 0.05.",
+        "claims": [{"id": "C7", "title": "training longer makes weights small", "verdict": "REFUTED",
+                    "error": "", "effect": "-0.60 pp"}],
+    }))
+    readme = tmp_path / "README.md"
+    default = "<!-- findings: start -->\nthe default report's\n<!-- findings: end -->\n"
+    readme.write_text(f"# T\n{default}\n## At 100 epochs\n<!-- findings paper: start -->\nold\n"
+                      "<!-- findings paper: end -->\n")
+    assert tdlib("findings", str(paper), "--readme", str(readme), "--block", "paper").returncode == 0
+    text = readme.read_text()
+    assert text.startswith(f"# T\n{default}\n## At 100 epochs\n<!-- findings paper: start -->\n"
+                           "From [reports/paper/CLAIMS.md](reports/paper/CLAIMS.md)")
+    assert "paper profile (100 epochs, seeds 0, 1), code def456" in text and "old" not in text
+    assert "| **REFUTED** | -0.60 pp |" in text
+    assert "](reports/paper/figures/sweeps.png)\n![The claims on B alone by training length]" \
+           "(reports/paper/figures/by-length.png)\n<!-- findings paper: end -->\n" in text
+    missing = tdlib("findings", str(paper), "--readme", str(readme), "--block", "nope")
+    assert missing.returncode == 2 and "needs one '<!-- findings nope: start -->' line" in missing.stderr
+    odd = tdlib("findings", str(paper), "--readme", str(readme), "--block", "a -->")
+    assert odd.returncode == 2 and "block name 'a -->'" in odd.stderr and readme.read_text() == text
+
+
 def test_report_draws_through_pytest_from_stored_evidence_only(monkeypatch: pytest.MonkeyPatch) -> None:
     from tdlib.__main__ import main
 
