@@ -156,8 +156,7 @@ def test_report_draws_through_pytest_from_stored_evidence_only(monkeypatch: pyte
 def test_the_readmes_findings_blocks_are_the_committed_reports() -> None:
     # The README's verdicts are written by `findings` from reports/; a report drawn again without its block
     # (or a hand edit) leaves them stale, which this catches.
-    root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    for name, report in (("", root / "reports" / "claims.json"), ("paper", root / "reports" / "paper" / "claims.json")):
+    readme = (ROOT / "README.md").read_text()
+    for name, report in (("", ROOT / "reports" / "claims.json"), ("paper", ROOT / "reports" / "paper" / "claims.json")):
         start, end = markers(name)
-        assert readme[readme.index(start):readme.index(end) + len(end)] == block(report, root, name), name
+        assert readme[readme.index(start):readme.index(end) + len(end)] == block(report, ROOT, name), name
