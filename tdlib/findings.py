@@ -52,16 +52,19 @@ def block(report_json: Path, relative_to: Path, name: str = "") -> str:
     relative to the directory ``relative_to`` (the README's). The report's by-length figure, where it drew
     one, follows its sweeps."""
     start, end = markers(name)
+
+    def link(path: Path) -> str:
+        return Path(os.path.relpath(path, relative_to)).as_posix()
+
     try:
         data = json.loads(report_json.read_text())
         claims, profile, provenance = data["claims"], data["profile"], data["provenance"]
-        report = Path(os.path.relpath(report_json.parent / "CLAIMS.md", relative_to)).as_posix()
+        report = link(report_json.parent / "CLAIMS.md")
         rows = [_row(c, report) for c in claims]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise FindingsError(f"{report_json}: not a claims report's JSON ({error!r})") from None
     figures = report_json.parent / "figures"
-    figure = Path(os.path.relpath(figures / "sweeps.png", relative_to)).as_posix()
-    by_length = Path(os.path.relpath(figures / "by-length.png", relative_to)).as_posix()
+    by_length = figures / "by-length.png"
     follow_up = data.get("follow_up")
     seeds = f"seeds {', '.join(map(str, profile['seeds']))}" + (
         f" and {len(follow_up['runs'])} follow-up runs on fresh seeds" if follow_up else "")
@@ -77,9 +80,8 @@ def block(report_json: Path, relative_to: Path, name: str = "") -> str:
         "|---|---|---|---|",
         *rows,
         "",
-        f"![Accuracy after pruning, per condition]({figure})",
-        *([f"![The claims on B alone by training length]({by_length})"] if (figures / "by-length.png").exists()
-          else []),
+        f"![Accuracy after pruning, per condition]({link(figures / 'sweeps.png')})",
+        *([f"![The claims on B alone by training length]({link(by_length)})"] if by_length.exists() else []),
         end,
     ]
     return "\n".join(lines)

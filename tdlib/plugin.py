@@ -427,13 +427,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(config.stash.get(MEASURED, "measured: nothing"))
         if REPORT_ERROR in config.stash:
             terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)
-        if config.stash.get(STOOD_IN, 0):
-            terminalreporter.write_line("report: not written (--claims-measure-finished); the verdicts above stand "
-                                        "in for runs still training and mean nothing", yellow=True)
-        else:
-            terminalreporter.write_line("report: not written (--claims-measure-finished); every run is finished, so "
-                                        "run again without the option to judge them and write the report",
-                                        yellow=True)
+        why = ("the verdicts above stand in for runs still training and mean nothing" if config.stash.get(STOOD_IN, 0)
+               else "every run is finished, so run again without the option to judge them and write the report")
+        terminalreporter.write_line(f"report: not written (--claims-measure-finished); {why}", yellow=True)
         return
     if REPORT_ERROR in config.stash:
         terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tdlib.findings import block, markers
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec, RunSpec
 
@@ -151,12 +150,3 @@ def test_report_draws_through_pytest_from_stored_evidence_only(monkeypatch: pyte
     assert commands == [[sys.executable, "-m", "pytest", "claims", "-p", "no:cacheprovider", "--claims-stored-only",
                          "--claims-profile", "default", "--claims-report", "out/CLAIMS.md", "--claims-cache", "c",
                          "--claims-follow-up"]]
-
-
-def test_the_readmes_findings_blocks_are_the_committed_reports() -> None:
-    # The README's verdicts are written by `findings` from reports/; a report drawn again without its block
-    # (or a hand edit) leaves them stale, which this catches.
-    readme = (ROOT / "README.md").read_text()
-    for name, report in (("", ROOT / "reports" / "claims.json"), ("paper", ROOT / "reports" / "paper" / "claims.json")):
-        start, end = markers(name)
-        assert readme[readme.index(start):readme.index(end) + len(end)] == block(report, ROOT, name), name

@@ -1,6 +1,7 @@
-"""The committed 100-epoch report is what its committed run archive gives: drawn again on a fresh machine, in an
-empty cache, from ``archive/paper`` alone (no weights, nothing trained), it has the same verdicts, numbers and
-text. A code change that would change the report fails here until the report is drawn again and committed."""
+"""The committed reports and what shows them. The 100-epoch report is what its committed run archive gives: drawn
+again on a fresh machine, in an empty cache, from ``archive/paper`` alone (no weights, nothing trained), it has
+the same verdicts, numbers and text; a code change that would change it fails here until it is drawn again and
+committed. The README's findings blocks are what ``findings`` writes from the committed reports."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tdlib.findings import block, markers
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "reports" / "paper"
@@ -34,3 +37,12 @@ def test_the_paper_report_is_drawn_again_from_its_archive_alone(tmp_path: Path) 
     committed.pop("provenance"), again.pop("provenance")
     assert again == committed
     assert without_drawing(out.read_text()) == without_drawing((PAPER / "CLAIMS.md").read_text())
+
+
+def test_the_readmes_findings_blocks_are_the_committed_reports() -> None:
+    # The README's verdicts are written by `findings` from reports/; a report drawn again without its block
+    # (or a hand edit) leaves them stale, which this catches.
+    readme = (ROOT / "README.md").read_text()
+    for name, report in (("", ROOT / "reports" / "claims.json"), ("paper", ROOT / "reports" / "paper" / "claims.json")):
+        start, end = markers(name)
+        assert readme[readme.index(start):readme.index(end) + len(end)] == block(report, ROOT, name), name
