@@ -68,6 +68,15 @@ MAP: dict[tuple[str, float, float], str] = {
     for level in ("weight", "unit") for gamma in MAP_GAMMAS for alpha in MAP_ALPHAS
 }
 
+# ---------------------------------------------------------------- the 100-epoch sequence
+
+# Registered 2026-12-04, before any 100-epoch run beyond seeds 0-4. At 100 epochs every condition goes on
+# along its profile's sequence (seeds 0-4, then 100, 101, ...; ``Profile.sequence``) up to the profile's
+# budget of 20 seeds, in this order of value: B alone reads C1, C2, C5-C8, C11 and C12; TWR with B decides
+# C3; TW90 and TU80 decide C13; D decides C9; B0 C10; TW and TU C4. A condition stops early once no open part
+# reads it; seeds are never skipped, and a seed once trained is always judged.
+SEQUENCE_ORDER = ("B", "TWR", "TW90", "TU80", "D", "B0", "TW", "TU")
+
 # ---------------------------------------------------------------- C8's measurements
 
 

@@ -14,6 +14,9 @@ from pathlib import Path
 from tdlib.conditions import CONDITIONS, condition
 from tdlib.spec import DataSpec, RunSpec
 
+# The first fresh seed: every profile's own seeds lie below it, so that its sequence never meets them twice.
+FRESH_SEEDS_FROM = 100
+
 # Epochs every B run keeps when it is that long: the default profile's end, and the marks at which the
 # paper report shows the verdicts by training length.
 MARKS = (15, 30, 50, 100)
@@ -29,9 +32,20 @@ class Profile:
     batch_size: int = 256
     data: DataSpec = field(default_factory=DataSpec)
     accuracy_floor: float = 0.8  # B's dense test accuracy below this means the evidence is broken
+    budget: int = 0  # the most seeds any condition's sequence reaches (0: the profile's own seeds alone)
 
     def with_seeds(self, seeds: tuple[int, ...]) -> Profile:
         return replace(self, seeds=seeds)
+
+    def sequence(self, n: int | None = None) -> tuple[int, ...]:
+        """The first ``n`` seeds (default: the budget's) of the order in which every condition is trained
+        and judged: the profile's own seeds, then the fresh seeds from :data:`FRESH_SEEDS_FROM` in order.
+        The order is fixed before any of its runs, and a seed once trained is never left out."""
+        n = max(self.budget, len(self.seeds)) if n is None else n
+        if n < 0:
+            raise ValueError(f"a sequence has at least 0 seeds, got {n}")
+        fresh = tuple(range(FRESH_SEEDS_FROM, FRESH_SEEDS_FROM + max(0, n - len(self.seeds))))
+        return (self.seeds + fresh)[:n]
 
     @property
     def checkpoints(self) -> tuple[int, ...]:
@@ -98,8 +112,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", epochs=2, seeds=(0, 1), batch_size=64,
                      data=DataSpec(n_train=2000, n_test=2000, seed=0), accuracy_floor=0.5),
-    "default": Profile("default", epochs=15, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85),
-    "paper": Profile("paper", epochs=100, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85),
+    "default": Profile("default", epochs=15, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85, budget=35),
+    # Registered 2026-12-04, before any 100-epoch run beyond seeds 0-4: up to 20 seeds a condition.
+    "paper": Profile("paper", epochs=100, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85, budget=20),
 }
 
 

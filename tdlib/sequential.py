@@ -47,12 +47,12 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
+from tdlib.profiles import FRESH_SEEDS_FROM
 from tdlib.stats import ALPHA, How
 
 ALPHA_PILOT = ALPHA / 2
 ALPHA_FOLLOW_UP = ALPHA - ALPHA_PILOT
 PILOT_SEEDS = (0, 1, 2, 3, 4)
-FRESH_SEEDS_FROM = 100
 LOOKS = (5, 7, 9, 12, 15, 20, 25, 30)
 FUTILITY_POWER = 0.1
 MAX_RUNS = 240  # about 10 CPU-hours at the default profile on a 2-core CPU

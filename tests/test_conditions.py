@@ -80,3 +80,13 @@ def test_the_map_is_trained_at_the_default_length_and_a_longer_report_points_to_
     text = " ".join(study._map(context).markdown)
     assert "would add 15 runs of 100 epochs" in text
     assert "[the default report's map](../CLAIMS.md#the-gamma-x-alpha-map-descriptive-not-judged)" in text
+
+
+def test_a_profiles_sequence_is_its_own_seeds_then_the_fresh_seeds_in_order_up_to_its_budget() -> None:
+    paper = PROFILES["paper"]
+    assert paper.sequence() == (0, 1, 2, 3, 4, *range(100, 115))  # the registered budget: 20 seeds
+    assert paper.sequence(3) == (0, 1, 2)
+    assert paper.with_seeds((0, 1)).sequence(4) == (0, 1, 100, 101)
+    assert PROFILES["smoke"].sequence() == PROFILES["smoke"].seeds
+    with pytest.raises(ValueError, match="at least 0"):
+        paper.sequence(-1)
