@@ -13,6 +13,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from tdlib.model import MLP, eval_mode
 from tdlib.prune import Masks, apply_masks, install_with_torch_prune
 
 MIN_RUN_TIME = 0.2  # seconds of repeated calls behind each model's timing
+CHOICE_RUN_TIME = 0.02  # seconds behind each candidate layout's timing: enough to tell them apart where it matters
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,12 @@ def speed(model: MLP, small: CompressedMLP, batch: int, threads: int = 1, min_ru
     random inputs.
 
     The two are timed in ``rounds`` alternating rounds, and the speed-up is the ratio of their medians
-    over rounds, so that a passing disturbance of the machine cannot favour either.
+    over rounds, so that a passing disturbance of the machine cannot favour either. The layouts are
+    chosen on ``CHOICE_RUN_TIME`` a candidate, scaled as ``min_run_time`` is from ``MIN_RUN_TIME``.
     """
+    choice = partial(median_seconds, min_run_time=CHOICE_RUN_TIME * min_run_time / MIN_RUN_TIME)
     with eval_mode(model):
-        fast = fastest(small, batch, threads)
+        fast = fastest(small, batch, threads, seconds=choice)
         x = torch.rand(batch, model.layers[0].in_features)
         times: dict[str, list[float]] = {"dense": [], "compressed": []}
         for _ in range(rounds):
@@ -83,11 +87,12 @@ def speed(model: MLP, small: CompressedMLP, batch: int, threads: int = 1, min_ru
 
 @torch.no_grad()
 def saving(
-    model: MLP, masks: Masks, x: Tensor, y: Tensor, batches: Iterable[int] = (), threads: int = 1
+    model: MLP, masks: Masks, x: Tensor, y: Tensor, batches: Iterable[int] = (), threads: int = 1,
+    min_run_time: float = MIN_RUN_TIME,
 ) -> Saving:
     """Measure ``model`` pruned by ``masks``: accuracy on images ``x`` (N, 784) float32 with labels ``y``
     (N,), masked and compressed (every form checked against the masked model); sizes on disk;
-    parameters; the speed-up at each of ``batches`` on ``threads``."""
+    parameters; the speed-up at each of ``batches`` on ``threads`` (:func:`speed`)."""
     with eval_mode(model):
         small: CompressedMLP = compress(model, masks, "dense")
         masked = apply_masks(model, masks)(x).argmax(1)
@@ -105,12 +110,13 @@ def saving(
                 "compressed": file_kib(small, save),
             },
             parameters={"dense": sum(p.numel() for p in model.parameters()), "compressed": small.parameter_count()},
-            speeds=tuple(speed(model, small, batch, threads) for batch in batches),
+            speeds=tuple(speed(model, small, batch, threads, min_run_time) for batch in batches),
         )
 
 
 def speedup_curve(
-    model: MLP, kind: PruneKind, ks: Iterable[float], batch: int, threads: int = 1
+    model: MLP, kind: PruneKind, ks: Iterable[float], batch: int, threads: int = 1, min_run_time: float = MIN_RUN_TIME
 ) -> dict[float, Speed]:
-    """The measured speed-up of ``model`` pruned by ``kind`` at each of ``ks`` (%), ranking it once."""
-    return {k: speed(model, compress(model, masks, "dense"), batch, threads) for k, masks in masks_at(model, kind, ks)}
+    """The measured speed-up (:func:`speed`) of ``model`` pruned by ``kind`` at each of ``ks`` (%), ranking it once."""
+    return {k: speed(model, compress(model, masks, "dense"), batch, threads, min_run_time)
+            for k, masks in masks_at(model, kind, ks)}

@@ -17,7 +17,7 @@ from tdlib.metrics import SWEEP, PruneKind, masks_for
 from tdlib.model import MLP
 from tdlib.report import ReportContext, Section, SectionOutput
 from tdlib.runs import Run
-from tdlib.savings import Saving, Speed, saving, speedup_curve
+from tdlib.savings import MIN_RUN_TIME, Saving, Speed, saving, speedup_curve
 
 Model = tuple[str, PruneKind, float]  # (condition, pruning kind, percent pruned); percent 0 is the control
 BATCHES = (1, 256)
@@ -86,9 +86,11 @@ def _timed(measure: Callable[[], dict[str, float]]) -> dict[str, float]:
     return {**values, "seconds": time.perf_counter() - started}
 
 
-def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int) -> dict[str, float]:
-    """B's measured speed-up at every sparsity of the sweep, under ``<k>:``, and the seconds it took."""
-    return _timed(lambda: {name: v for k, speed in speedup_curve(model, kind, SWEEP, batch, THREADS).items()
+def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int, timing: float) -> dict[str, float]:
+    """B's measured speed-up at every sparsity of the sweep, under ``<k>:``, and the seconds it took; each
+    timing ``timing`` times as long as a report's (:attr:`Profile.timing`)."""
+    seconds = MIN_RUN_TIME * timing
+    return _timed(lambda: {name: v for k, speed in speedup_curve(model, kind, SWEEP, batch, THREADS, seconds).items()
                            for name, v in _speed_values(speed, f"{k:g}:").items()})
 
 
@@ -98,7 +100,8 @@ def _model_values(run: Run, model: MLP, kind: PruneKind, k: float, batches: tupl
     # A stand-in's numbers are thrown away (Evidence.stand_ins): it is not timed.
     batches = batches if run.spec.seed == ev.seeds[0] and not run.stand_in else ()
     masks = masks_for(model, kind, k, run.spec.seed)
-    return _timed(lambda: _saving_values(saving(model, masks, ev.data.test_x, ev.data.test_y, batches, THREADS)))
+    return _timed(lambda: _saving_values(saving(model, masks, ev.data.test_x, ev.data.test_y, batches, THREADS,
+                                                MIN_RUN_TIME * ev.profile.timing)))
 
 
 def measure(ev: Evidence, models: Sequence[Model]) -> Savings:
@@ -112,7 +115,7 @@ def measure(ev: Evidence, models: Sequence[Model]) -> Savings:
     curves: dict[tuple[PruneKind, int], dict[float, Speed]] = {}
     for kind in CURVE_KINDS:
         for batch in BATCHES:
-            compute = partial(_curve_values, kind=kind, batch=batch)
+            compute = partial(_curve_values, kind=kind, batch=batch, timing=ev.profile.timing)
             stored = ev.measure_group("B", f"speedup-curve:{kind}:batch{batch}", compute, seeds=[first])[first]
             curves[(kind, batch)] = {k: _speed_from(stored, f"{k:g}:", batch) for k in SWEEP}
             seconds += stored["seconds"]

@@ -14,7 +14,8 @@ from tdlib.profiles import Profile
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
 
-TINY = Profile("tiny", epochs=10, seeds=(0, 1), batch_size=100, data=DataSpec(500, 500, 0), accuracy_floor=0.1)
+TINY = Profile("tiny", epochs=10, seeds=(0, 1), batch_size=100, data=DataSpec(500, 500, 0), accuracy_floor=0.1,
+               timing=0.01)
 CONDITIONS = ["B", "TU"]
 
 
