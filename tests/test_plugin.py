@@ -294,36 +294,3 @@ def test_xdist_is_refused_with_a_reason(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     assert result.ret != 0
     assert "cannot run under pytest-xdist" in result.stdout.str() + result.stderr.str()
-
-
-def verdict_lines(result: pytest.RunResult) -> dict[str, str]:
-    """Claim id -> verdict, from the plugin's terminal summary."""
-    lines = result.stdout.str().split("claims: verdicts", 1)[1].splitlines()
-    return {words[0]: words[1] for words in (line.split() for line in lines) if words and words[0][:1] == "C"
-            and words[0][1:].isdigit()}
-
-
-@pytest.mark.slow
-def test_the_writeups_claims_get_the_same_or_weaker_verdicts_when_selected(pytester: pytest.Pytester,
-                                                                         tmp_path: Path) -> None:
-    """``-k "C1 or C5"`` judges the claims it selects as members of all 13 registered claims: never more
-    strongly than the full run, from the same seeds and cache; and a subset trains only what its claims
-    need. (In subprocesses: torch registers some operator libraries once per process.)"""
-    pytester.makepyfile(test_writeup=(ROOT / "claims" / "test_writeup.py").read_text(),
-                        study=(ROOT / "claims" / "study.py").read_text())
-    pytester.makeconftest((ROOT / "claims" / "conftest.py").read_text())
-    only_b = tmp_path / "only-b"
-    pytester.runpytest_subprocess("--claims-cache", str(only_b), "--claims-seeds", "3", "-k", "c1_").assert_outcomes(
-        passed=1, deselected=12)
-    assert {d.name.split("-")[0] for d in only_b.iterdir() if (d / "record.json").exists()} == {"B"}
-    common = ["--claims-cache", str(tmp_path / "cache"), "--claims-seeds", "3"]
-    full = pytester.runpytest_subprocess(*common)
-    full.assert_outcomes(passed=13)
-    subset = pytester.runpytest_subprocess(*common, "-k", "C1 or C5")
-    subset.assert_outcomes(passed=6, deselected=7)  # "C1" also matches C10 to C13
-    subset.stdout.fnmatch_lines(["*6 of 13 registered claims; * runs, all cached*", "*PARTIAL: 6 of 13 claims*"])
-    whole, part = verdict_lines(full), verdict_lines(subset)
-    assert len(whole) == 13 and sorted(part) == ["C1", "C10", "C11", "C12", "C13", "C5"]
-    for cid, verdict in part.items():
-        assert verdict in ("INCONCLUSIVE", whole[cid]), (cid, verdict, whole[cid])
-    assert whole["C5"] == part["C5"] == "SUPPORTED"  # decisive enough to survive the whole family either way
