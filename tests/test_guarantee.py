@@ -43,12 +43,26 @@ def registered_structure() -> list[tuple[int, str]]:
 
 
 STRUCTURE = registered_structure()
+BOUNDS = list(pairwise(np.cumsum([0] + [k for k, _ in STRUCTURE])))  # each part's comparisons, as a slice
 
 
-def wrong_rate(
-    means: np.ndarray, n: int, structure: list[tuple[int, str]] = STRUCTURE, rule=decide, seed: int = 0,
-    sims: int = SIMS,
-) -> float:
+def family_codes(tests: dict[str, np.ndarray], rule=decide) -> np.ndarray:
+    """Each part's verdict code, shape (sims, parts), from per-comparison tests (sims, comparisons)."""
+    ps, pr = zip(*(part_p(tests["p_support"][:, a:b], tests["p_refute"][:, a:b], how)
+                   for (a, b), (_, how) in zip(BOUNDS, STRUCTURE)))
+    return rule(np.stack(ps, -1), np.stack(pr, -1))
+
+
+def strictly(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(which parts are strictly true, which strictly false), from each comparison's sign of truth."""
+    true = np.array([(truth[a:b] > 0).all() if how == "all" else (truth[a:b] > 0).any()
+                     for (a, b), (_, how) in zip(BOUNDS, STRUCTURE)])
+    false = np.array([(truth[a:b] < 0).any() if how == "all" else (truth[a:b] < 0).all()
+                      for (a, b), (_, how) in zip(BOUNDS, STRUCTURE)])
+    return true, false
+
+
+def wrong_rate(means: np.ndarray, n: int, rule=decide, seed: int = 0, sims: int = SIMS) -> float:
     """The share of simulated reports with any wrong verdict. ``means`` (comparisons,) is each
     comparison's true mean minus its threshold, in units of its spread, signed toward the claim's side."""
     rng = np.random.default_rng(seed)
@@ -56,16 +70,8 @@ def wrong_rate(
     thresholds = rng.uniform(-5, 5, len(means))
     shift = np.where(sides == "greater", means, -means)
     x = thresholds[None, :, None] + shift[None, :, None] + rng.standard_normal((sims, len(means), n))
-    tests = comparison_p(x, thresholds, sides)
-    bounds = np.cumsum([0] + [k for k, _ in structure])
-    ps, pr = zip(*(part_p(tests["p_support"][:, a:b], tests["p_refute"][:, a:b], how)
-                   for (a, b), (_, how) in zip(pairwise(bounds), structure)))
-    codes = rule(np.stack(ps, -1), np.stack(pr, -1))
-    truth = np.sign(means)
-    strictly_true = np.array([(truth[a:b] > 0).all() if how == "all" else (truth[a:b] > 0).any()
-                              for (a, b), (_, how) in zip(pairwise(bounds), structure)])
-    strictly_false = np.array([(truth[a:b] < 0).any() if how == "all" else (truth[a:b] < 0).all()
-                               for (a, b), (_, how) in zip(pairwise(bounds), structure)])
+    codes = family_codes(comparison_p(x, thresholds, sides), rule)
+    strictly_true, strictly_false = strictly(np.sign(means))
     wrong = ((codes == 1) & ~strictly_true) | ((codes == -1) & ~strictly_false)
     return float(wrong.any(-1).mean())
 
