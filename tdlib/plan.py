@@ -21,6 +21,7 @@ class Plan:
     cached: tuple[RunSpec, ...]
     to_train: tuple[RunSpec, ...]
     seconds: float  # estimated wall time of training ``to_train`` (on the workers the plan was made for)
+    order: tuple[RunSpec, ...] = ()  # every run, in the order the plan was asked for
 
     def summary(self) -> str:
         total = len(self.cached) + len(self.to_train)
@@ -28,6 +29,31 @@ class Plan:
             return f"{total} runs, all cached"
         return (f"{total} runs, {len(self.cached)} cached, {len(self.to_train)} to train "
                 f"(about {_duration(self.seconds)})")
+
+    def by_condition(self) -> str:
+        """Per condition, in the order the plan first names it: how many of its runs are done, of how many,
+        and the seeds still to train; e.g. ``"B 7 of 20 done (102-114 left); TWR 5 of 20 done (100-114 left)"``."""
+        parts = []
+        for name in dict.fromkeys(s.condition for s in self.specs):
+            left = [s.seed for s in self.specs if s.condition == name and s in self.to_train]
+            total = sum(s.condition == name for s in self.specs)
+            parts.append(f"{name} {total - len(left)} of {total} done" + (f" ({_seeds(left)} left)" if left else ""))
+        return "; ".join(parts)
+
+    @property
+    def specs(self) -> tuple[RunSpec, ...]:
+        return self.order or (*self.cached, *self.to_train)
+
+
+def _seeds(seeds: list[int]) -> str:
+    """``[100, 101, 102, 104]`` -> ``"100-102, 104"``."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def _duration(seconds: float) -> str:
@@ -97,4 +123,4 @@ def plan(specs: list[RunSpec], cache_dir: Path, workers: int = 1, engine: str = 
 
     seconds = makespan([epoch_seconds(s) * epochs_left(s, cache_dir) for s in to_train],
                        parallel_runs(engine, workers))
-    return Plan(tuple(cached), tuple(to_train), seconds)
+    return Plan(tuple(cached), tuple(to_train), seconds, tuple(specs))

@@ -155,6 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--cache", default="cache", help="the run cache (default: cache)")
     parser.add_argument("--seeds", default=None, help="a count (5) or a list (0,3,7); default: the profile's")
+    parser.add_argument("--sequence", nargs="?", type=int, const=0, default=None, metavar="N",
+                        help="train each condition along the profile's sequence (its seeds, then the fresh seeds "
+                        "100, 101, ...) to N seeds (default: the profile's budget), condition by condition in the "
+                        "order of --conditions; the plan says what each has done and has left. Leaves out the "
+                        "report sections' runs")
     parser.add_argument("--claims", default="claims", metavar="DIR",
                         help="a claims directory whose conftest.py registers its study's conditions and report "
                         "sections, as under pytest (default: claims, if it has one)")
@@ -175,12 +180,20 @@ def main(argv: list[str] | None = None) -> None:
     profile = PROFILES[args.profile]
     load_study(Path(args.claims), required=args.claims != "claims")
     try:
+        if args.seeds is not None and args.sequence is not None:
+            raise ValueError("--seeds and --sequence name the seeds two ways: give one of them")
         if args.seeds is not None:
             profile = profile.with_seeds(parse_seeds(args.seeds))
         names = args.conditions or ",".join(c.name for c in CONDITIONS.values() if c.group == "claims")
         conditions = [c.strip() for c in names.split(",") if c.strip()]
-        specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
-        if not args.no_sections:
+        if args.sequence is not None:
+            if args.sequence < 0:
+                raise ValueError(f"--sequence takes a number of seeds, at least 1, got {args.sequence}")
+            seeds = profile.sequence(args.sequence or None)
+            specs = [profile.spec(name, seed) for name in conditions for seed in seeds]
+        else:
+            specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
+        if not args.no_sections and args.sequence is None:
             from tdlib.report import section_runs
 
             specs += [s for s in section_runs(profile) if s not in specs]
@@ -192,8 +205,10 @@ def main(argv: list[str] | None = None) -> None:
 
         print(restore(Path(args.archive), RunCache(args.cache, progress=False)).restored(Path(args.archive)),
               flush=True)
-    print(f"{profile.name}: {plan(specs, Path(args.cache), args.workers, args.engine).summary()}",
-          flush=True)
+    planned = plan(specs, Path(args.cache), args.workers, args.engine)
+    print(f"{profile.name}: {planned.summary()}", flush=True)
+    if args.sequence is not None:
+        print(f"sequence: {planned.by_condition()}", flush=True)
     if args.plan:
         return
     results = train_all(specs, args.cache, engine=args.engine, workers=args.workers, threads=args.threads)

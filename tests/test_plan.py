@@ -57,3 +57,22 @@ def test_the_estimate_uses_the_unslowed_rate_of_the_condition_on_the_same_data(t
     assert estimate.seconds == pytest.approx(max(100 * 20.0, 2 * 85 * 20.0))
     assert plan(specs, tmp_path, workers=2, engine="submitit").seconds == pytest.approx(2 * 85 * 20.0 + 100 * 20.0)
     assert plan(specs, tmp_path, workers=1).seconds == pytest.approx(2 * 85 * 20.0 + 100 * 20.0)
+
+
+def test_training_along_the_sequence_says_what_each_condition_has_done_and_has_left(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tdlib.profiles import main as train_profile
+
+    paper = PROFILES["paper"]
+    for condition, seeds in (("B", (0, 1, 2, 3, 4, 100, 101)), ("TWR", (0, 1, 2, 3, 4))):
+        for seed in seeds:
+            record(tmp_path, paper.spec(condition, seed), 1800.0)
+    train_profile(["paper", "--sequence", "--conditions", "B,TWR", "--cache", str(tmp_path), "--plan"])
+    out = capsys.readouterr().out
+    assert "paper: 40 runs, 12 cached, 28 to train" in out
+    assert "sequence: B 7 of 20 done (102-114 left); TWR 5 of 20 done (100-114 left)" in out
+    train_profile(["paper", "--sequence", "6", "--conditions", "TWR,B", "--cache", str(tmp_path), "--plan"])
+    assert "sequence: TWR 5 of 6 done (100 left); B 6 of 6 done" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train_profile(["paper", "--sequence", "6", "--seeds", "3", "--plan"])
+    assert "--seeds and --sequence name the seeds two ways" in capsys.readouterr().err
