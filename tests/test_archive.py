@@ -198,29 +198,6 @@ def test_measuring_the_finished_runs_stores_what_a_whole_run_stores_of_them_and_
     assert refused.ret == pytest.ExitCode.USAGE_ERROR and "cannot go with --claims-report" in refused.stderr.str()
 
 
-def test_a_report_is_drawn_on_a_fresh_machine_from_the_archive_alone(pytester: pytest.Pytester,
-                                                                    tmp_path: Path) -> None:
-    pytester.makepyfile(test_claims=CLAIMS)
-    archive = tmp_path / "archive"
-    args = ["--claims-seeds", "3", "--claims-executor", "inprocess", "--claims-archive", str(archive)]
-    first = tmp_path / "first" / "CLAIMS.md"
-    result = pytester.runpytest_subprocess("--claims-cache", str(tmp_path / "here"), *args, "--claims-report",
-                                           str(first))
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines([f"*archive {archive}: 6 runs written or grown, 0 unchanged*"])
-    assert len(list(archive.glob(f"*/{EVIDENCE_FILE}"))) == 6
-    again = tmp_path / "again" / "CLAIMS.md"
-    fresh = tmp_path / "elsewhere"
-    result = pytester.runpytest_subprocess("--claims-cache", str(fresh), *args, "--claims-stored-only",
-                                           "--claims-report", str(again))
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines([f"*archive {archive}: 6 runs or their measurements taken into the cache*",
-                                 "*6 runs, all cached*", f"*archive {archive}: 0 runs written or grown, 6 unchanged*"])
-    assert not list(fresh.glob("*/model.pt"))  # drawn without a single weight
-    drawn = json.loads((again.parent / "claims.json").read_text())
-    assert drawn["claims"] == json.loads((first.parent / "claims.json").read_text())["claims"]
-
-
 def test_training_a_profile_takes_the_archived_runs_and_trains_only_the_rest(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tdlib.profiles import PROFILES

@@ -84,6 +84,10 @@ def test_the_report_is_drawn_again_from_the_archive_alone_in_an_empty_cache(whol
     again = claims_session(tmp_path / "elsewhere", "--claims-archive", str(archive), "--claims-stored-only",
                            report=tmp_path / "again" / "CLAIMS.md")
     assert again.returncode == 0, again.out[-3000:] + again.err[-3000:]
+    runs = len(list(archive.glob("*/record.json")))
+    for line in (f"archive {archive}: {runs} runs or their measurements taken into the cache, 0 already there",
+                 f"{runs} runs, all cached", f"archive {archive}: 0 runs written or grown, {runs} unchanged"):
+        assert line in again.out
     assert not list((tmp_path / "elsewhere").glob("*/model.pt"))  # drawn without a single weight
     assert again.claims() == session.claims()
     assert (tmp_path / "again" / "evidence.csv").read_text() == (session.report.parent / "evidence.csv").read_text()
