@@ -38,6 +38,9 @@ class Profile:
     # The share of a report's measuring time behind each measured speed-up: below 1 for a profile whose
     # report checks that every number is measured and drawn, not what the speed-ups are.
     timing: float = 1.0
+    # The share of the study's 5% chance of any wrong verdict that this profile's report spends: the README
+    # shows the 15-epoch and the 100-epoch reports side by side, so together they keep to 0.05.
+    alpha: float = 0.05
 
     def with_seeds(self, seeds: tuple[int, ...]) -> Profile:
         return replace(self, seeds=seeds)
@@ -119,9 +122,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", epochs=2, seeds=(0, 1), batch_size=64,
                      data=DataSpec(n_train=2000, n_test=500, seed=0), accuracy_floor=0.5, timing=0.01),
-    "default": Profile("default", epochs=15, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85, budget=35),
+    # The 5% split, registered 2026-12-04 before either report is judged by the convention of that day: half
+    # each to the 15-epoch and the 100-epoch reports (the smoke profile's report is shown nowhere).
+    "default": Profile("default", epochs=15, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85, budget=35, alpha=0.025),
     # Registered 2026-12-04, before any 100-epoch run beyond seeds 0-4: up to 20 seeds a condition.
-    "paper": Profile("paper", epochs=100, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85, budget=20),
+    "paper": Profile("paper", epochs=100, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85, budget=20, alpha=0.025),
 }
 
 

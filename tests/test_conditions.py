@@ -90,3 +90,10 @@ def test_a_profiles_sequence_is_its_own_seeds_then_the_fresh_seeds_in_order_up_t
     assert PROFILES["smoke"].sequence() == PROFILES["smoke"].seeds
     with pytest.raises(ValueError, match="at least 0"):
         paper.sequence(-1)
+
+
+def test_the_reports_the_readme_shows_share_the_five_percent() -> None:
+    """The 15-epoch and the 100-epoch reports stand side by side in the README: their shares of the chance of
+    any wrong verdict add up to the study's 0.05, fixed before either is judged by the typical-run test."""
+    assert PROFILES["default"].alpha + PROFILES["paper"].alpha == pytest.approx(0.05)
+    assert PROFILES["default"].alpha == PROFILES["paper"].alpha == 0.025
