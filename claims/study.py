@@ -32,8 +32,8 @@ from tdlib.model import MLP
 from tdlib.profiles import PROFILES, Profile
 from tdlib.report import ReportContext, Section, SectionOutput, register_figure, register_section, set_title
 from tdlib.runs import Run
+from tdlib.sequences import smallest_p
 from tdlib.spec import RunSpec
-from tdlib.stats import MIN_SEEDS
 
 set_title("Claims report: pruning and targeted dropout on Fashion-MNIST")
 
@@ -378,8 +378,9 @@ def _limits(context: ReportContext) -> SectionOutput:
         *_training_length(context),
         "- **Network.** One 784-1000-1000-500-200-10 MLP on Fashion-MNIST; the paper's figures come from "
         "ResNet-32 on CIFAR-10 and a Transformer on WMT, so a verdict here says nothing about those.",
-        f"- **Seeds.** {len(ev.seeds)} seeds; a small effect can stay INCONCLUSIVE, and with fewer than "
-        f"{MIN_SEEDS} seeds every verdict is INCONCLUSIVE by construction.",
+        f"- **Seeds.** The profile's {len(ev.seeds)} seeds, then its sequence's further seeds where stored; a "
+        f"part whose seeds split near evenly stays INCONCLUSIVE, and with 5 seeds (smallest p "
+        f"{smallest_p(5):.3f}) every verdict is INCONCLUSIVE by construction.",
         "- **Implementation choices.** Unit-level targeted dropout drops whole units and their biases (the "
         "official code drops weights inside targeted units); weight-level targeting is per unit, as in the "
         "official code; pruning never touches the output layer.",

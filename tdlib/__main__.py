@@ -6,7 +6,7 @@
                                                            prune a cached run and save it compressed
     python -m tdlib findings reports/claims.json [--readme README.md] [--block NAME]
                                                            the README's verdict table, from a report
-    python -m tdlib report reports/CLAIMS.md [--profile default] [--follow-up] [--claims claims]
+    python -m tdlib report reports/CLAIMS.md [--profile default] [--claims claims]
                                                            draw a report again from stored evidence alone
 
 The claims report itself comes from the pytest plugin: ``pytest claims --claims-report reports/CLAIMS.md``,
@@ -112,7 +112,6 @@ def report(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "pytest", *args.claims, "-p", "no:cacheprovider", "--claims-stored-only",
                "--claims-profile", args.profile, "--claims-report", args.report]
     command += ["--claims-cache", args.cache] if args.cache else []
-    command += ["--claims-follow-up"] if args.follow_up else []
     command += ["--claims-seeds", args.seeds] if args.seeds else []
     command += ["--claims-archive", args.archive] if args.archive else []
     return subprocess.run(command).returncode
@@ -161,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     drawing.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
     drawing.add_argument("--seeds", default=None, help="as pytest's --claims-seeds (default: the profile's)")
     drawing.add_argument("--cache", default=None, help="the run cache (default: cache/ under pytest's rootdir)")
-    drawing.add_argument("--follow-up", action="store_true", help="with the follow-up the report was made with")
     drawing.add_argument("--archive", default=None, help="a run archive to take the runs the cache lacks from "
                          "(e.g. archive/paper)")
     drawing.set_defaults(handler=report)

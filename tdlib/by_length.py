@@ -85,8 +85,14 @@ def _comparisons(results: list[ClaimResult]) -> dict[Key, Comparison]:
             for r in results for p in r.parts for j in p.judgements}
 
 
+def mean_rule(c: Comparison) -> str:
+    """The comparison's rule read for the mean, which this section describes (the verdicts judge the typical
+    seed)."""
+    return c.rule.replace("typical seed", "mean", 1)
+
+
 def _rules(results: list[ClaimResult]) -> dict[Key, tuple[str, float]]:
-    return {key: (c.rule, c.threshold) for key, c in _comparisons(results).items()}
+    return {key: (mean_rule(c), c.threshold) for key, c in _comparisons(results).items()}
 
 
 def _place(point: Point, threshold: float) -> str:
@@ -124,7 +130,7 @@ def changes(points: dict[Key, list[Point]], results: list[ClaimResult]) -> list[
             mean = f"its mean {'meets' if meets[1] else 'misses'} the rule at both"
         interval = (f"its interval stayed {now} the threshold" if was == now
                     else f"its interval went from {was} the threshold to {now} it")
-        moved.append(f"{key[0]} {key[1]}, {key[2]} ({comparison.rule}): {first.mean:.2f} [{first.low:.2f}, "
+        moved.append(f"{key[0]} {key[1]}, {key[2]} ({mean_rule(comparison)}): {first.mean:.2f} [{first.low:.2f}, "
                      f"{first.high:.2f}] at epoch {first.epoch}, {last.mean:.2f} [{last.low:.2f}, {last.high:.2f}] "
                      f"at epoch {last.epoch}; {mean}, and {interval}.")
     if short:

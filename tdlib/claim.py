@@ -69,8 +69,8 @@ class Judged:
 
     results: list[ClaimResult]
     family: list[Claim]  # every registered claim
-    alpha: float = ALPHA  # the level its seeds were judged at (the pilot's share when a follow-up ran)
-    follow_up: Any = None  # a tdlib.followup.FollowUp whose verdicts are merged into ``results``, or None
+    alpha: float = ALPHA  # the report's share of the study's error
+    sequence: Any = None  # the tdlib.continuation.Sequence its parts were judged on, or None
 
     @property
     def missing(self) -> list[Claim]:
@@ -183,7 +183,7 @@ def claim(
         test.__name__, test.__qualname__, test.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         test.__module__ = fn.__module__
         test.claim = meta  # type: ignore[attr-defined]
-        test.evaluate = fn  # type: ignore[attr-defined]  # Evidence -> Finding, for the follow-up's fresh seeds
+        test.evaluate = fn  # type: ignore[attr-defined]  # Evidence -> Finding, for the sequence's further seeds
         return test
 
     return decorate

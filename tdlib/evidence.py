@@ -377,6 +377,10 @@ class Evidence:
                           "run": run.spec.name, "key": key, "value": value} for key, value in sorted(stored.items())]
         return rows
 
+    def used_runs(self) -> list[Run]:
+        """The runs used so far (never a stand-in)."""
+        return [run for runs in self._runs.values() for run in runs if not run.stand_in]
+
     def training_seconds(self) -> float:
         """Time spent training every epoch of the runs used so far, from their histories
         (:attr:`Run.training_seconds`)."""

@@ -65,8 +65,10 @@ def block(report_json: Path, relative_to: Path, name: str = "") -> str:
         raise FindingsError(f"{report_json}: not a claims report's JSON ({error!r})") from None
     figures = report_json.parent / "figures"
     by_length = figures / "by-length.png"
-    follow_up = data.get("follow_up")
-    seeds = f"seeds {', '.join(map(str, profile['seeds']))}" + (
+    stored = (data.get("sequence") or {}).get("stored") or {}
+    follow_up = data.get("follow_up")  # a report judged before the convention of 2026-12-04
+    seeds = (f"seeds {', '.join(map(str, profile['seeds']))}" if not stored else
+             "seeds of its sequence: " + ", ".join(f"{c} {n}" for c, n in sorted(stored.items()))) + (
         f" and {len(follow_up['runs'])} follow-up runs on fresh seeds" if follow_up else "")
     lines = [
         start,

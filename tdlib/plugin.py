@@ -8,14 +8,16 @@ Options, checked once when pytest starts (one usage error, before any work):
 - ``--claims-device {cpu,cuda}``; ``--claims-cache`` (default ``cache/`` under the rootdir);
 - ``--claims-executor {local,inprocess,submitit}`` and ``--claims-workers``: where the runs train, before
   the first claim, with a progress bar across runs (:mod:`tdlib.executors`);
-- ``--claims-follow-up``: judge the seeds at the pilot's share of the error and follow what they leave
-  undecided on fresh seeds, by the committed design of :mod:`tdlib.sequential` (a full run only);
+- ``--claims-budget N``: the most seeds of the sequence a condition may reach (default: the profile's);
+- ``--claims-continue``: train further seeds of the profile's sequence for every part left undecided, up
+  to the profile's budget, judging after each round (:mod:`tdlib.continuation`; a full run only). Without
+  it, every part is still judged on every seed of the sequence the cache holds;
 - ``--claims-report PATH``: write the report there (``CLAIMS.md``, with ``claims.json`` and ``figures/``
   beside it, swapped in whole). Without it, no report is written: a plain or ``-k`` run never
   overwrites one.
 - ``--claims-stored-only``: train and measure nothing; judge and draw from the runs and measurements
   already stored. A run or measurement the cache lacks is an error, and the report is written only
-  if every claim (and the follow-up) was judged whole from what is stored (``python -m tdlib report``).
+  if every claim was judged whole from what is stored (``python -m tdlib report``).
 - ``--claims-archive DIR``: a run archive (:mod:`tdlib.archive`), such as ``archive/paper`` in git: the
   runs the cache lacks are taken from it before the plan (without their weights), and at the end every
   finished run of the profile is written back to it, with its measurements.
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -56,7 +59,7 @@ STARTED = pytest.StashKey[float]()
 SETTINGS = pytest.StashKey[dict]()
 SPECS = pytest.StashKey[list]()
 REPORT_ERROR = pytest.StashKey[str]()
-FOLLOW_UP_ERROR = pytest.StashKey[str]()
+CONTINUE_ERROR = pytest.StashKey[str]()
 ARCHIVED = pytest.StashKey[str]()
 MEASURED = pytest.StashKey[str]()
 STOOD_IN = pytest.StashKey[int]()  # --claims-measure-finished: how many unfinished runs are stood in for
@@ -75,8 +78,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where runs train: local worker processes (default), this process, or submitit")
     group.addoption("--claims-workers", default=2, type=int, metavar="N",
                     help="local worker processes (default: 2, one torch thread each)")
-    group.addoption("--claims-follow-up", action="store_true",
-                    help="follow what the seeds leave undecided on fresh seeds, by the committed sequential design")
+    group.addoption("--claims-continue", action="store_true",
+                    help="train further seeds of the profile's sequence for every undecided part, up to its budget")
+    group.addoption("--claims-budget", default=None, type=int, metavar="N",
+                    help="the most seeds of the sequence a condition may reach (default: the profile's budget)")
     group.addoption("--claims-cache", default=None, metavar="DIR",
                     help="where trained runs and measurements are kept (default: cache/ under the rootdir)")
     group.addoption("--claims-stored-only", action="store_true",
@@ -133,23 +138,28 @@ def _settings(config: pytest.Config) -> dict:
     workers = config.getoption("claims_workers")
     if workers < 1:
         raise pytest.UsageError(f"--claims-workers must be at least 1, got {workers}")
-    follow = config.getoption("claims_follow_up")
-    if follow:
-        from tdlib.sequential import FRESH_SEEDS_FROM
+    follow = config.getoption("claims_continue")
+    budget = config.getoption("claims_budget")
+    if budget is not None:
+        if budget < len(profile.seeds):
+            raise pytest.UsageError(f"--claims-budget {budget}: the sequence begins with the profile's "
+                                    f"{len(profile.seeds)} seeds, so its budget is at least that")
+        profile = replace(profile, budget=budget)
+    from tdlib.profiles import FRESH_SEEDS_FROM
 
-        if max(profile.seeds) >= FRESH_SEEDS_FROM:
-            raise pytest.UsageError(f"--claims-follow-up: the pilot's seeds must be under {FRESH_SEEDS_FROM}, where "
-                                    f"the follow-up's fresh seeds begin; got {max(profile.seeds)}")
+    if max(profile.seeds) >= FRESH_SEEDS_FROM:
+        raise pytest.UsageError(f"--claims-seeds: a profile's own seeds must be under {FRESH_SEEDS_FROM}, where "
+                                f"its sequence's fresh seeds begin; got {max(profile.seeds)}")
     stored_only, measure_finished = config.getoption("claims_stored_only"), config.getoption("claims_measure_finished")
     if measure_finished and (stored_only or follow or report_path is not None):
-        other = "--claims-stored-only" if stored_only else "--claims-follow-up" if follow else "--claims-report"
+        other = "--claims-stored-only" if stored_only else "--claims-continue" if follow else "--claims-report"
         raise pytest.UsageError(f"--claims-measure-finished measures the finished runs and writes no report; it "
                                 f"cannot go with {other}")
     archive = config.getoption("claims_archive")
     if archive is not None and Path(archive).exists() and not Path(archive).is_dir():
         raise pytest.UsageError(f"--claims-archive {archive!r}: not a directory")
     return {"profile": profile, "device": device, "cache": cache_dir, "report": report_path,
-            "executor": config.getoption("claims_executor"), "workers": workers, "follow_up": follow,
+            "executor": config.getoption("claims_executor"), "workers": workers, "continue": follow,
             "stored_only": stored_only, "measure_finished": measure_finished,
             "archive": None if archive is None else Path(archive)}
 
@@ -211,10 +221,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                         f"(registered: {', '.join(FIGURES)}; see tdlib.report.register_figure)")
         if len(selected) == len(config.stash[FAMILY]):  # a whole report has the registered sections' runs too
             specs += [s for s in section_runs(profile, device) if s not in specs]
-    if settings["follow_up"] and len(selected) < len(config.stash[FAMILY]):
+    if settings["continue"] and len(selected) < len(config.stash[FAMILY]):
         raise pytest.UsageError(
-            f"--claims-follow-up follows the whole registered family; this run selected {len(selected)} of its "
-            f"{len(config.stash[FAMILY])} claims (drop -k/-m, or the follow-up)"
+            f"--claims-continue continues the whole registered family; this run selected {len(selected)} of its "
+            f"{len(config.stash[FAMILY])} claims (drop -k/-m, or --claims-continue)"
         )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if settings["archive"] is not None:
@@ -279,10 +289,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             _export(session)  # what the runs trained is kept, even when no claim could be judged
         return
     settings = config.stash[SETTINGS]
-    if settings["follow_up"]:
-        judged = _follow_up(session)
-    else:
-        judged = config.stash[FINDINGS].judge(config.stash.get(FAMILY, None))
+    judged = _judge(session)
     config.stash[JUDGED] = judged
     report = config.stash[SETTINGS]["report"]
     unwhole = _not_whole(config, judged) if settings["stored_only"] else ""
@@ -341,10 +348,10 @@ def _not_whole(config: pytest.Config, judged: Judged) -> str:
         return f"claims {', '.join(c.id for c in judged.missing)} were not judged (deselected, or their tests failed)"
     if errors := [r.claim.id for r in judged.results if r.error]:
         return f"claims {', '.join(errors)} could not be judged"
-    if FOLLOW_UP_ERROR in config.stash:
-        return "the follow-up failed"
-    if judged.follow_up is not None and judged.follow_up.errors:
-        return f"the follow-up could not evaluate {', '.join(judged.follow_up.errors)} on its fresh seeds"
+    if CONTINUE_ERROR in config.stash:
+        return "judging the sequence failed"
+    if judged.sequence is not None and judged.sequence.errors:
+        return f"claims {', '.join(judged.sequence.errors)} could not be judged on their further seeds"
     return ""
 
 
@@ -355,24 +362,24 @@ def _functions(session: pytest.Session) -> dict:
 
 
 def _uncaptured(config: pytest.Config):
-    """A context in which output reaches the terminal whatever pytest's capture (progress bars, look lines)."""
+    """A context in which output reaches the terminal whatever pytest's capture (progress bars, round lines)."""
     import contextlib
 
     capture = config.pluginmanager.get_plugin("capturemanager")
     return capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
 
 
-def _follow_up(session: pytest.Session) -> Judged:
-    """Judge the pilot at its share of the error, follow what it leaves open on fresh seeds, and merge. A
-    failure of the follow-up itself keeps the pilot's verdicts (valid on their own) and fails the session."""
-    from tdlib.followup import follow_up, merged
-    from tdlib.sequential import ALPHA_PILOT
+def _judge(session: pytest.Session) -> Judged:
+    """Judge every part on every stored seed of the profile's sequence, continuing it where parts are open
+    when asked. A failure there keeps the verdicts on the profile's own seeds (valid on their own: the
+    sequence's tests allow stopping anywhere) and fails the session."""
+    from tdlib.continuation import Sequence, continue_sequence, judge_sequence
 
     config = session.config
-    findings = config.stash[FINDINGS]
-    pilot = findings.judge(config.stash.get(FAMILY, None), alpha=ALPHA_PILOT)
-    settings = config.stash[SETTINGS]
-    functions = _functions(session)
+    findings, settings = config.stash[FINDINGS], config.stash[SETTINGS]
+    family = config.stash.get(FAMILY, None)
+    ev = config.stash[EVIDENCE]
+    alpha = settings["profile"].alpha
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def log(line: str) -> None:
@@ -381,13 +388,16 @@ def _follow_up(session: pytest.Session) -> Judged:
 
     try:
         with _uncaptured(config):
-            result = follow_up(pilot, functions, config.stash[EVIDENCE], engine=settings["executor"],  # type: ignore
-                               workers=settings["workers"], log=log)
+            if settings["continue"]:
+                judged, _ = continue_sequence(findings, _functions(session), ev, family, alpha,  # type: ignore
+                                              engine=settings["executor"], workers=settings["workers"], log=log)
+                return judged
+            return judge_sequence(findings, _functions(session), ev, family, alpha,  # type: ignore[arg-type]
+                                  Sequence(settings["profile"].sequence()))
     except Exception:
-        config.stash[FOLLOW_UP_ERROR] = traceback.format_exc()
+        config.stash[CONTINUE_ERROR] = traceback.format_exc()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        return pilot
-    return merged(pilot, result)
+        return findings.judge(family, alpha=alpha)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -407,21 +417,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         if result.error:
             terminalreporter.write_line(f"{result.claim.id:>4} NOT JUDGED   {result.error}", red=True)
             continue
-        effects = "; ".join(f"{j.comparison.name}: {j.mean:+.2f}" for p in result.parts for j in p.judgements)
+        effects = "; ".join(f"{j.comparison.name}: {j.k_support} of {j.n} seeds, median {j.median:+.2f}"
+                            for p in result.parts for j in p.judgements)
         terminalreporter.write_line(f"{result.claim.id:>4} {result.verdict.value:<12} {effects}")
-    if judged.follow_up is not None:
-        from tdlib.followup_report import outcome_text
-
-        result = judged.follow_up
-        for part in result.parts:
-            terminalreporter.write_line(f"{part.claim:>4} follow-up of {part.part!r}: {outcome_text(result, part)}")
-        terminalreporter.write_line(f"follow-up: {len(result.runs)} fresh-seed runs over {result.looks_taken} "
-                                    f"look(s); ended at {result.ended}")
+    if judged.sequence is not None and (judged.sequence.rounds or judged.sequence.ended):
+        seq = judged.sequence
+        terminalreporter.write_line(f"sequence: {len(seq.trained)} runs trained over {seq.rounds} round(s); "
+                                    f"ended: {seq.ended}")
     terminalreporter.write_line(guarantee(judged))
-    if FOLLOW_UP_ERROR in config.stash:
-        terminalreporter.write_line(config.stash[FOLLOW_UP_ERROR], red=True)
-        terminalreporter.write_line("follow-up: FAILED (the error above); the verdicts are the pilot's alone, at "
-                                    f"its share {judged.alpha:g} of the error", red=True)
+    if CONTINUE_ERROR in config.stash:
+        terminalreporter.write_line(config.stash[CONTINUE_ERROR], red=True)
+        terminalreporter.write_line("sequence: FAILED (the error above); the verdicts are those of the profile's own "
+                                    "seeds", red=True)
     report = config.stash[SETTINGS]["report"]
     if config.stash[SETTINGS]["measure_finished"]:
         terminalreporter.write_line(config.stash.get(MEASURED, "measured: nothing"))

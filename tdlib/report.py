@@ -22,20 +22,20 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from tdlib import by_length, followup_report
+from tdlib import by_length
 from tdlib.claim import ClaimResult, Finding, Judged
 from tdlib.conditions import CONDITIONS
 from tdlib.evidence import SWEEP_KINDS, Evidence
 from tdlib.findings import heading_anchor
-from tdlib.followup import FollowUp
 from tdlib.metrics import SWEEP
 from tdlib.model import MLP
 from tdlib.profiles import Profile
 from tdlib.provenance import provenance
 from tdlib.registry import Registry
 from tdlib.runs import Run
+from tdlib.sequences import smallest_p
 from tdlib.spec import RunSpec
-from tdlib.stats import MAX_FEASIBLE_SEEDS, MIN_SEEDS, POWER, JudgedPart, Judgement, Verdict, mean_interval
+from tdlib.stats import JudgedPart, Judgement, Verdict, mean_interval
 
 SWEEP_TITLES = {
     "weight": "weight magnitude, per layer",
@@ -61,9 +61,18 @@ def fmt(x: float, digits: int = 2) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+def unit_of(j: Judgement) -> str:
+    return f" {j.comparison.unit}" if j.comparison.unit not in ("", "x") else ""
+
+
 def effect(j: Judgement) -> str:
-    unit = f" {j.comparison.unit}" if j.comparison.unit not in ("", "x") else ""
-    return f"{fmt(j.mean)}{unit} [{fmt(j.ci95[0])}, {fmt(j.ci95[1])}]"
+    """The mean with its unadjusted 95% interval: description beside the verdict, never what decides it."""
+    return f"{fmt(j.mean)}{unit_of(j)} [{fmt(j.ci95[0])}, {fmt(j.ci95[1])}]"
+
+
+def typical(j: Judgement) -> str:
+    """What decides: the seeds on the claim's side, and the median."""
+    return f"{j.k_support} of {j.n} seeds; median {fmt(j.median)}{unit_of(j)}"
 
 
 def seeds_cell(vals: tuple[float, ...], seeds: tuple[int, ...] = (), all_seeds: tuple[int, ...] = ()) -> str:
@@ -267,50 +276,34 @@ def set_title(title: str) -> None:
 def guarantee(judged: Judged) -> str:
     """The report's guarantee, in one paragraph, truthful for this run (partial or whole)."""
     m, alpha = judged.family_parts, judged.alpha
-    total = alpha + (judged.follow_up.alpha if judged.follow_up is not None else 0.0)
     text = (
         f"Guarantee: the chance of any wrong verdict (a part or claim SUPPORTED when false, or REFUTED when true) "
-        f"is at most {total:g} over the {len(judged.family)} registered claims ({m} parts), assuming roughly normal "
-        f"per-seed values; Holm over the {m} parts at {alpha / 2:g} for each direction."
+        f"is at most {alpha:g} (this report's share of the study's 0.05) over the {len(judged.family)} registered "
+        f"claims ({m} parts), assuming only that seeds are independent; each comparison is an exact, anytime-valid "
+        f"test of whether the typical seed lands on the claim's side, and Holm runs over the {m} parts at "
+        f"{alpha / 2:g} for each direction."
     )
-    if judged.follow_up is not None:
-        text += followup_report.guarantee_text(judged.follow_up)
     if judged.partial:
         text += (
-            f" PARTIAL: {len(judged.family) - len(judged.missing)} of {len(judged.family)} claims judged; the "
-            "others count as undecided, so no verdict here is stronger than in a full run."
+            f" PARTIAL: {len(judged.family) - len(judged.missing)} of {len(judged.family)} claims judged (missing: "
+            f"{', '.join(c.id for c in judged.missing)}); the others count as undecided, so no verdict here is "
+            "stronger than in a full run."
         )
     return text
 
 
-def decision_cell(j: Judgement) -> str:
-    low, high = j.decision_interval
-    if not math.isfinite(low):
-        return "n/a"
-    confidence = {round(100 * c, 3) for c in j.decision_confidence}
-    label = " / ".join(f"{c:g}%" for c in sorted(confidence))
-    return f"[{fmt(low)}, {fmt(high)}] ({label})"
-
-
-def decide_cell(part: JudgedPart, j: Judgement, followed: str = "") -> str:
-    """What would decide an undecided comparison (``followed``: what the follow-up made of its part)."""
-    if followed:
-        return f"followed on fresh seeds: {followed}"
+def decide_cell(part: JudgedPart, j: Judgement) -> str:
+    """For a decided part, the seed at which the comparison reached what the verdict needed; for an undecided
+    one, the seeds in all that would decide it if its seeds went on splitting as they have."""
     if part.verdict is not Verdict.INCONCLUSIVE:
-        return "decided"
-    if j.n < MIN_SEEDS:
-        return f"at least {MIN_SEEDS} seeds"
-    if j.seeds_needed is None:
-        return "n/a"
-    toward = "SUPPORTED" if j.toward == "support" else "REFUTED"
-    if j.feasible:
-        return f"~{j.seeds_needed} seeds toward {toward}"
-    low, high = j.decision_interval
-    return f"not decidable at a feasible seed count (> {MAX_FEASIBLE_SEEDS}); effect in [{fmt(low)}, {fmt(high)}]"
+        return f"decided at seed {j.decided_at}" if j.decided_at is not None else "not needed by the verdict"
+    if part.to_decide is None:
+        return "not decidable at a feasible seed count (the split is near even)"
+    toward = "SUPPORTED" if part.toward == "support" else "REFUTED"
+    return f"~{part.to_decide} seeds in all toward {toward}"
 
 
-def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str, str],
-                   follow_up: FollowUp | None = None) -> list[str]:
+def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str, str]) -> list[str]:
     """A claim's section; ``shown`` (figure -> the claim that showed it) keeps each figure to one place."""
     c = result.claim
     lines = [f"### {c.id}: {c.title} ({result.verdict.value})", "", f"> {c.quote}", "",
@@ -318,20 +311,18 @@ def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str,
     if result.error:
         return [*lines, f"**Not judged:** {cell(result.error)}", ""]
     lines += [
-        "| part | comparison | per seed (" + ", ".join(map(str, seeds)) + ") | mean [95% CI] | "
-        "decision-level interval | rule | part p, Holm (support / refute) | what would decide it |",
+        "| part | comparison | per seed | on the claim's side | mean [95% CI] | rule | "
+        "part p, Holm (support / refute) | decided at, or what would decide it |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for part in result.parts:
-        outcome = follow_up.part(c.id, part.part.name) if follow_up is not None else None
-        followed = followup_report.outcome_text(follow_up, outcome) if outcome is not None else ""
         for j in part.judgements:
-            note = f" ({cell(j.note)})" if j.note else ""
+            shown_seeds = j.comparison.seeds or seeds
             lines.append(
-                f"| {cell(part.part.name)}: **{part.verdict.value}** | {cell(j.comparison.name)}{note} | "
-                f"{seeds_cell(j.comparison.values, j.comparison.seeds, seeds)} | {effect(j)} | {decision_cell(j)} | "
-                f"{cell(j.comparison.rule)} | {part.p_support_holm:.3g} / {part.p_refute_holm:.3g} | "
-                f"{decide_cell(part, j, followed)} |"
+                f"| {cell(part.part.name)}: **{part.verdict.value}** | {cell(j.comparison.name)} | "
+                f"{seeds_cell(j.comparison.values, shown_seeds, shown_seeds)} (seeds {seed_list(shown_seeds)}) | "
+                f"{typical(j)} | {effect(j)} | {cell(j.comparison.rule)} | "
+                f"{part.p_support_holm:.3g} / {part.p_refute_holm:.3g} | {decide_cell(part, j)} |"
             )
     finding = result.finding
     if finding is not None and finding.info:
@@ -349,56 +340,74 @@ def _claim_section(result: ClaimResult, seeds: tuple[int, ...], shown: dict[str,
     return [*lines, ""]
 
 
+def seed_list(seeds: tuple[int, ...]) -> str:
+    """Seeds as runs of consecutive numbers: 0-4, 100-108."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
 def summary_effect(result: ClaimResult) -> str:
-    """The claim's effect, short: one comparison's mean and 95% interval, or every comparison's mean."""
+    """The claim's effect, short: one comparison's seeds on the claim's side and median, or every
+    comparison's median with its share of seeds."""
     judgements = [j for p in result.parts for j in p.judgements]
     if not judgements:
         return "n/a"
     if len(judgements) == 1:
-        return effect(judgements[0])
-    return "; ".join(f"{fmt(j.mean)}" for j in judgements) + " (means)"
+        return typical(judgements[0])
+    return "; ".join(f"{fmt(j.median)} ({j.k_support}/{j.n})" for j in judgements) + " (medians, seeds on the side)"
 
 
 def how_judged(judged: Judged) -> list[str]:
     m, alpha = judged.family_parts, judged.alpha
-    follow_up = judged.follow_up
-    split = "" if follow_up is None else (
-        f" ({alpha:g} for the pilot's seeds, judged as this section says, and {follow_up.alpha:g} for the follow-up "
-        "on fresh seeds, whose section says how; `tests/test_sequential.py` checks the follow-up's share)")
     return [
         "## How a verdict is reached, and what it guarantees",
         "",
+        "**What a comparison claims.** That the *typical run* lands on the claim's side of its threshold: more "
+        "than half of all runs of its training procedure land strictly on that side, so the median seed does (a "
+        "seed exactly at the threshold counts against whichever side is supported). This is the convention "
+        "registered on 2026-12-04 (`claims.md`); a mean, at the pruning cliff where single seeds collapse, no "
+        "valid test could decide with the seeds a study can afford.",
+        "",
         f"**The guarantee.** The chance that this report holds *any* wrong verdict (a part or a claim SUPPORTED "
         f"when it is false, or REFUTED when it is true; at the exact threshold, either is wrong) is at most "
-        f"{alpha + (follow_up.alpha if follow_up is not None else 0):g}{split}, over the {len(judged.family)} "
-        f"registered claims and their {m} parts, whichever claims a run selects. It assumes that each "
-        "comparison's per-seed values are roughly normal (they are means over "
-        "thousands of test images); `tests/test_guarantee.py` checks it by simulation on families shaped like "
-        "this one, with every comparison at its threshold, one at its threshold and the rest decisive, and with "
-        "3, 5 and 10 seeds.",
+        f"{alpha:g}, this report's share of the 0.05 that the study's reports share, over the "
+        f"{len(judged.family)} registered claims and their {m} parts, whichever claims a run selects. It assumes "
+        "only that seeds are independent, nothing of their values' distribution; `tests/test_sequences.py` "
+        "checks it by simulation on normal, t(3), exponential, lognormal, collapsing and exactly tied seeds.",
         "",
-        "**How.** Each comparison holds one number per seed, paired by seed where two conditions meet. Two "
-        "one-sided t tests ask whether its mean lies on the claim's side of the threshold (support) or on the "
-        "other (refute). A part whose comparisons must all hold is supported by intersection-union (its p is the "
-        "largest of its comparisons', with no charge for needing them all) and refuted by Bonferroni over its "
-        f"comparisons; a part that needs any one of them (C6) the other way round. Holm's method runs over the {m} "
-        f"parts at {alpha / 2:g} for support and {alpha / 2:g} for refutation, so each direction's chance of any "
-        f"error is at most {alpha / 2:g}. A claim is SUPPORTED when all its parts are and REFUTED when any is.",
+        "**How.** The seeds form one sequence, fixed before they were trained (the profile's seeds, then fresh "
+        "seeds from 100 in order); every seed stored for the conditions a part reads is used, none left out. Each "
+        "comparison counts the seeds strictly on the claim's side, and each direction is an exact test of that "
+        "rate against 1/2 that stays valid however many seeds are added and whenever one looks (a test "
+        "martingale, `tdlib/sequences.py`). A part whose comparisons must all hold is supported by "
+        "intersection-union and refuted by Bonferroni over its comparisons; a part that needs any one of them "
+        f"(C6) the other way round. Holm's method runs over the {m} parts at {alpha / 2:g} for support and "
+        f"{alpha / 2:g} for refutation. A claim is SUPPORTED when all its parts are and REFUTED when any is.",
         "",
-        f"**Limits of the tests.** Fewer than {MIN_SEEDS} seeds never decide. Where every seed agrees exactly, a "
-        "t test would claim certainty; the sign test is used instead, whose smallest p with n seeds is 2^-n "
-        f"(0.031 at 5 seeds, against a first Holm step of {alpha / 2 / m:.2g}). A comparison whose seeds hold an "
-        "outlier (a Grubbs-type test at 1%) is marked, and must pass the exact sign-flip test as well as the t "
-        "test, since a t test's level is not assured there; with 2^-n as that test's floor, it waits for seeds.",
+        f"**Limits of the tests.** With n seeds the smallest p is (n + 1) / (2^(n+1) - 1): {smallest_p(5):.3f} at "
+        f"5 seeds, so five seeds decide nothing; the first Holm step ({alpha / 2 / m:.2g}) needs "
+        f"{first_deciding(alpha / 2 / m)} seeds all on one side. The mean with its 95% interval is shown for "
+        "description only.",
         "",
-        f"**Reading an INCONCLUSIVE.** The *decision-level interval* holds the one-sided bounds the first Holm step "
-        "uses: a part of one comparison is decided once it clears the threshold. The 95% interval beside it is "
-        "unadjusted, for description: it may exclude the threshold while the decision-level one does not. *What "
-        f"would decide it* gives the paired seeds at which a one-sided t test at that level would decide with "
-        f"{100 * POWER:.0f}% power, at the observed mean and spread (noncentral t); above {MAX_FEASIBLE_SEEDS} "
-        "seeds the comparison is not decidable at a feasible seed count.",
+        "**Reading an INCONCLUSIVE.** *What would decide it* gives the seeds in all at which the part would be "
+        "decided, at the level Holm's next step would ask of it, if its seeds went on splitting as they have; a "
+        "split near even is not decidable at a feasible seed count. A decided part gives, per comparison, the "
+        "seed of the sequence at which it reached what the verdict needed.",
         "",
     ]
+
+
+def first_deciding(level: float) -> int:
+    """The fewest seeds, all on one side, that reach ``level``."""
+    n = 1
+    while smallest_p(n) > level:
+        n += 1
+    return n
 
 
 def render(
@@ -410,8 +419,8 @@ def render(
     sections: dict[str, SectionOutput] | None = None,
 ) -> str:
     results = judged.results
-    records = ev.run_records()
-    lineage = ev.run_records(lineage=True)  # with the shorter runs that trained a continued run's first epochs
+    records = every_record(judged, ev)
+    lineage = every_record(judged, ev, lineage=True)  # with the shorter runs that trained their first epochs
     versions = sorted({r["provenance"]["code_version"] for r in lineage})
     dates = sorted(r["provenance"]["date"] for r in lineage)
     continued = sum(bool(r.get("extended_from")) for r in records)
@@ -437,8 +446,6 @@ def render(
         f"| code version (runs) | {', '.join(versions)}"
         + (f" ({continued} of the {len(records)} runs continue shorter runs: both counted)" if continued else "")
         + " |",
-        *([f"| code version (follow-up runs) | {followup_report.versions(judged.follow_up.code_versions)} |"]
-          if judged.follow_up is not None else []),
         f"| runs trained | {dates[0] if dates else 'n/a'} to {dates[-1] if dates else 'n/a'} |",
         f"| report written | {prov['date']} |",
         f"| torch | {prov['torch']} (Python {prov['python']}) |",
@@ -456,8 +463,8 @@ def render(
         *(f"| [{r.claim.id}](#{anchor(r)}) | {cell(r.claim.title)} | "
           f"**{r.verdict.value if not r.error else 'NOT JUDGED'}** | {cell(summary_effect(r))} |" for r in results),
         "",
-        "Effects are means over seeds, with the unadjusted 95% interval for a claim of one comparison; each "
-        "claim's section has the rule, every comparison and what would decide it.",
+        "Effects: how many seeds land on the claim's side and the median (what is judged); each claim's section "
+        "has the rule, every seed, the mean with its 95% interval, and what decided it or would.",
         "",
         *how_judged(judged),
         "## Training conditions",
@@ -471,9 +478,9 @@ def render(
     ]
     shown: dict[str, str] = {}
     for r in results:
-        lines += _claim_section(r, ev.seeds, shown, judged.follow_up)
-    if judged.follow_up is not None:
-        lines += followup_report.markdown(judged.follow_up, ev.seeds)
+        lines += _claim_section(r, ev.seeds, shown)
+    if judged.sequence is not None:
+        lines += sequence_section(judged)
     for output in (sections or {}).values():
         lines += output.markdown
     return "\n".join(lines)
@@ -574,7 +581,8 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
         sections = {name: output for name, output in attempted.items() if output is not None}
 
         def document() -> None:  # its tables read measurements too
-            seconds = {"training": ev.training_seconds(), "session": session_seconds + time.perf_counter() - started}
+            seconds = {"training": sum(run.training_seconds for run in every_run(judged, ev)),
+                       "session": session_seconds + time.perf_counter() - started}
             prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
             (staging / path.name).write_text(render(judged, ev, prov, seconds, conditions, sections))
             payload = as_json(judged, ev, prov)
@@ -584,7 +592,7 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
             with open(staging / "evidence.csv", "w", newline="") as table:  # every stored measurement, one per row
                 writer = csv.DictWriter(table, fieldnames=["condition", "seed", "epochs", "run", "key", "value"])
                 writer.writeheader()
-                writer.writerows(ev.rows())
+                writer.writerows(every_row(judged, ev))
 
         if timings is not None and len(sections) < len(attempted):  # a section failed: no document to draw
             timings.append(("the report", 0.0, "not drawn: a section above failed"))
@@ -671,7 +679,7 @@ def as_json(judged: Judged, ev: Evidence, prov: dict[str, str]) -> dict:
                 "wall_seconds": r["wall_seconds"],  # of its last sitting
                 "extended_from": r.get("extended_from"),  # the shorter run it continues, if any
             }
-            for r in ev.run_records()
+            for r in every_record(judged, ev)
         ],
         "claims": [
             {
@@ -691,22 +699,25 @@ def as_json(judged: Judged, ev: Evidence, prov: dict[str, str]) -> dict:
                         "p_refute": p.p_refute,
                         "p_support_holm": p.p_support_holm,
                         "p_refute_holm": p.p_refute_holm,
+                        "level": p.level,
+                        "to_decide": p.to_decide,
+                        "toward": p.toward,
                         "comparisons": [
                             {
                                 "name": j.comparison.name,
                                 "values": list(j.comparison.values),
                                 "seeds": list(j.comparison.seeds or ev.seeds),
                                 "rule": j.comparison.rule,
+                                "threshold": j.comparison.threshold,
+                                "side": j.comparison.side,
+                                "k_support": j.k_support,
+                                "k_refute": j.k_refute,
+                                "median": j.median,
                                 "mean": j.mean,
                                 "ci95": list(j.ci95),
-                                "decision_interval": list(j.decision_interval),
-                                "decision_confidence": list(j.decision_confidence),
                                 "p_support": j.p_support,
                                 "p_refute": j.p_refute,
-                                "outlier_seeds": list(j.flagged),
-                                "seeds_needed": j.seeds_needed,
-                                "toward": j.toward,
-                                "note": j.note,
+                                "decided_at": j.decided_at,
                             }
                             for j in p.judgements
                         ],
@@ -717,5 +728,47 @@ def as_json(judged: Judged, ev: Evidence, prov: dict[str, str]) -> dict:
             }
             for r in judged.results
         ],
-        "follow_up": followup_report.as_json(judged.follow_up) if judged.follow_up is not None else None,
+        "sequence": None if judged.sequence is None else {
+            "seeds": list(judged.sequence.seeds), "stored": judged.sequence.stored,
+            "trained": judged.sequence.trained, "rounds": judged.sequence.rounds, "ended": judged.sequence.ended,
+            "errors": judged.sequence.errors},
     }
+
+
+def sequence_section(judged: Judged) -> list[str]:
+    """What each condition has stored of the sequence, and what continuing it did."""
+    seq = judged.sequence
+    lines = ["## The sequence of seeds", "",
+             f"Every condition is trained and judged along one sequence, fixed before its runs: "
+             f"{seed_list(seq.seeds)} (the profile's budget). A part is judged on the seeds stored for every "
+             "condition it reads.", "", "| condition | seeds stored |", "|---|---|"]
+    lines += [f"| {c} | {n} ({seed_list(seq.seeds[:n])}) |" for c, n in sorted(seq.stored.items())]
+    if seq.rounds or seq.ended:
+        lines += ["", f"Continued here: {len(seq.trained)} runs over {seq.rounds} round(s); ended: {seq.ended}."]
+    if seq.errors:
+        lines += ["", "Judged on the profile's own seeds only, since their further seeds failed: "
+                  + "; ".join(f"{k}: {cell(v)}" for k, v in seq.errors.items()) + "."]
+    return [*lines, ""]
+
+
+def _evidences(judged: Judged, ev: Evidence) -> list[Evidence]:
+    return [ev, *(judged.sequence.evidence if judged.sequence is not None else [])]
+
+
+def every_row(judged: Judged, ev: Evidence) -> list[dict[str, object]]:
+    """The stored measurements of every run the judging read, the sequence's further seeds included."""
+    rows: dict[tuple[object, object], dict[str, object]] = {}
+    for e in _evidences(judged, ev):
+        rows.update({(row["run"], row["key"]): row for row in e.rows()})
+    return sorted(rows.values(), key=lambda row: (str(row["condition"]), int(row["seed"]), str(row["key"])))  # type: ignore
+
+
+def every_run(judged: Judged, ev: Evidence) -> list[Run]:
+    """Every run the judging read, the sequence's further seeds included, each once."""
+    return list({run.spec.name: run for e in _evidences(judged, ev) for run in e.used_runs()}.values())
+
+
+def every_record(judged: Judged, ev: Evidence, lineage: bool = False) -> list[dict]:
+    """The records of every run the judging read (with ``lineage``, the shorter runs they continue too)."""
+    records = {r["name"]: r for run in every_run(judged, ev) for r in (run.lineage if lineage else [run.record])}
+    return list(records.values())

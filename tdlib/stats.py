@@ -1,49 +1,47 @@
 """From per-seed numbers to verdicts whose error is controlled over a fixed, registered family.
 
-**What is controlled.** The chance that the report holds *any* wrong verdict, a part or a claim
-SUPPORTED when it is false or REFUTED when it is true, is at most ``ALPHA`` = 0.05, over every part of
-every *registered* claim, whichever claims a run selected. A verdict at the exact threshold counts as
-wrong either way. The assumption: each comparison's per-seed values are independent draws of a roughly
-normal variable (they are means over thousands of test images). A comparison whose seeds hold an
-outlier is flagged and judged more strictly (below); a comparison whose seeds all agree exactly is
-judged by the sign test, never by a t test that would return p = 0.
+**What a comparison claims** (``claims.md``, convention of 2026-12-04). A :class:`Comparison` holds one
+number per seed (a paired difference, or one condition's value), in the order of the profile's sequence of
+seeds, and the claim's side of a threshold. It holds when the *typical run* lands on the claim's side: when
+more than half of all runs of its training procedure land strictly on that side, so that the median seed
+does. A seed exactly at the threshold counts against whichever side is being supported.
+
+**What is controlled.** The chance that the report holds *any* wrong verdict, a part or a claim SUPPORTED
+when it is false or REFUTED when it is true, is at most the report's ``alpha`` (its share of the study's
+0.05), over every part of every *registered* claim, whichever claims a run selected, however many seeds
+each comparison has, and whenever one stops adding them. A verdict at the exact threshold counts as wrong
+either way. The one assumption: seeds are independent. Nothing is assumed of the per-seed values'
+distribution: collapses at the pruning cliff, exact ties and skew are all covered.
 
 **How.**
 
-1. *Comparisons.* A :class:`Comparison` holds one number per seed (a paired difference, or one
-   condition's value) and the claim's side of a threshold. Two one-sided one-sample t tests give
-   ``p_support`` (the mean lies on the claim's side) and ``p_refute`` (on the other side).
+1. *Comparisons.* Each direction (the claim's side, and the other) is the exact, anytime-valid test of
+   :mod:`tdlib.sequences`: a test martingale for the rate of seeds strictly on that side against 1/2, read
+   after every seed of the sequence. ``p_support`` and ``p_refute`` stay valid whatever the stopping rule,
+   so a condition trained on until its parts are decided (:mod:`tdlib.continuation`) costs nothing.
 2. *Parts.* A part is the unit that carries a verdict. An ``all`` part holds when every comparison
    does: it is tested by intersection-union, ``p_support = max(p_support_i)``, with no charge for
    multiplicity, and refuted by Bonferroni over its k comparisons, ``p_refute = min(1, k min p_refute_i)``.
    An ``any`` part (C6, "some layer") is the mirror image.
 3. *The family.* Holm's step-down procedure runs over the parts of all registered claims, separately
-   for each direction, each at ``ALPHA / 2``. Each controls its own direction's familywise error at
-   ``ALPHA / 2`` whatever the dependence between parts, so both together keep any wrong verdict at
-   ``ALPHA``. (Taking the smaller of the two p-values and testing it at ``ALPHA`` would be a two-sided
-   test at ``2 ALPHA``.) A claim is SUPPORTED when all its parts are, REFUTED when any is: it is right
-   whenever its parts are.
+   for each direction, each at ``alpha / 2``. Each controls its own direction's familywise error at
+   ``alpha / 2`` whatever the dependence between parts (it needs only each p-value to be valid, which an
+   anytime-valid p is at any stopping time), so both together keep any wrong verdict at ``alpha``. A claim
+   is SUPPORTED when all its parts are, REFUTED when any is: it is right whenever its parts are.
 4. *Partial runs.* A run that judges only some registered claims counts the missing parts as p = 1
    (never rejected) but keeps the registered family size. Its verdicts are never stronger than the
    full run's: Holm's step for a part in a partial run uses a rank no later than in the full run, and
    every part before it in the full ordering passes whenever the partial run rejects (the j-th
    smallest known p passes level a/(m - j + 1), and an unknown p below it is no larger).
-5. *What the tests can reach.* With n seeds the sign test's smallest p is 2**-n (0.031 at 5), and the
-   first Holm step over m parts asks for ``ALPHA / 2 / m`` (0.0012 for 21 parts): an all-agreeing
-   comparison needs 10 seeds to decide that way. A t test has no floor, but needs 3 seeds
-   (``MIN_SEEDS``): with 2, its one degree of freedom barely estimates the spread.
-6. *Outliers.* A Grubbs-type test flags a seed that lies too far from the others (normal seeds are
-   flagged at most 1% of the time, so roughly normal seeds keep the t test). Such seeds are not
-   roughly normal, and a t test's level is then not assured (collapse-type seeds put its error at the
-   first Holm step at 2.7-28 times nominal). A flagged comparison must therefore also pass the exact
-   sign-flip test of its mean (valid for any distribution symmetric about the threshold): its p is the
-   larger of the two, valid if either assumption holds. The sign-flip test's floor, 2**-n, means a
-   flagged comparison waits for enough seeds (10 for 21 parts) to be decided; it also makes a near-tie
-   (all seeds but one identical) behave like the exact tie of point 5.
-7. *What would decide it.* An INCONCLUSIVE comparison gets the number of paired seeds at which a
-   one-sided t test at the first Holm step's level would decide it with 80% power, at the observed
-   mean and spread (noncentral t), toward the side its mean lies on; above ``MAX_FEASIBLE_SEEDS`` it is
-   "not decidable at a feasible seed count", and the decision-level interval bounds the effect.
+5. *What the tests can reach.* With n seeds the smallest p is ``(n + 1) / (2^(n+1) - 1)``
+   (:func:`tdlib.sequences.smallest_p`): 0.095 at 5 seeds, so five seeds decide nothing; the first Holm step
+   over 21 parts at 0.0125 a direction needs 14 seeds all on one side.
+6. *Description beside the verdict.* Each comparison shows its per-seed values, "k of n seeds" on the
+   claim's side (what decides), its median, its mean with the unadjusted 95% t interval (description only:
+   a mean is not what is tested), and the seed at which its part's verdict was reached.
+7. *What would decide it.* An INCONCLUSIVE part gets, from the same test, the seeds in all at which it
+   would be decided if its seeds went on splitting as they have, at the level Holm's next step would ask of
+   it; a split near even is "not decidable" (:func:`tdlib.sequences.seeds_to_decide`).
 
 Everything below works on arrays of shape ``(..., n)`` so that the simulation tests run the very same
 code on many thousands of synthetic families at once.
@@ -54,19 +52,16 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
 
 import numpy as np
 from scipy import stats
 
-ALPHA = 0.05  # P(any wrong verdict in the report) <= ALPHA
-MIN_SEEDS = 3
-POWER = 0.8
-MAX_FEASIBLE_SEEDS = 50
-OUTLIER_LEVEL = 0.01  # normal seeds are flagged as holding an outlier at most this often
-SIGN_FLIP_EXACT_UP_TO = 16  # seeds; above, 2**16 random sign patterns from a fixed generator
+from tdlib.sequences import log_e_values, rate_p, seeds_to_decide
+
+ALPHA = 0.05  # the study's P(any wrong verdict) over everything the README states; each report has a share
 Side = Literal["greater", "less"]
 How = Literal["all", "any"]
 
@@ -102,10 +97,11 @@ def _finite_numbers(name: str, what: str, values: object) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One pre-registered test: the claim says the mean of ``values`` is ``side`` of ``threshold``.
+    """One pre-registered test: the claim says the typical seed's value lies ``side`` of ``threshold``.
 
-    ``values`` (one per seed) may be any flat sequence of finite real numbers, a 1-D numpy array
-    included; it is stored as a tuple of floats. Anything else is refused here, at construction.
+    ``values`` (one per seed, in the order of the sequence of seeds) may be any flat sequence of finite
+    real numbers, a 1-D numpy array included; it is stored as a tuple of floats. Anything else is refused
+    here, at construction.
     """
 
     name: str
@@ -128,11 +124,12 @@ class Comparison:
     @property
     def rule(self) -> str:
         sign = ">" if self.side == "greater" else "<"
-        return f"mean {sign} {self.threshold:g}{(' ' + self.unit) if self.unit else ''}"
+        return f"typical seed {sign} {self.threshold:g}{(' ' + self.unit) if self.unit else ''}"
 
     @property
-    def testable(self) -> bool:
-        return len(self.values) >= MIN_SEEDS
+    def sequence_seeds(self) -> tuple[int, ...]:
+        """The seed of each value: its own, or positions 0, 1, ... when the comparison names none."""
+        return self.seeds or tuple(range(len(self.values)))
 
 
 @dataclass(frozen=True)
@@ -152,111 +149,7 @@ class Part:
             raise TypeError(f"part {self.name!r} holds something that is not a Comparison: {bad[0]!r}")
 
 
-# ---------------------------------------------------------------- vectorised core
-
-
-def one_sided_p(values: np.ndarray | Sequence[float], threshold: np.ndarray | float = 0.0) -> tuple:
-    """(p that the mean > threshold, p that it is < threshold), for samples along the last axis.
-
-    A one-sample t test; where every value is the same (a zero spread) the sign test instead, whose p
-    is 2**-n on the side the values lie (1 on the other, and 1 both ways at the threshold itself).
-    Fewer than 2 values give (1, 1). Returns floats for a 1-D input, arrays of shape ``(...)`` otherwise.
-    """
-    x = np.asarray(values, dtype=float)
-    scalar = x.ndim == 1
-    x = np.atleast_2d(x) - np.asarray(threshold, dtype=float)[..., None]
-    n = x.shape[-1]
-    if n < 2:
-        ones = np.ones(x.shape[:-1])
-        return (1.0, 1.0) if scalar else (ones, ones)
-    scale = np.abs(x).max(-1, keepdims=True)
-    # Scaled so that squaring tiny differences cannot underflow to a false zero spread.
-    z = np.divide(x, scale, out=np.zeros_like(x), where=scale > 0)
-    mean, sd = z.mean(-1), z.std(-1, ddof=1)
-    constant = np.ptp(z, axis=-1) == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(constant, 0.0, mean / (sd / math.sqrt(n)))
-    p_greater, p_less = stats.t.sf(t, n - 1), stats.t.cdf(t, n - 1)
-    floor = 0.5**n
-    p_greater = np.where(constant, np.where(mean > 0, floor, 1.0), p_greater)
-    p_less = np.where(constant, np.where(mean < 0, floor, 1.0), p_less)
-    if scalar:
-        return float(p_greater[0]), float(p_less[0])
-    return p_greater, p_less
-
-
-def outliers(values: np.ndarray | Sequence[float]) -> np.ndarray:
-    """Booleans (same shape, along the last axis): the values a Grubbs-type test at ``OUTLIER_LEVEL`` calls
-    outliers. Each value's externally studentised residual, (x_i - mean of the others) / (sd of the
-    others * sqrt(1 + 1/(n - 1))), follows t with n - 2 degrees of freedom under normality; a value is
-    flagged past the Bonferroni critical value over the n seeds, so that normal seeds are flagged at most
-    ``OUTLIER_LEVEL`` of the time. A value off a set of otherwise identical ones is always flagged.
-    Needs 3 values; fewer are never flagged."""
-    x = np.asarray(values, dtype=float)
-    n = x.shape[-1]
-    if n < 3:
-        return np.zeros(x.shape, dtype=bool)
-    centre = x - x.mean(-1, keepdims=True)
-    scale = np.abs(centre).max(-1, keepdims=True)
-    z = np.divide(centre, scale, out=np.zeros_like(centre), where=scale > 0)
-    others_mean = (z.sum(-1, keepdims=True) - z) / (n - 1)
-    others_ss = (z**2).sum(-1, keepdims=True) - z**2 - (n - 1) * others_mean**2
-    others_sd = np.sqrt(np.maximum(others_ss, 0.0) / (n - 2))
-    off = np.abs(z - others_mean)
-    critical = stats.t.ppf(1 - OUTLIER_LEVEL / (2 * n), n - 2) * math.sqrt(1 + 1 / (n - 1))
-    tiny = 1e-9  # relative to the largest deviation: otherwise-identical values
-    with np.errstate(divide="ignore", invalid="ignore"):
-        flagged = np.where(others_sd > tiny, off / others_sd > critical, off > tiny)
-    return flagged
-
-
-def _sign_patterns(n: int) -> np.ndarray:
-    """(patterns, n) signs: all 2**n for small n, else 2**16 from a fixed generator (with identity)."""
-    if n <= SIGN_FLIP_EXACT_UP_TO:
-        codes = np.arange(2**n)[:, None] >> np.arange(n)[None, :] & 1
-        return 1.0 - 2.0 * codes
-    rng = np.random.default_rng(20261125)
-    signs = rng.choice([-1.0, 1.0], size=(2**16, n))
-    signs[0] = 1.0
-    return signs
-
-
-def sign_flip_p(values: np.ndarray | Sequence[float], threshold: np.ndarray | float = 0.0) -> tuple:
-    """(p that the mean > threshold, p that it is < threshold) by the sign-flip randomisation test,
-    valid when the values' distribution is symmetric about the threshold under the null. Its smallest
-    p with n seeds is 2**-n."""
-    x = np.asarray(values, dtype=float)
-    scalar = x.ndim == 1
-    x = np.atleast_2d(x) - np.asarray(threshold, dtype=float)[..., None]
-    signs = _sign_patterns(x.shape[-1])
-    observed = x.sum(-1, keepdims=True)
-    flipped = x @ signs.T  # (..., patterns)
-    tolerance = 1e-12 * np.abs(x).sum(-1, keepdims=True)
-    p_greater = (flipped >= observed - tolerance).mean(-1)
-    p_less = (flipped <= observed + tolerance).mean(-1)
-    if scalar:
-        return float(p_greater[0]), float(p_less[0])
-    return p_greater, p_less
-
-
-def comparison_p(values: np.ndarray, threshold: np.ndarray | float, side: np.ndarray | str) -> dict[str, np.ndarray]:
-    """The per-comparison tests, for samples ``values`` of shape (..., n): p_support, p_refute (on the
-    claim's side and the other), and whether an outlier was flagged. Untestable (n < MIN_SEEDS) gives 1."""
-    x = np.asarray(values, dtype=float)
-    p_greater, p_less = (np.asarray(p, dtype=float) for p in one_sided_p(np.atleast_2d(x), threshold))
-    flagged = outliers(np.atleast_2d(x)).any(-1)
-    if flagged.any():
-        xs = np.atleast_2d(x)
-        thr = np.broadcast_to(np.asarray(threshold, dtype=float), xs.shape[:-1])
-        flip_greater, flip_less = sign_flip_p(xs[flagged], thr[flagged])
-        p_greater, p_less = p_greater.copy(), p_less.copy()
-        p_greater[flagged] = np.maximum(p_greater[flagged], flip_greater)
-        p_less[flagged] = np.maximum(p_less[flagged], flip_less)
-    greater = np.asarray(side) == "greater"
-    p_support, p_refute = np.where(greater, p_greater, p_less), np.where(greater, p_less, p_greater)
-    if x.shape[-1] < MIN_SEEDS:
-        p_support, p_refute = np.ones_like(p_support), np.ones_like(p_refute)
-    return {"p_support": p_support, "p_refute": p_refute, "flagged": flagged}
+# ---------------------------------------------------------------- the family
 
 
 def part_p(p_support: np.ndarray, p_refute: np.ndarray, how: How) -> tuple[np.ndarray, np.ndarray]:
@@ -321,20 +214,19 @@ class Judgement:
 
     comparison: Comparison
     n: int
+    k_support: int  # seeds strictly on the claim's side
+    k_refute: int  # seeds strictly on the other side
+    median: float
     mean: float
-    ci95: tuple[float, float]  # two-sided 95% t interval of the mean, unadjusted
-    decision_interval: tuple[float, float]  # one-sided bounds at the levels the first Holm step uses
-    decision_confidence: tuple[float, float]  # the confidence of each of those bounds
-    p_support: float  # one-sided p that the mean is on the claim's side
-    p_refute: float  # one-sided p that it is on the other side
-    flagged: tuple[int, ...]  # seeds whose value is an outlier (empty if none)
-    seeds_needed: int | None  # paired seeds for 80% power at the observed effect; None if decided or n/a
-    toward: str  # "support" or "refute": the side the observed mean lies on
-    note: str = ""
+    ci95: tuple[float, float]  # two-sided 95% t interval of the mean, unadjusted: description only
+    p_support: float  # anytime-valid p that the typical seed is on the claim's side
+    p_refute: float  # anytime-valid p that it is on the other side
+    decided_at: int | None = None  # the seed at which this comparison reached what its part's verdict needed
 
     @property
-    def feasible(self) -> bool:
-        return self.seeds_needed is not None and self.seeds_needed <= MAX_FEASIBLE_SEEDS
+    def toward(self) -> str:
+        """The side most seeds lie on: "support", "refute", or "" when they split evenly."""
+        return "support" if self.k_support > self.k_refute else "refute" if self.k_refute > self.k_support else ""
 
 
 @dataclass(frozen=True)
@@ -343,9 +235,19 @@ class JudgedPart:
     judgements: list[Judgement]
     p_support: float  # the part's, before Holm
     p_refute: float
-    p_support_holm: float  # Holm-adjusted over the family: SUPPORTED when <= ALPHA / 2
-    p_refute_holm: float  # REFUTED when <= ALPHA / 2
+    p_support_holm: float  # Holm-adjusted over the family: SUPPORTED when <= alpha / 2
+    p_refute_holm: float  # REFUTED when <= alpha / 2
     verdict: Verdict
+    level: float = math.nan  # the Holm step's level its verdict passed (nan: undecided)
+    # INCONCLUSIVE only: the seeds in all that would decide it if its seeds went on splitting as they have,
+    # toward ``toward`` ("support"/"refute"); None with toward "" when no feasible count would.
+    to_decide: int | None = None
+    toward: str = ""
+
+    @property
+    def n(self) -> int:
+        """The most seeds any of its comparisons has."""
+        return max((j.n for j in self.judgements), default=0)
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -358,100 +260,118 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     return float(ci.low), float(ci.high)
 
 
-def bound(values: Sequence[float], level: float, upper: bool) -> float:
-    """One-sided t bound of the mean at ``level`` (lower, or upper), nan with fewer than two values."""
-    n = len(values)
-    if n < 2:
-        return math.nan
-    half = float(stats.t.ppf(1 - level, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
-    return float(np.mean(values)) + (half if upper else -half)
+def on_side(c: Comparison, support: bool) -> np.ndarray:
+    """0/1 per seed, in sequence order: strictly on the claim's side (``support``) or strictly on the other."""
+    x = np.asarray(c.values, dtype=float)
+    above, below = x > c.threshold, x < c.threshold
+    return (above if (c.side == "greater") == support else below).astype(float)
 
 
-def seeds_needed(effect: float, sd: float, level: float, power: float = POWER,
-                 cap: int = MAX_FEASIBLE_SEEDS) -> int | None:
-    """The fewest paired seeds at which a one-sided one-sample t test at ``level`` rejects with
-    ``power``, when the mean lies ``effect`` (> 0) from the threshold with spread ``sd``; ``cap + 1`` when
-    even ``cap`` seeds are not enough. Noncentral t. With a zero spread no t test applies: the sign test
-    decides once its floor 2**-n reaches ``level``."""
-    if effect == 0:
-        return cap + 1
-    if not sd > 0:
-        return max(MIN_SEEDS, math.ceil(-math.log2(level)))
-    if not math.isfinite(effect / sd):
+def first_seed_at(c: Comparison, support: bool, level: float) -> int | None:
+    """The seed after which the comparison's anytime-valid p in one direction first fell to ``level``."""
+    if not c.values:
         return None
-    d = abs(effect) / sd
-    for n in range(MIN_SEEDS, cap + 1):
-        critical = stats.t.ppf(1 - level, n - 1)
-        if stats.nct.sf(critical, n - 1, d * math.sqrt(n)) >= power:
-            return n
-    return cap + 1
+    running_p = np.exp(-np.maximum(np.maximum.accumulate(log_e_values(on_side(c, support))), 0.0))
+    reached = np.flatnonzero(running_p <= level * (1 + 1e-12))
+    return c.sequence_seeds[int(reached[0])] if reached.size else None
 
 
-def _judgement(c: Comparison, tests: dict[str, float], levels: tuple[float, float], decided: bool) -> Judgement:
-    """``levels``: the one-sided levels (support, refute) the first Holm step would ask of this comparison."""
-    values = np.asarray(c.values)
+def _levels(how: How, k: int, support_level: float, refute_level: float) -> tuple[float, float]:
+    """The levels each of a part's ``k`` comparisons must reach for the part to pass (support, refute)."""
+    return (support_level, refute_level / k) if how == "all" else (support_level / k, refute_level)
+
+
+def _to_decide(part: Part, judgements: list[Judgement], support_level: float,
+               refute_level: float) -> tuple[int | None, str]:
+    """(seeds in all, toward) that would decide an undecided part at Holm's next levels, if each comparison's
+    seeds went on splitting as they have; (None, "") when no feasible count would."""
+    k = len(part.comparisons)
+    s_level, r_level = _levels(part.how, k, support_level, refute_level)
+    support = [seeds_to_decide(j.k_support, j.n, s_level) for j in judgements]
+    refute = [seeds_to_decide(j.k_refute, j.n, r_level) for j in judgements]
+
+    def every(counts: list[int | None]) -> int | None:
+        return None if any(c is None for c in counts) else max(counts)  # type: ignore[type-var]
+
+    def one(counts: list[int | None]) -> int | None:
+        return min((c for c in counts if c is not None), default=None)
+
+    options = ([(every(support), "support"), (one(refute), "refute")] if part.how == "all"
+               else [(one(support), "support"), (every(refute), "refute")])
+    feasible = [(n, toward) for n, toward in options if n is not None]
+    return min(feasible) if feasible else (None, "")
+
+
+def _judgement(c: Comparison, tests: dict[str, np.ndarray]) -> Judgement:
+    values = np.asarray(c.values, dtype=float)
     n = len(values)
-    greater = c.side == "greater"
-    mean = float(values.mean()) if n else math.nan
-    support_bound = bound(c.values, levels[0], upper=not greater)
-    refute_bound = bound(c.values, levels[1], upper=greater)
-    interval = (support_bound, refute_bound) if greater else (refute_bound, support_bound)
-    on_claim_side = (mean > c.threshold) if greater else (mean < c.threshold)
-    toward = "support" if on_claim_side else "refute"
-    needed = None
-    note = ""
-    flagged = tuple(int(s) for s, f in zip(c.seeds or range(n), outliers(values) if n else []) if f)
-    if not c.testable:
-        note = f"{n} seed(s): at least {MIN_SEEDS} are needed to decide"
-    elif not decided:
-        level = levels[0] if on_claim_side else levels[1]
-        needed = seeds_needed(mean - c.threshold, float(values.std(ddof=1)), level)
-    if flagged:
-        note = (note + "; " if note else "") + (
-            "outlier seed(s) " + ", ".join(map(str, flagged)) + ": must pass the sign-flip test as well as the t test"
-        )
     return Judgement(
-        comparison=c, n=n, mean=mean, ci95=mean_interval(c.values),
-        decision_interval=interval, decision_confidence=(1 - levels[0], 1 - levels[1]) if greater else
-        (1 - levels[1], 1 - levels[0]),
-        p_support=float(tests["p_support"]), p_refute=float(tests["p_refute"]), flagged=flagged,
-        seeds_needed=needed, toward=toward, note=note,
+        comparison=c, n=n, k_support=int(tests["k_support"]), k_refute=int(tests["k_refute"]),
+        median=float(np.median(values)) if n else math.nan, mean=float(values.mean()) if n else math.nan,
+        ci95=mean_interval(c.values), p_support=float(tests["p_support"]), p_refute=float(tests["p_refute"]),
     )
 
 
-def judge_parts(parts: Sequence[Part], family: int | None = None, alpha: float = ALPHA) -> list[JudgedPart]:
-    """Judge ``parts`` as members of a registered family of ``family`` parts (default: just these).
+def holm_levels(p: np.ndarray, rejected: np.ndarray, level: float, family: int) -> np.ndarray:
+    """The Holm step's level each rejected p passed (nan where not rejected), for p of shape (m,)."""
+    out = np.full(p.shape, math.nan)
+    order = np.argsort(p, kind="stable")
+    for rank, index in enumerate(order):
+        if rejected[index]:
+            out[index] = level / (family - rank)
+    return out
 
-    Parts of the family that are not given count as never rejected (see the module doc, point 4).
+
+def judge_parts(parts: Sequence[Part], family: int | None = None, alpha: float = ALPHA) -> list[JudgedPart]:
+    """Judge ``parts`` as members of a registered family of ``family`` parts (default: just these) at ``alpha``.
+
+    Each comparison's values are read in the order given: the sequence's. Parts of the family that are not
+    given count as never rejected (see the module doc, point 4).
     """
     family = len(parts) if family is None else family
     per_part = []
     for part in parts:
         if not part.comparisons:
             raise ValueError(f"part {part.name!r} has no comparisons")
-        tests = [comparison_p(np.asarray(c.values, dtype=float), c.threshold, c.side) for c in part.comparisons]
-        p_s = np.array([float(t["p_support"][0]) for t in tests])
-        p_r = np.array([float(t["p_refute"][0]) for t in tests])
+        tests = [{k: v.reshape(-1)[0] for k, v in rate_p(np.asarray(c.values, dtype=float)[None], c.threshold,
+                                                           c.side).items()} for c in part.comparisons]
+        p_s = np.array([float(t["p_support"]) for t in tests])
+        p_r = np.array([float(t["p_refute"]) for t in tests])
         per_part.append((tests, *part_p(p_s, p_r, part.how)))
     support = np.array([float(ps) for _, ps, _ in per_part])
     refute = np.array([float(pr) for _, _, pr in per_part])
-    codes = decide(support, refute, family, alpha) if parts else np.array([], dtype=int)
+    half = alpha / 2
+    supported = holm_rejects(support, half, family) if parts else np.zeros(0, dtype=bool)
+    refuted = holm_rejects(refute, half, family) if parts else np.zeros(0, dtype=bool)
+    codes = supported.astype(int) - refuted.astype(int)
+    support_levels = holm_levels(support, supported, half, family)
+    refute_levels = holm_levels(refute, refuted, half, family)
     adjusted_s = holm_adjusted(support, family) if parts else support
     adjusted_r = holm_adjusted(refute, family) if parts else refute
-    first_step = alpha / 2 / max(family, 1)
+    # Holm's next step in each direction: the level an undecided part would be asked to pass next.
+    next_support = half / max(family - int(supported.sum()), 1)
+    next_refute = half / max(family - int(refuted.sum()), 1)
     judged = []
     for i, (part, (tests, ps, pr)) in enumerate(zip(parts, per_part)):
-        k = len(part.comparisons)
-        levels = (first_step, first_step / k) if part.how == "all" else (first_step / k, first_step)
         verdict = {1: Verdict.SUPPORTED, -1: Verdict.REFUTED, 0: Verdict.INCONCLUSIVE}[int(codes[i])]
-        decided = verdict is not Verdict.INCONCLUSIVE
-        judgements = [
-            _judgement(c, {k_: float(np.asarray(v).reshape(-1)[0]) for k_, v in t.items()}, levels, decided)
-            for c, t in zip(part.comparisons, tests)
-        ]
+        judgements = [_judgement(c, t) for c, t in zip(part.comparisons, tests)]
+        level, to_decide, toward = math.nan, None, ""
+        if verdict is Verdict.INCONCLUSIVE:
+            to_decide, toward = _to_decide(part, judgements, next_support, next_refute)
+        else:
+            support_side = verdict is Verdict.SUPPORTED
+            level = float(support_levels[i] if support_side else refute_levels[i])
+            needed = _levels(part.how, len(part.comparisons), level, level)[0 if support_side else 1]
+            judgements = [_decided_at(j, support_side, needed) for j in judgements]
         judged.append(JudgedPart(part, judgements, float(ps), float(pr), float(adjusted_s[i]),
-                                 float(adjusted_r[i]), verdict))
+                                 float(adjusted_r[i]), verdict, level, to_decide, toward))
     return judged
+
+
+def _decided_at(j: Judgement, support: bool, level: float) -> Judgement:
+    """``j`` with the seed at which it reached ``level`` in the verdict's direction (None if it never did:
+    a comparison the verdict did not need, such as the others of a part refuted by one)."""
+    return replace(j, decided_at=first_seed_at(j.comparison, support, level))
 
 
 def combine(verdicts: Sequence[Verdict], how: How = "all") -> Verdict:

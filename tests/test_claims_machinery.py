@@ -55,9 +55,9 @@ def test_unsound_findings_are_broken_evidence() -> None:
 
 def test_findings_are_judged_together_and_combined() -> None:
     findings = Findings()
-    strong = Comparison("strong", (5.0, 5.1, 4.9, 5.2), 0.0, "greater")
-    against = Comparison("against", (-5.0, -5.1, -4.9, -5.2), 0.0, "greater")
-    vague = Comparison("vague", (1.0, -1.0, 0.5, -0.4), 0.0, "greater")
+    strong = Comparison("strong", (5.0, 5.1, 4.9, 5.2) * 3, 0.0, "greater")  # 12 seeds, all on the claim's side
+    against = Comparison("against", (-5.0, -5.1, -4.9, -5.2) * 3, 0.0, "greater")
+    vague = Comparison("vague", (1.0, -1.0, 0.5, -0.4) * 3, 0.0, "greater")
     two = Claim("C0", "quote", "rule", ("B",), parts=("a", "b"))
     findings.add(two, Finding([Part("a", (strong,)), Part("b", (strong, vague))]))
     findings.add(Claim("C9", "q", "r", ("B",)), Finding([Part("any", (against, strong), how="any")]))
@@ -70,7 +70,7 @@ def test_findings_are_judged_together_and_combined() -> None:
 
 
 def test_a_claim_in_a_larger_family_is_judged_partially_and_never_more_strongly() -> None:
-    borderline = Comparison("c", (1.0, 1.3, 0.7, 1.2, 0.8), 0.6, "greater")
+    borderline = Comparison("c", (1.0, 1.3, 0.7, 1.2, 0.8, 0.9, 1.1, 0.65, 2.0), 0.6, "greater")  # 9 of 9: p 0.0098
     alone = Claim("C1", "q", "r", ("B",))
     others = [Claim(f"C{i}", "q", "r", ("B",)) for i in range(2, 22)]
     findings = Findings()
@@ -89,7 +89,7 @@ def test_a_claim_that_cannot_be_judged_is_named_and_the_others_stand() -> None:
     findings = Findings()
     good = Claim("C1", "q", "r", ("B",))
     bad = Claim("C2", "q", "r", ("B",), parts=("a", "b"))
-    strong = Comparison("strong", (5.0, 5.1, 4.9, 5.2), 0.0, "greater")
+    strong = Comparison("strong", (5.0, 5.1, 4.9, 5.2) * 3, 0.0, "greater")
     findings.add(bad, Finding([Part("only one", (strong,))]))  # registered with two parts
     findings.add(good, Finding([Part("p", (strong,))]))
     judged = findings.judge([bad, good])

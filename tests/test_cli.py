@@ -87,7 +87,7 @@ def test_findings_writes_the_reports_verdicts_between_the_readmes_markers(tmp_pa
         "profile": {"profile": "default", "epochs": 15, "seeds": [0, 1, 2, 3, 4]},
         "provenance": {"code_version": "abc123", "date": "2026-11-25T20:00:00+00:00"},
         "guarantee": "Guarantee: at most 0.05.",
-        "follow_up": {"runs": ["B-s100-x", "B-s101-x"]},
+        "sequence": {"stored": {"B": 7, "TWR": 5}},
         "claims": [{"id": "C1", "title": "a small minority does the work", "verdict": "SUPPORTED", "error": "",
                     "effect": "1.23 pp [0.50, 2.00]"}],
     }))
@@ -99,7 +99,7 @@ def test_findings_writes_the_reports_verdicts_between_the_readmes_markers(tmp_pa
     assert text.startswith("# Title\n\n<!-- findings: start -->\nFrom [reports/CLAIMS.md](reports/CLAIMS.md)")
     assert "| [C1](reports/CLAIMS.md#c1-a-small-minority-does-the-work-supported) | a small minority does the work" \
            " | **SUPPORTED** | 1.23 pp [0.50, 2.00] |" in text
-    assert "seeds 0, 1, 2, 3, 4 and 2 follow-up runs on fresh seeds" in text and "old" not in text
+    assert "seeds of its sequence: B 7, TWR 5" in text and "old" not in text
     assert "![Accuracy after pruning, per condition](reports/figures/sweeps.png)" in text
     assert text.endswith("<!-- findings: end -->\n\n## More\n")
     assert "already current" in tdlib("findings", str(report), "--readme", str(readme)).stdout
@@ -146,7 +146,6 @@ def test_report_draws_through_pytest_from_stored_evidence_only(monkeypatch: pyte
     commands = []
     monkeypatch.setattr(subprocess, "run", lambda command: commands.append(command) or
                         subprocess.CompletedProcess(command, 0))
-    assert main(["report", "out/CLAIMS.md", "--follow-up", "--cache", "c"]) == 0
+    assert main(["report", "out/CLAIMS.md", "--cache", "c"]) == 0
     assert commands == [[sys.executable, "-m", "pytest", "claims", "-p", "no:cacheprovider", "--claims-stored-only",
-                         "--claims-profile", "default", "--claims-report", "out/CLAIMS.md", "--claims-cache", "c",
-                         "--claims-follow-up"]]
+                         "--claims-profile", "default", "--claims-report", "out/CLAIMS.md", "--claims-cache", "c"]]

@@ -46,3 +46,23 @@ def test_the_readmes_findings_blocks_are_the_committed_reports() -> None:
     for name, report in (("", ROOT / "reports" / "claims.json"), ("paper", ROOT / "reports" / "paper" / "claims.json")):
         start, end = markers(name)
         assert readme[readme.index(start):readme.index(end) + len(end)] == block(report, ROOT, name), name
+
+
+def test_every_verdict_of_the_100_epoch_report_is_derived_again_from_its_per_seed_values() -> None:
+    """From ``claims.json`` alone (every comparison's values, in sequence order, with its seeds, threshold, side
+    and its part's combination), the engine reaches the committed report's verdicts and p-values again."""
+    from tdlib.profiles import PROFILES
+    from tdlib.stats import Comparison, Part, combine, judge_parts
+
+    data = json.loads((PAPER / "claims.json").read_text())
+    parts = [Part(p["name"], tuple(Comparison(c["name"], c["values"], c["threshold"], c["side"], seeds=c["seeds"])
+                                   for c in p["comparisons"]), p["how"])
+             for claim in data["claims"] for p in claim["parts"]]
+    judged = judge_parts(parts, family=sum(f["parts"] for f in data["family"]), alpha=PROFILES["paper"].alpha)
+    committed = [p for claim in data["claims"] for p in claim["parts"]]
+    assert [j.verdict.value for j in judged] == [p["verdict"] for p in committed]
+    assert [(j.p_support, j.p_refute) for j in judged] == [(p["p_support"], p["p_refute"]) for p in committed]
+    by_claim = iter(judged)
+    for claim in data["claims"]:
+        assert combine([next(by_claim).verdict for _ in claim["parts"]]).value == claim["verdict"]
+    assert max(len(c["values"]) for p in committed for c in p["comparisons"]) > len(data["profile"]["seeds"])

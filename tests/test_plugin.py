@@ -106,8 +106,9 @@ def test_a_strangers_claim_file_with_its_own_condition_runs_in_an_empty_director
         (["--claims-profile", "huge"], "invalid choice: 'huge'"),
         (["--claims-workers", "0"], "--claims-workers must be at least 1"),
         (["--claims-executor", "ray"], "invalid choice: 'ray'"),
-        (["--claims-follow-up", "--claims-seeds", "98,99,100"], "the pilot's seeds must be under 100"),
-        (["--claims-follow-up", "-k", "x1"], "--claims-follow-up follows the whole registered family"),
+        (["--claims-seeds", "98,99,100"], "a profile's own seeds must be under 100"),
+        (["--claims-seeds", "3", "--claims-budget", "2"], "--claims-budget 2: the sequence begins with"),
+        (["--claims-continue", "-k", "x1"], "--claims-continue continues the whole registered family"),
     ],
 )
 def test_a_bad_option_is_one_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -168,12 +169,13 @@ def test_no_report_unless_asked_and_a_whole_one_when_asked(pytester: pytest.Pyte
     cache = ["--claims-cache", str(shared_cache), "--claims-seeds", "3"]
     result = pytester.runpytest_subprocess(*cache)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*claims: verdicts*", "*X1 SUPPORTED*", "*report: not written*"])
+    # Three seeds decide nothing: their smallest p, 0.27, is far above any level.
+    result.stdout.fnmatch_lines(["*claims: verdicts*", "*X1 INCONCLUSIVE*3 of 3 seeds*", "*report: not written*"])
     assert not [*pytester.path.rglob("CLAIMS.md"), *pytester.path.rglob("claims.json"), *pytester.path.rglob("*.png")]
     report = pytester.path / "out" / "CLAIMS.md"
     pytester.runpytest_subprocess(*cache, "--claims-report", str(report)).assert_outcomes(passed=2)
     data = json.loads((report.parent / "claims.json").read_text())
-    assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"] and not data["partial"]
+    assert [c["verdict"] for c in data["claims"]] == ["INCONCLUSIVE", "INCONCLUSIVE"] and not data["partial"]
     assert "Guarantee" in report.read_text()
     # The README's findings show each effect as the report does, unit included.
     effects = [row.rsplit(" | ", 1)[1].rstrip(" |") for row in block(report.parent / "claims.json", pytester.path)
@@ -194,32 +196,36 @@ def test_the_runs_train_first_with_progress_shown_past_the_capture(pytester: pyt
     assert len(list(tmp_path.glob("B-s*/record.json"))) == 3
 
 
-def test_the_follow_up_decides_on_fresh_seeds_what_the_pilot_left_open(pytester: pytest.Pytester,
-                                                                        shared_cache: Path) -> None:
-    """Two seeds decide nothing (three are the least); the first look's five fresh seeds decide both."""
+def test_the_sequence_is_continued_until_its_parts_are_decided_and_judged_whole_from_then_on(
+        pytester: pytest.Pytester, shared_cache: Path) -> None:
+    """Two seeds decide nothing; continuing B's sequence (two seeds a round on two workers) decides both claims
+    at 9 seeds (smallest p 0.0098 against Holm's 0.0125), judged on the 10 stored. A later run without
+    --claims-continue judges on every stored seed too, and a run with it trains nothing more."""
     pytester.makepyfile(test_claims=CLAIM_FILE)
     report = pytester.path / "out" / "CLAIMS.md"
     args = ["--claims-cache", str(shared_cache), "--claims-seeds", "2", "--claims-executor", "inprocess",
-            "--claims-follow-up", "--claims-report", str(report)]
-    result = pytester.runpytest_subprocess(*args)
+            "--claims-budget", "12", "--claims-report", str(report)]
+    result = pytester.runpytest_subprocess(*args, "--claims-continue")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
-        "*follow-up look 1 of 8: 5 fresh seeds (100-104) of B for 2 open comparisons*",
-        "*X1 SUPPORTED*", "*X1 follow-up of 'learns': SUPPORTED at look 1 (5 fresh seeds)*",
-        "*follow-up: 5 fresh-seed runs over 1 look(s); ended at every followed part is decided or dropped*",
-        "*at most 0.05 *pilot's seeds are judged at 0.025*",
+        "*sequence round 1: 2 open part(s); B to 4 seeds;*",
+        "*sequence round 4: 2 open part(s); B to 10 seeds;*",
+        "*X1 SUPPORTED*10 of 10 seeds*", "*X2 SUPPORTED*10 of 10 seeds*",
+        "*sequence: 8 runs trained over 4 round(s); ended: every part is decided*",
     ])
     data = json.loads((report.parent / "claims.json").read_text())
     assert [c["verdict"] for c in data["claims"]] == ["SUPPORTED", "SUPPORTED"]
-    assert data["follow_up"]["looks_taken"] == 1 and len(data["follow_up"]["runs"]) == 5
-    trained_at = {json.loads((shared_cache / name / "record.json").read_text())["provenance"]["code_version"]
-                  for name in data["follow_up"]["runs"]}
-    (version,) = trained_at  # the report names the code that trained the fresh seeds' runs
-    assert data["follow_up"]["code_versions"] == {version: 5} and f"trained at code {version} (5 runs)" in \
-        report.read_text()
-    assert "## The follow-up on fresh seeds" in report.read_text()
-    again = pytester.runpytest_subprocess(*args)  # resumes: every run cached, the same decisions
-    again.stdout.fnmatch_lines(["*5 runs, all cached*", "*X1 follow-up of 'learns': SUPPORTED at look 1*"])
+    comparison = data["claims"][0]["parts"][0]["comparisons"][0]
+    assert comparison["seeds"] == [0, 1, *range(100, 108)] and comparison["decided_at"] == 106  # the 9th seed
+    assert data["sequence"]["stored"] == {"B": 10} and len(data["sequence"]["trained"]) == 8
+    assert sum(",accuracy," in row for row in (report.parent / "evidence.csv").read_text().splitlines()) == 10
+    text = report.read_text()
+    assert "## The sequence of seeds" in text and "| B | 10 (0-1, 100-107) |" in text
+    plain = pytester.runpytest_subprocess(*args[:-2])  # no --claims-continue: every stored seed still counts
+    plain.stdout.fnmatch_lines(["*X1 SUPPORTED*10 of 10 seeds*"])
+    again = pytester.runpytest_subprocess(*args, "--claims-continue")
+    again.stdout.fnmatch_lines(["*X1 SUPPORTED*", "*sequence: 0 runs trained over 0 round(s); ended: every part is "
+                                "decided*"])
 
 
 def test_a_report_is_drawn_again_from_stored_evidence_alone(pytester: pytest.Pytester, shared_cache: Path) -> None:
@@ -283,7 +289,7 @@ def test_a_failing_report_keeps_the_verdicts_and_the_old_report(pytester: pytest
     target.write_text("the old report")
     result = pytester.runpytest_subprocess("--claims-cache", str(shared_cache), "--claims-seeds", "3",
                                            "--claims-report", str(target))
-    result.stdout.fnmatch_lines(["*X1 SUPPORTED*", "*RuntimeError: drawing failed*", "*report: NOT written*"])
+    result.stdout.fnmatch_lines(["*X1 INCONCLUSIVE*", "*RuntimeError: drawing failed*", "*report: NOT written*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert target.read_text() == "the old report"
 

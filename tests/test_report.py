@@ -32,7 +32,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     return calls
 
 
-EV = SimpleNamespace(training_seconds=lambda: 0.0, rows=lambda: [])
+EV = SimpleNamespace(used_runs=lambda: [], rows=lambda: [])
 JUDGED = Judged(results=[], family=[])
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
+from t_engine import comparison_p
 from test_guarantee import STRUCTURE, family_codes, strictly
 
 from tdlib.sequences import anytime_p, log_e_values, rate_p, seeds_to_decide, smallest_p
-from tdlib.stats import ALPHA, comparison_p
+from tdlib.stats import ALPHA
 
 SIMS = 4_000
 COMPARISONS = sum(k for k, _ in STRUCTURE)

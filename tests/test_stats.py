@@ -1,5 +1,7 @@
-"""The verdict logic: large effects decide, no effect never supports, few seeds never decide, monotone,
-partial runs never stronger than full ones, no degenerate certainty, and the power behind INCONCLUSIVE."""
+"""The verdict logic on the typical run: what decides is the seeds on each side, in sequence order; agreeing
+seeds decide once the test can reach the level, no effect never supports, ties never give certainty,
+verdicts are monotone, partial runs are never stronger than full ones, the seed at which a part was decided
+and what would decide an open one."""
 
 from __future__ import annotations
 
@@ -7,35 +9,31 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from tdlib.sequences import anytime_p, seeds_to_decide, smallest_p
 from tdlib.stats import (
     ALPHA,
-    MIN_SEEDS,
     ORDER,
     Comparison,
     Part,
     Verdict,
     combine,
-    comparison_p,
     holm_adjusted,
     holm_rejects,
     judge_parts,
     mean_interval,
-    one_sided_p,
-    outliers,
-    seeds_needed,
-    sign_flip_p,
 )
 
 FAST = settings(max_examples=150, deadline=None, database=None)
-noise = st.lists(st.floats(-1, 1), min_size=MIN_SEEDS, max_size=10)
+LEVEL = ALPHA / 2 / 21  # the first Holm step over the registered family, at the study's whole 0.05
+noise = st.lists(st.floats(-1, 1), min_size=1, max_size=30)
 
 
-def judged(values, threshold: float = 0.0, side: str = "greater", family: int = 1):
-    return judge_parts([Part("p", (Comparison("c", tuple(values), threshold, side),))], family=family)[0]
+def judged(values, threshold: float = 0.0, side: str = "greater", family: int = 1, alpha: float = ALPHA):
+    return judge_parts([Part("p", (Comparison("c", tuple(values), threshold, side),))], family=family, alpha=alpha)[0]
 
 
 def verdict_of(values, threshold: float = 0.0, side: str = "greater", family: int = 1) -> Verdict:
@@ -43,29 +41,44 @@ def verdict_of(values, threshold: float = 0.0, side: str = "greater", family: in
 
 
 @FAST
-@given(noise, st.sampled_from(["greater", "less"]))
-def test_a_large_effect_with_enough_seeds_is_decided(jitter: list[float], side: str) -> None:
-    assume(np.ptp(jitter) > 1e-3 and not outliers(jitter).any())  # ties and outliers wait for seeds (below)
-    shift = 100.0 if side == "greater" else -100.0
-    assert verdict_of([shift + j for j in jitter], side=side, family=21) is Verdict.SUPPORTED
-    assert verdict_of([-shift + j for j in jitter], side=side, family=21) is Verdict.REFUTED
+@given(st.lists(st.floats(0.001, 1), min_size=13, max_size=30), st.sampled_from(["greater", "less"]))
+def test_agreeing_seeds_decide_once_the_test_can_reach_the_level(jitter: list[float], side: str) -> None:
+    """Every seed on one side decides at 13 seeds against the first Holm step over 21 parts at 0.05, however
+    far or near the values lie: only their side counts."""
+    sign = 1.0 if side == "greater" else -1.0
+    assert verdict_of([sign * j for j in jitter], side=side, family=21) is Verdict.SUPPORTED
+    assert verdict_of([-sign * j for j in jitter], side=side, family=21) is Verdict.REFUTED
+    assert verdict_of([sign * 1e6] * 12, side=side, family=21) is Verdict.INCONCLUSIVE  # 12: p above the level
 
 
 @FAST
 @given(noise)
 def test_no_effect_is_never_supported(values: list[float]) -> None:
-    mirrored = values + [-v for v in values]  # mean 0, the threshold
+    # Each seed followed by its mirror image: along the whole sequence, never more than one seed ahead on a side.
+    mirrored = [x for v in values for x in (v, -v)]
     assert verdict_of(mirrored, side="greater") is not Verdict.SUPPORTED
     assert verdict_of(mirrored, side="less") is not Verdict.SUPPORTED
     assert verdict_of(values, threshold=max(values), side="greater") is not Verdict.SUPPORTED
     assert verdict_of(values, threshold=min(values), side="less") is not Verdict.SUPPORTED
 
 
-@FAST
-@given(st.lists(st.floats(-1e3, 1e3), min_size=0, max_size=MIN_SEEDS - 1))
-def test_too_few_seeds_are_inconclusive(values: list[float]) -> None:
-    assert verdict_of(values) is Verdict.INCONCLUSIVE
-    assert verdict_of([1e6 + v for v in values]) is Verdict.INCONCLUSIVE
+def test_seeds_at_the_threshold_never_decide_and_ties_never_give_certainty() -> None:
+    """C12(a)'s shape: every seed exactly at the threshold is on neither side; every seed exactly below it is
+    one side's evidence with the test's floor, never p = 0."""
+    at = judged([10.0] * 40, 10.0, "less", family=21)
+    assert at.verdict is Verdict.INCONCLUSIVE and at.p_support == at.p_refute == 1.0
+    j = judged([9.99] * 13, 10.0, "less", family=21)
+    assert j.p_support == pytest.approx(smallest_p(13)) and j.p_support > 0 and j.verdict is Verdict.SUPPORTED
+    assert judged([9.99] * 5, 10.0, "less").p_support == pytest.approx(smallest_p(5))  # 0.095: five decide nothing
+
+
+def test_the_order_of_the_sequence_is_what_is_read() -> None:
+    """The p is the best evidence along the sequence: agreeing seeds first, then contrary ones, keep what the
+    first ones showed; the same seeds the other way round show less."""
+    early = [1.0] * 15 + [-1.0] * 5
+    late = early[::-1]
+    assert judged(early).p_support == pytest.approx(anytime_p(np.array([1.0] * 15)))
+    assert judged(late).p_support > judged(early).p_support
 
 
 @FAST
@@ -105,30 +118,6 @@ def test_a_partial_family_is_never_stronger_than_the_full_one(p: list[float], da
     assert all(not r or f for r, f in zip(partial, full[np.array(known, dtype=bool)]))
 
 
-def test_p_values_and_intervals_match_scipy() -> None:
-    values = [1.0, 2.5, 0.5, 1.5]
-    p_greater, p_less = one_sided_p(values, 0.2)
-    assert p_greater == pytest.approx(stats.ttest_1samp(values, 0.2, alternative="greater").pvalue)
-    assert p_less == pytest.approx(stats.ttest_1samp(values, 0.2, alternative="less").pvalue)
-    ci = stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
-    assert mean_interval(values) == pytest.approx((ci.low, ci.high))
-    assert all(math.isnan(x) for x in mean_interval([1.0]))
-    batch = np.array([values, [3.0, 2.0, 2.5, 2.2]])
-    p_g, _ = one_sided_p(batch, np.array([0.2, 2.0]))
-    assert p_g[1] == pytest.approx(stats.ttest_1samp(batch[1], 2.0, alternative="greater").pvalue)
-
-
-def test_identical_seeds_never_give_certainty() -> None:
-    """Every seed exactly at 10.00% against "< 20%": the sign test's 2**-n, never p = 0."""
-    j = judged([10.0] * 5, 20.0, "less")
-    assert j.p_support == pytest.approx(2**-5) and j.p_refute == 1.0
-    assert verdict_of([10.0] * 5, 20.0, "less", family=21) is Verdict.INCONCLUSIVE  # 1/32 > 0.025/21
-    assert verdict_of([10.0] * 9, 20.0, "less", family=21) is Verdict.INCONCLUSIVE  # 2**-9 > 0.025/21
-    assert verdict_of([10.0] * 10, 20.0, "less", family=21) is Verdict.SUPPORTED  # 2**-10 < 0.025/21
-    assert one_sided_p([3.0] * 4, 3.0) == (1.0, 1.0)
-    assert one_sided_p([1e-300, 1e-300, 1e-300 * (1 + 1e-15)], 0.0)[0] > 0  # tiny spreads do not underflow
-
-
 def test_comparisons_take_arrays_and_refuse_what_is_not_numbers() -> None:
     assert Comparison("c", np.array([1.0, 2.0, 3.0]), 0.0, "greater").values == (1.0, 2.0, 3.0)
     assert Comparison("c", [np.float32(1.5), 2], np.float64(0.5), "greater").threshold == 0.5
@@ -153,10 +142,22 @@ def test_combine_all_and_any() -> None:
     assert combine([]) is i
 
 
+
+
+def test_the_description_beside_the_verdict() -> None:
+    values = [1.0, 2.5, 0.5, 1.5, -0.2]
+    j = judged(values, 0.2).judgements[0]
+    assert (j.n, j.k_support, j.k_refute) == (5, 4, 1) and j.median == 1.0 and j.mean == pytest.approx(1.06)
+    ci = stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+    assert j.ci95 == pytest.approx((ci.low, ci.high)) and mean_interval(values) == j.ci95
+    assert all(math.isnan(x) for x in mean_interval([1.0]))
+    assert j.toward == "support" and judged([1.0, -1.0]).judgements[0].toward == ""
+
+
 def test_all_parts_are_intersection_union_and_any_parts_union_intersection() -> None:
-    strong = Comparison("strong", (5.0, 5.1, 4.9, 5.2, 5.05), 0.0, "greater")
-    against = Comparison("against", (-5.0, -5.1, -4.9, -5.2, -5.05), 0.0, "greater")
-    vague = Comparison("vague", (1.0, -1.0, 0.5, -0.4, 0.1), 0.0, "greater")
+    strong = Comparison("strong", tuple(5.0 + 0.01 * i for i in range(16)), 0.0, "greater")
+    against = Comparison("against", tuple(-v for v in strong.values), 0.0, "greater")
+    vague = Comparison("vague", (1.0, -1.0) * 8, 0.0, "greater")
     both, mixed, any_ = judge_parts([Part("a", (strong, strong)), Part("b", (strong, vague)),
                                      Part("c", (against, strong), how="any")])
     assert both.p_support == pytest.approx(judged(strong.values).p_support)  # no charge for needing both
@@ -170,74 +171,38 @@ def test_all_parts_are_intersection_union_and_any_parts_union_intersection() -> 
 @FAST
 @given(noise)
 def test_sides_are_mirror_images(values: list[float]) -> None:
-    assume(len(set(values)) > 1)
     up = judged(values, 0.1, "greater")
     down = judged([-v for v in values], -0.1, "less")
     assert up.verdict is down.verdict
     assert up.judgements[0].p_support == pytest.approx(down.judgements[0].p_support)
 
 
-def test_seeds_needed_is_the_noncentral_t_power() -> None:
-    assert seeds_needed(1.0, 1.0, 0.05) == 8  # the textbook one-sided one-sample case: d = 1, 80% power
-    assert seeds_needed(0.5, 1.0, 0.05) == 27
-    assert seeds_needed(0.05, 1.0, 0.001) == 51  # past the cap: not feasible
-    assert seeds_needed(1.0, 0.0, 0.025 / 21) == 10  # no spread: the sign test, once 2**-n reaches the level
-    assert seeds_needed(0.0, 1.0, 0.05) == 51
-    rng = np.random.default_rng(0)
-    n = seeds_needed(1.5, 1.0, 0.001)
-    for seeds, expect_power in ((n, True), (n - 1, False)):
-        x = 1.5 + rng.standard_normal((20_000, seeds))
-        power = (one_sided_p(x, np.zeros(20_000))[0] <= 0.001).mean()
-        assert bool(power >= 0.79) == expect_power, (seeds, power)
+def test_a_decided_part_names_the_seed_at_which_it_was_decided() -> None:
+    """The seed of the sequence after which the comparison's p first reached the Holm step its part passed."""
+    seeds = tuple(range(20))
+    values = (1.0,) * 20
+    part = judge_parts([Part("p", (Comparison("c", values, 0.0, "greater", seeds=seeds),))], family=21)[0]
+    assert part.verdict is Verdict.SUPPORTED and part.level == pytest.approx(LEVEL)
+    assert part.judgements[0].decided_at == 12  # the 13th seed: smallest_p(13) <= 0.025/21 < smallest_p(12)
+    named = Comparison("c", values[:16], 0.0, "greater", seeds=(0, 1, 2, 3, 4, *range(100, 111)))
+    assert judge_parts([Part("p", (named,))], family=21)[0].judgements[0].decided_at == 107
+    # A part refuted by one of its two comparisons: the other was not needed, and says so.
+    two = judge_parts([Part("q", (Comparison("a", values, 0.0, "less"), Comparison("b", values, 0.0, "greater")))],
+                      family=21)[0]
+    assert two.verdict is Verdict.REFUTED and [j.decided_at for j in two.judgements] == [13, None]  # at LEVEL / 2
 
 
-def test_an_inconclusive_comparison_says_what_would_decide_it() -> None:
-    close = judged([0.51, 1.88, 1.1, 0.9, 1.4], 2.0, "less", family=21)  # like C1: below 2 pp, not by enough
-    j = close.judgements[0]
-    assert close.verdict is Verdict.INCONCLUSIVE and j.toward == "support"
-    assert 5 < j.seeds_needed <= 50 and j.feasible
-    lower, upper = j.decision_interval
-    assert lower < j.ci95[0] and upper > 2.0 > j.ci95[1]  # the 95% interval excludes 2; the decision one does not
-    hopeless = judged([0.1, -0.2, 0.15, -0.05, 0.02], 0.0, "greater", family=21).judgements[0]
-    assert hopeless.seeds_needed == 51 and not hopeless.feasible
-    decided = judged([3.0, 3.1, 2.9, 3.05, 3.02], 0.0, "greater", family=21).judgements[0]
-    assert decided.seeds_needed is None
-
-
-@FAST
-@given(st.lists(st.floats(-5, 5), min_size=MIN_SEEDS, max_size=8), st.floats(-2, 2))
-def test_a_lone_comparisons_verdict_agrees_with_its_decision_interval(values: list[float], threshold: float) -> None:
-    """In a family of one, SUPPORTED exactly when the decision-level interval clears the threshold (the
-    interval is the t test's; an outlier adds the sign-flip test's demand, so it is left out here)."""
-    assume(np.ptp(values) > 1e-6 and not outliers(values).any())
-    part = judged(values, threshold, "greater")
-    lower, upper = part.judgements[0].decision_interval
-    assume(abs(lower - threshold) > 1e-9 and abs(upper - threshold) > 1e-9)
-    assert (part.verdict is Verdict.SUPPORTED) == (lower > threshold)
-    assert (part.verdict is Verdict.REFUTED) == (upper < threshold)
-
-
-def test_outliers_are_flagged_at_the_stated_rate() -> None:
-    rng = np.random.default_rng(0)
-    for n in (3, 5, 10):
-        assert 0.005 < outliers(rng.standard_normal((40_000, n))).any(-1).mean() < 0.015
-    assert outliers([10, 10, 10, 10, 10.01]).tolist() == [False] * 4 + [True]
-    assert outliers([1, 1.1, 0.9, 1.05, 8.0]).tolist() == [False] * 4 + [True]
-    assert not outliers([1.46, 4.10, -11.70, -15.07, 14.16]).any()  # wide, but no single seed stands out
-    j = judged([1, 1.1, 0.9, 1.05, 8.0]).judgements[0]
-    assert j.flagged == (4,) and "sign-flip" in j.note
-    assert j.p_support == pytest.approx(max(one_sided_p([1, 1.1, 0.9, 1.05, 8.0])[0], 2**-5))
-
-
-def test_sign_flip_p_enumerates_every_pattern() -> None:
-    x = [0.5, 1.0, 2.0, -0.3]
-    means = [sum(s * v for s, v in zip(signs, x)) for signs in np.array(np.meshgrid(*[[-1, 1]] * 4)).T.reshape(-1, 4)]
-    assert sign_flip_p(x)[0] == pytest.approx(np.mean(np.array(means) >= sum(x) - 1e-12))
-    assert sign_flip_p([1.0] * 5) == (pytest.approx(2**-5), 1.0)
-
-
-def test_a_flagged_comparison_needs_the_sign_flip_test_too() -> None:
-    values = np.array([1.0, 1.2, 0.9, 1.1, 1.05, 0.95, 1.15, 1.02, 0.98, 30.0])
-    tests = comparison_p(values, 0.0, "greater")
-    assert bool(tests["flagged"][0])
-    assert float(tests["p_support"][0]) == pytest.approx(max(one_sided_p(values, 0.0)[0], sign_flip_p(values)[0]))
+def test_an_inconclusive_part_says_what_would_decide_it() -> None:
+    """At Holm's next step, if the seeds went on splitting as they have; a split near even is not decidable."""
+    leaning = judged([1.0] * 9 + [-1.0], family=21)
+    assert leaning.verdict is Verdict.INCONCLUSIVE and leaning.toward == "support"
+    assert leaning.to_decide == seeds_to_decide(9, 10, LEVEL) and 13 < leaning.to_decide <= 60
+    even = judged([1.0, -1.0] * 5, family=21)
+    assert even.to_decide is None and even.toward == ""
+    against = judged([-1.0] * 10, family=21)
+    assert against.toward == "refute" and against.to_decide == 13
+    # An "all" part is supported only when every comparison is: the slower of the two decides.
+    slow = Comparison("slow", (1.0,) * 9 + (-1.0,), 0.0, "greater")
+    fast = Comparison("fast", (1.0,) * 10, 0.0, "greater")
+    part = judge_parts([Part("p", (slow, fast))], family=21)[0]
+    assert part.to_decide == seeds_to_decide(9, 10, LEVEL) and part.toward == "support"

@@ -65,7 +65,8 @@ def test_the_whole_writeup_trains_is_judged_and_reported(whole: tuple[Session, P
     verdicts = session.verdicts()
     assert sorted(verdicts, key=lambda c: int(c[1:])) == [f"C{i}" for i in range(1, 14)]
     assert set(verdicts.values()) <= {"SUPPORTED", "REFUTED", "INCONCLUSIVE"}
-    assert verdicts["C5"] == "SUPPORTED"  # decisive enough on three seeds: the verdicts are not all INCONCLUSIVE
+    # Three seeds decide nothing under the typical-run test (smallest p 0.27): never certainty from too few seeds.
+    assert set(verdicts.values()) == {"INCONCLUSIVE"}
     claims = session.claims()
     assert [c["verdict"] for c in claims] == [verdicts[c["id"]] for c in claims]
     text = session.report.read_text()
@@ -108,7 +109,6 @@ def test_the_writeups_claims_get_the_same_or_weaker_verdicts_when_selected(whole
     assert sorted(part) == ["C1", "C10", "C11", "C12", "C13", "C5"]
     for cid, verdict in part.items():
         assert verdict in ("INCONCLUSIVE", whole_verdicts[cid]), (cid, verdict, whole_verdicts[cid])
-    assert part["C5"] == "SUPPORTED"  # decisive enough to survive the whole family either way
     only_b = claims_session(tmp_path / "only-b", "-k", "c1_")
     assert only_b.returncode == 0 and "1 passed, 12 deselected" in only_b.out
     assert {d.name.split("-")[0] for d in (tmp_path / "only-b").iterdir() if (d / "record.json").exists()} == {"B"}
