@@ -8,6 +8,8 @@ Options, checked once when pytest starts (one usage error, before any work):
 - ``--claims-device {cpu,cuda}``; ``--claims-cache`` (default ``cache/`` under the rootdir);
 - ``--claims-executor {local,inprocess,submitit}`` and ``--claims-workers``: where the runs train, before
   the first claim, with a progress bar across runs (:mod:`tdlib.executors`);
+- ``--claims-select C1,C3``: only these claims, by exact id (``-k C1`` matches C10-C13 too), judged as
+  members of the whole registered family, like any partial run;
 - ``--claims-budget N``: the most seeds of the sequence a condition may reach (default: the profile's);
 - ``--claims-continue``: train further seeds of the profile's sequence for every part left undecided, up
   to the profile's budget, judging after each round (:mod:`tdlib.continuation`; a full run only). Without
@@ -80,6 +82,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="local worker processes (default: 2, one torch thread each)")
     group.addoption("--claims-continue", action="store_true",
                     help="train further seeds of the profile's sequence for every undecided part, up to its budget")
+    group.addoption("--claims-select", default=None, metavar="IDS",
+                    help="judge only these claims, by exact id (C1,C3), as members of the whole family; unlike -k "
+                    "C1, which also matches C10-C13")
     group.addoption("--claims-budget", default=None, type=int, metavar="N",
                     help="the most seeds of the sequence a condition may reach (default: the profile's budget)")
     group.addoption("--claims-cache", default=None, metavar="DIR",
@@ -189,6 +194,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         raise pytest.UsageError(str(error)) from None
     for item in claim_items:
         item.add_marker(pytest.mark.claim(item.obj.claim.id))  # type: ignore[attr-defined]
+    select = config.getoption("claims_select")
+    if select is not None:
+        wanted = [s.strip() for s in select.split(",") if s.strip()]
+        registered = [c.id for c in config.stash[FAMILY]]
+        if not wanted or (unknown := [i for i in wanted if i not in registered]):
+            raise pytest.UsageError(f"--claims-select {select!r}: no registered claim "
+                                    f"{', '.join(unknown) if wanted else '(none named)'} (registered: "
+                                    f"{', '.join(registered)})")
+        dropped = [item for item in claim_items if item.obj.claim.id not in wanted]  # type: ignore[attr-defined]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if item not in dropped]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -294,7 +311,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     report = config.stash[SETTINGS]["report"]
     unwhole = _not_whole(config, judged) if settings["stored_only"] else ""
     if report is not None and unwhole:
-        config.stash[REPORT_ERROR] = f"--claims-stored-only: {unwhole}, so the stored evidence gives no whole report"
+        how = (" (a partial report is drawn without --claims-stored-only, which measures what it lacks; the whole "
+               "one, without -k/-m/--claims-select)" if judged.partial else "")
+        config.stash[REPORT_ERROR] = (f"--claims-stored-only: {unwhole}, so the stored evidence gives no whole "
+                                      f"report{how}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     elif settings["measure_finished"]:  # all a whole report measures, drawn nowhere
         from tdlib.report import measure_report

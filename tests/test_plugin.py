@@ -109,6 +109,7 @@ def test_a_strangers_claim_file_with_its_own_condition_runs_in_an_empty_director
         (["--claims-seeds", "98,99,100"], "a profile's own seeds must be under 100"),
         (["--claims-seeds", "3", "--claims-budget", "2"], "--claims-budget 2: the sequence begins with"),
         (["--claims-continue", "-k", "x1"], "--claims-continue continues the whole registered family"),
+        (["--claims-select", "X1,X11"], "--claims-select 'X1,X11': no registered claim X11 (registered: X1, X2)"),
     ],
 )
 def test_a_bad_option_is_one_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -253,6 +254,14 @@ def test_a_report_is_drawn_again_from_stored_evidence_alone(pytester: pytest.Pyt
 def test_a_subset_is_judged_in_the_whole_family(pytester: pytest.Pytester, shared_cache: Path) -> None:
     pytester.makepyfile(test_claims=CLAIM_FILE)
     report = pytester.path / "out" / "CLAIMS.md"
+    selected = pytester.runpytest("--claims-cache", str(shared_cache), "--claims-seeds", "3", "--claims-select", "X2")
+    selected.assert_outcomes(passed=1, deselected=1)  # by exact id
+    selected.stdout.fnmatch_lines(["*claims: 1 of 2 registered claims*", "*X2 INCONCLUSIVE*", "*PARTIAL: 1 of 2*"])
+    stored = pytester.runpytest("--claims-cache", str(shared_cache), "--claims-seeds", "3", "--claims-select", "X2",
+                                "--claims-stored-only", "--claims-report", str(pytester.path / "partial" / "CLAIMS.md"))
+    stored.stdout.fnmatch_lines(["*--claims-stored-only: claims X1 were not judged*a partial report is drawn without "
+                                 "--claims-stored-only*"])
+    assert stored.ret == pytest.ExitCode.TESTS_FAILED and not (pytester.path / "partial").exists()
     result = pytester.runpytest("--claims-cache", str(shared_cache), "--claims-seeds", "3", "-k", "x1",
                                 "--claims-report", str(report))
     result.assert_outcomes(passed=1, deselected=1)
