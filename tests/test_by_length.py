@@ -13,11 +13,12 @@ from tdlib import by_length
 from tdlib.claim import Claim, Comparison, Finding, Findings, Part, values
 from tdlib.evidence import Evidence, NotStored
 from tdlib.metrics import accuracy
-from tdlib.profiles import Profile
+from tdlib.profiles import PROFILES, Profile
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
 
-TINY = Profile("tiny", epochs=30, seeds=(0, 1, 2), batch_size=100, data=DataSpec(300, 300, 0), accuracy_floor=0.1)
+TINY = Profile("tiny", epochs=30, seeds=(0, 1, 2), batch_size=100, data=DataSpec(300, 300, 0), accuracy_floor=0.1,
+               hidden=PROFILES["smoke"].hidden)
 LEARNS = Claim("Y1", "q", "B learns", ("B",))
 SMALL = Claim("Y2", "q", "more small weights at the end than at a tenth", ("B",))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
 from tdlib.stats import Comparison, Part, Verdict
 
-TINY = Profile("tiny", epochs=1, seeds=(0, 1, 2), batch_size=100, data=DataSpec(300, 300, 0), accuracy_floor=0.0)
+TINY = Profile("tiny", epochs=1, seeds=(0, 1, 2), batch_size=100, data=DataSpec(300, 300, 0), accuracy_floor=0.0,
+               hidden=PROFILES["smoke"].hidden)
 C = Claim("C0", "quote", "rule", ("B",))
 
 
@@ -115,7 +117,7 @@ def test_the_registered_family_is_every_claim_of_the_modules() -> None:
 
 
 def test_a_claim_test_fails_when_the_baseline_did_not_learn(tmp_path: Path) -> None:
-    strict = Profile("strict", 1, (0,), 100, DataSpec(300, 300, 0), accuracy_floor=0.99)
+    strict = replace(TINY, name="strict", seeds=(0,), accuracy_floor=0.99)
     evidence = Evidence(strict, RunCache(tmp_path, progress=False))
 
     @claim("C0", quote="q", rule="r", conditions=("B",))

@@ -10,12 +10,12 @@ import pytest
 
 from tdlib import report, savings_report
 from tdlib.evidence import Evidence
-from tdlib.profiles import Profile
+from tdlib.profiles import PROFILES, Profile
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
 
 TINY = Profile("tiny", epochs=10, seeds=(0, 1), batch_size=100, data=DataSpec(500, 500, 0), accuracy_floor=0.1,
-               timing=0.01)
+               timing=0.01, hidden=PROFILES["smoke"].hidden)
 CONDITIONS = ["B", "TU"]
 
 
