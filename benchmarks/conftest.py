@@ -52,7 +52,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             terminalreporter.section(f"{bench.group}: in turns (median of the rounds' ratios to the first, quartiles)")
         for name, info in turns.items():
             low, high = info["quartiles"]
-            terminalreporter.write_line(f"{name}: {info['seconds'] * 1e3:.2f} ms, {info['ratio']:.3f}x "
+            over = f", {info['over the first'] * 1e3:+.0f} ms" if "over the first" in info else ""
+            terminalreporter.write_line(f"{name}: {info['seconds'] * 1e3:.2f} ms, {info['ratio']:.3f}x{over} "
                                         f"(quartiles {low:.3f}-{high:.3f}){against(info)}")
     terminalreporter.section("ratios to baseline (median time, same run)")
     for group, benches in sorted(groups.items()):

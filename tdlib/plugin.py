@@ -1,7 +1,9 @@
 """The claims suite's pytest plugin (entry point ``pytest11: tdlib``): options, fixtures, the verdict
 table and the report. The only module of tdlib that imports pytest.
 
-Options, checked once when pytest starts (one usage error, before any work):
+Options, checked once when pytest starts if any is given, else when the first claim is collected (one usage
+error, before any work; a run that neither collects a claim nor gives an option imports nothing of tdlib
+beyond this module, and no torch):
 
 - ``--claims-profile {smoke,default,paper}`` (default smoke) and ``--claims-seeds`` (a count, ``5``, or a
   list, ``0,3,7``; more than :data:`MAX_SEEDS` needs ``--claims-many-seeds``);
@@ -37,14 +39,17 @@ and says it is partial.
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tdlib.claim import Claim, Findings, Judged, registered_family
+if TYPE_CHECKING:
+    from tdlib.claim import Claim, Findings, Judged
 
 MAX_SEEDS = 50
 XDIST_REFUSED = (
@@ -53,10 +58,10 @@ XDIST_REFUSED = (
 )
 
 EVIDENCE = pytest.StashKey[object]()
-FINDINGS = pytest.StashKey[Findings]()
-FAMILY = pytest.StashKey[list[Claim]]()
-SELECTED = pytest.StashKey[list[Claim]]()
-JUDGED = pytest.StashKey[Judged]()
+FINDINGS = pytest.StashKey["Findings"]()
+FAMILY = pytest.StashKey["list[Claim]"]()
+SELECTED = pytest.StashKey["list[Claim]"]()
+JUDGED = pytest.StashKey["Judged"]()
 STARTED = pytest.StashKey[float]()
 SETTINGS = pytest.StashKey[dict]()
 SPECS = pytest.StashKey[list]()
@@ -65,6 +70,7 @@ CONTINUE_ERROR = pytest.StashKey[str]()
 ARCHIVED = pytest.StashKey[str]()
 MEASURED = pytest.StashKey[str]()
 STOOD_IN = pytest.StashKey[int]()  # --claims-measure-finished: how many unfinished runs are stood in for
+_OPTION_DEFAULTS: dict[str, object] = {}  # each --claims-* option's dest -> its default
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -99,12 +105,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--claims-report", default=None, metavar="PATH",
                     help="write the report to PATH (e.g. reports/CLAIMS.md), claims.json and figures/ beside it; "
                     "default: no report")
+    _OPTION_DEFAULTS.update((option.dest, option.default) for option in group.options)
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Options given are checked now, before any work. A run that gives none (any project's test run,
+    where tdlib happens to be installed) imports nothing of tdlib's until it collects a claim."""
     config.addinivalue_line("markers", "claim(id): a registered claim of the claims suite (tdlib)")
-    config.stash[SETTINGS] = _settings(config)
     config.stash[STARTED] = time.perf_counter()
+    if _claims_options_given(config):
+        _settings_of(config)
+
+
+def _claims_options_given(config: pytest.Config) -> bool:
+    """Whether any ``--claims-*`` option differs from its default."""
+    return any(config.getoption(dest) != default for dest, default in _OPTION_DEFAULTS.items())
+
+
+def _settings_of(config: pytest.Config) -> dict:
+    """The session's checked options, checked on first use."""
+    if SETTINGS not in config.stash:
+        config.stash[SETTINGS] = _settings(config)
+    return config.stash[SETTINGS]
 
 
 def _settings(config: pytest.Config) -> dict:
@@ -171,14 +193,21 @@ def _settings(config: pytest.Config) -> dict:
 
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
     """Claims collected by a pytest-xdist worker are refused, as a collection error the controller shows."""
-    if hasattr(collector.config, "workerinput") and isinstance(getattr(obj, "claim", None), Claim):
+    if hasattr(collector.config, "workerinput") and _is_claim(getattr(obj, "claim", None)):
         raise collector.CollectError(XDIST_REFUSED)
+
+
+def _is_claim(found: object) -> bool:
+    """Whether ``found`` is a :class:`~tdlib.claim.Claim`. None can exist before a claims file has imported
+    :mod:`tdlib.claim`, so a run that collects no claim never imports it (nor torch) to find out."""
+    claim_module = sys.modules.get("tdlib.claim")
+    return claim_module is not None and isinstance(found, claim_module.Claim)
 
 
 def _claim_of(item: pytest.Item) -> Claim | None:
     """The claim a collected test was made from by :func:`tdlib.claim.claim`, or None."""
     found = getattr(getattr(item, "obj", None), "claim", None)
-    return found if isinstance(found, Claim) else None
+    return found if _is_claim(found) else None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -187,6 +216,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     claim_items = [item for item in items if _claim_of(item) is not None]
     if not claim_items:
         return
+    from tdlib.claim import registered_family
+
+    _settings_of(config)
     modules = {id(item.module): item.module for item in claim_items}  # type: ignore[attr-defined]
     try:
         config.stash[FAMILY] = registered_family(modules.values())
@@ -219,7 +251,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     from tdlib.plan import plan
 
-    settings = config.stash[SETTINGS]
+    settings = _settings_of(config)
     profile, device = settings["profile"], settings["device"]
     conditions = ["B", *sorted({c for claim_ in selected for c in claim_.conditions} - {"B"})]
     for claim_ in selected:
@@ -278,7 +310,7 @@ def evidence(request: pytest.FixtureRequest):
     from tdlib.runs import RunCache
 
     config = request.config
-    settings = config.stash[SETTINGS]
+    settings = _settings_of(config)
     to_train = config.stash.get(SPECS, [])
     if to_train:  # train them all now, on the chosen engine, with progress shown past pytest's capture
         from tdlib.executors import train_all
@@ -295,6 +327,8 @@ def evidence(request: pytest.FixtureRequest):
 @pytest.fixture(scope="session")
 def findings(request: pytest.FixtureRequest) -> Findings:
     """Where each claim test leaves its finding, for the judging at the end."""
+    from tdlib.claim import Findings
+
     request.config.stash[FINDINGS] = Findings()
     return request.config.stash[FINDINGS]
 
@@ -305,10 +339,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         if SETTINGS in config.stash and config.stash[SETTINGS]["archive"] is not None and EVIDENCE in config.stash:
             _export(session)  # what the runs trained is kept, even when no claim could be judged
         return
-    settings = config.stash[SETTINGS]
+    settings = _settings_of(config)
     judged = _judge(session)
     config.stash[JUDGED] = judged
-    report = config.stash[SETTINGS]["report"]
+    report = _settings_of(config)["report"]
     unwhole = _not_whole(config, judged) if settings["stored_only"] else ""
     if report is not None and unwhole:
         how = (" (a partial report is drawn without --claims-stored-only, which measures what it lacks; the whole "
@@ -344,7 +378,7 @@ def _export(session: pytest.Session) -> None:
     from tdlib.runs import RunCache
 
     config = session.config
-    settings = config.stash[SETTINGS]
+    settings = _settings_of(config)
     profile = settings["profile"]
 
     def of_profile(spec) -> bool:
@@ -396,7 +430,7 @@ def _judge(session: pytest.Session) -> Judged:
     from tdlib.continuation import Sequence, continue_sequence, judge_sequence
 
     config = session.config
-    findings, settings = config.stash[FINDINGS], config.stash[SETTINGS]
+    findings, settings = config.stash[FINDINGS], _settings_of(config)
     family = config.stash.get(FAMILY, None)
     ev = config.stash[EVIDENCE]
     alpha = settings["profile"].alpha
@@ -424,7 +458,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if ARCHIVED in config.stash:
         terminalreporter.write_line(config.stash[ARCHIVED], red="NOT written" in config.stash[ARCHIVED])
     if JUDGED not in config.stash:
-        report = config.stash[SETTINGS]["report"]
+        report = config.stash[SETTINGS]["report"] if SETTINGS in config.stash else None
         if report is not None and config.stash.get(SELECTED, []):
             terminalreporter.write_line(f"report: NOT written to {report}: no claim could be judged (their tests "
                                         "failed); any earlier one is unchanged", red=True)
@@ -449,8 +483,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(config.stash[CONTINUE_ERROR], red=True)
         terminalreporter.write_line("sequence: FAILED (the error above); the verdicts are those of the profile's own "
                                     "seeds", red=True)
-    report = config.stash[SETTINGS]["report"]
-    if config.stash[SETTINGS]["measure_finished"]:
+    report = _settings_of(config)["report"]
+    if _settings_of(config)["measure_finished"]:
         terminalreporter.write_line(config.stash.get(MEASURED, "measured: nothing"))
         if REPORT_ERROR in config.stash:
             terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)

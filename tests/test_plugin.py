@@ -54,6 +54,28 @@ def test_help_lists_the_namespaced_options(pytester: pytest.Pytester) -> None:
     assert "--profile" not in result.stdout.str().replace("--claims-profile", "")
 
 
+UNRELATED_TEST = '''
+import sys
+
+
+def test_the_installed_plugin_imported_nothing_heavy():
+    assert "torch" not in sys.modules
+    assert sorted(m for m in sys.modules if m.split(".")[0] == "tdlib") == ["tdlib", "tdlib.plugin"]
+'''
+
+
+def test_a_project_without_claims_imports_neither_torch_nor_the_rest_of_tdlib(pytester: pytest.Pytester) -> None:
+    """Installing tdlib costs an unrelated project's pytest runs next to nothing (the benchmark
+    ``test_plugin_startup`` measures how little); a ``--claims-*`` option is checked, torch and all."""
+    pytester.makepyfile(test_other=UNRELATED_TEST)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    given = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--claims-seeds", "3")
+    given.assert_outcomes(failed=1)  # the option is checked, which imports the profiles, and torch with them
+    assert "AssertionError" in given.stdout.str()
+    bad = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--claims-seeds", "abc")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR and "--claims-seeds must be a count" in bad.stderr.str()
+
+
 def test_the_wheel_declares_the_pytest11_entry_point(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)

@@ -10,11 +10,11 @@ guessed from the density.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.utils import benchmark
 
 from tdlib.compress.chain import Chain, inputs_often_zero
 from tdlib.compress.module import LAYOUTS, CompressedMLP, Layout, Step
@@ -28,8 +28,8 @@ def median_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | Non
     count), by ``torch.utils.benchmark`` (blocks of calls for at least ``min_run_time`` seconds; CUDA
     work is synchronised, so the work is timed, not its launch). The caller's thread count is kept."""
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    timer = benchmark.Timer(stmt="fn(x); sync()", globals={"fn": fn, "x": x, "sync": sync},
-                            num_threads=threads or torch.get_num_threads())
+    timer = _benchmark().Timer(stmt="fn(x); sync()", globals={"fn": fn, "x": x, "sync": sync},
+                               num_threads=threads or torch.get_num_threads())
     with torch.no_grad():
         return float(timer.blocked_autorange(min_run_time=min_run_time).median)
 
@@ -116,3 +116,17 @@ def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
             candidates.append(model.fuse(by_columns + by_rows[1:], sparse_inputs=True))
     x = timing_inputs(sample, batch, model.shapes[0][1], weight)
     return min(candidates, key=lambda candidate: seconds(candidate, x, threads))
+
+
+def _benchmark():  # -> the module torch.utils.benchmark
+    """``torch.utils.benchmark``, imported on first use without its one warning: it imports torch's C++
+    extension builder, which warns about CUDA_HOME on every machine without a CUDA runtime, although
+    nothing here builds an extension."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
