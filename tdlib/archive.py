@@ -32,7 +32,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from tdlib.evidence import EvidenceMismatch, evidence_bytes, verified_values
-from tdlib.runs import ARCHIVED, RECORD, Run, RunCache, atomic_write, sha256, weight_digests
+from tdlib.runs import ARCHIVED, RECORD, Run, RunCache, atomic_write, sha256, weight_digests, with_umask
 from tdlib.spec import RunSpec
 
 EVIDENCE_FILE = "evidence.json"
@@ -194,7 +194,7 @@ def restore(archive: Path, cache: RunCache) -> Moved:
 def _install(entry: Path, directory: Path, archive: Path) -> None:
     """Move the archived entry at ``entry`` into the cache as ``directory``, whole (the caller holds its lock)."""
     root = directory.parent
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{directory.name}.restoring-"))
+    staging = with_umask(Path(tempfile.mkdtemp(dir=root, prefix=f".{directory.name}.restoring-")))
     try:
         for name in (RECORD, "history.json"):
             shutil.copyfile(entry / name, staging / name)

@@ -6,11 +6,11 @@ Where the files are looked for, in order:
    directory is used or refused (a :class:`DataError` saying what it lacks), never skipped;
 2. the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
 3. the user cache (``$XDG_CACHE_HOME/tdlib/fashion-mnist``, by default ``~/.cache/...``);
-4. torchvision's download into that cache, for machines that are online.
+4. a download from the data set's own mirror into that cache, for machines that are online.
 
 A directory is used if it holds all four files, raw or ``.gz``. Every file is checked before use: the
 decompressed bytes against the published raw MD5 (Debian recompressed its ``.gz`` files, so only the
-content is comparable), and a downloaded ``.gz`` against torchvision's MD5 as well. A mismatch raises
+content is comparable), and a downloaded ``.gz`` against the mirror's published MD5 before it is kept. A mismatch raises
 :class:`DataError` naming the file and both checksums; nothing is ever trained on unverified data.
 """
 
@@ -29,9 +29,11 @@ import torch
 from torch import Tensor
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Zalando's mirror of the four files (the one torchvision and the data set's README name).
+MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 ENV_VAR = "TDLIB_DATA_DIR"
 
-# name -> (MD5 of the decompressed file, MD5 of torchvision's .gz)
+# name -> (MD5 of the decompressed file, MD5 of the mirror's .gz)
 FILES: dict[str, tuple[str, str]] = {
     "train-images-idx3-ubyte": ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
     "train-labels-idx1-ubyte": ("9018921c3c673c538a1fc5bad174d6f9", "25c81989df183df01b3e8a0aad5dffbe"),
@@ -132,14 +134,21 @@ def _parse_idx(content: bytes) -> np.ndarray:
 
 
 def _download(target: Path) -> None:
-    """Fetch the missing ``.gz`` files with torchvision, which checks each against its ``.gz`` MD5."""
-    from torchvision.datasets import FashionMNIST as Torchvision
-    from torchvision.datasets.utils import download_url
+    """Fetch the missing ``.gz`` files from :data:`MIRROR`; each is kept only once its MD5 matches."""
+    import urllib.request
+
+    from tdlib.runs import atomic_write
 
     target.mkdir(parents=True, exist_ok=True)
     for name, (_, gz_md5) in FILES.items():
-        if _find(target, name) is None:
-            download_url(f"{Torchvision.mirrors[0]}{name}.gz", str(target), md5=gz_md5)
+        if _find(target, name) is not None:
+            continue
+        url = f"{MIRROR}{name}.gz"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = response.read()
+        if (actual := hashlib.md5(data).hexdigest()) != gz_md5:
+            raise DataError(f"{url}: checksum mismatch: expected MD5 {gz_md5}, got {actual}; nothing was kept")
+        atomic_write(target / f"{name}.gz", data)
 
 
 def _locate(root: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Path]]:
@@ -168,6 +177,12 @@ def _locate(root: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Path]]
             f"Fashion-MNIST not found in {places}, and downloading it failed ({error}). {HOW_TO_GET}"
         ) from error
     return target, {name: _find(target, name) for name in FILES}  # type: ignore[misc]
+
+
+def locate(root: str | os.PathLike[str] | None = None) -> Path:
+    """The directory Fashion-MNIST will be read from (downloading it there first if it is nowhere), or a
+    :class:`DataError` saying why there is none: cheap, for commands to check before they start any work."""
+    return _locate(root)[0]
 
 
 def load_fashion_mnist(root: str | None = None) -> FashionMNIST:

@@ -297,6 +297,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             f"--claims-stored-only: {len(the_plan.to_train)} of the {len(specs)} runs this session needs are not in "
             f"the cache {settings['cache']} ({names}); train them first (python -m tdlib train, or the report command)"
         )
+    if the_plan.to_train:  # before any worker starts, not inside one
+        from tdlib.data import DataError, locate
+
+        try:
+            locate()
+        except DataError as error:
+            raise pytest.UsageError(f"claims: {len(the_plan.to_train)} runs to train, but {error}") from None
     config.stash[SPECS] = list(the_plan.to_train)
     if reporter is not None:
         reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; "

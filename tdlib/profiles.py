@@ -224,6 +224,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sequence: {planned.by_condition()}", flush=True)
     if args.plan:
         return
+    if planned.to_train:
+        from tdlib.data import DataError, locate
+
+        try:
+            locate()
+        except DataError as error:
+            raise SystemExit(f"python -m tdlib train: {error}") from None
     results = train_all(specs, args.cache, engine=args.engine, workers=args.workers, threads=args.threads)
     for r in results:
         print(f"{r.name}: {r.final_accuracy:.4f} ({'trained' if r.trained_now else 'cached'}, {r.wall_seconds:.0f} s, "

@@ -32,7 +32,7 @@ from tdlib.model import MLP
 from tdlib.profiles import Profile
 from tdlib.provenance import provenance
 from tdlib.registry import Registry
-from tdlib.runs import Run
+from tdlib.runs import Run, with_umask
 from tdlib.sequences import smallest_p
 from tdlib.spec import RunSpec
 from tdlib.stats import JudgedPart, Judgement, Verdict, mean_interval
@@ -569,7 +569,7 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
         timings.append((what, time.perf_counter() - began, error))
         return output
 
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
+    staging = with_umask(Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-")))
     try:
         figure_dir = staging / "figures"
         figure_dir.mkdir()

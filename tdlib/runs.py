@@ -89,6 +89,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600, made what open() would have given
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -97,6 +98,19 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def with_umask(directory: Path) -> Path:
+    """``directory``, made by ``tempfile.mkdtemp`` (0700), given the mode ``mkdir`` would have given it."""
+    directory.chmod(0o777 & ~current_umask())
+    return directory
 
 
 def tensor_bytes(obj: Any) -> bytes:

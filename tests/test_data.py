@@ -153,3 +153,25 @@ def test_subset_is_balanced_deterministic_and_seeded(full: data.FashionMNIST) ->
     assert not torch.equal(a.train_x, c.train_x)
     with pytest.raises(ValueError, match="n_train"):
         full.subset(0)
+
+
+def test_the_download_keeps_a_file_only_when_its_md5_is_the_mirrors(
+        full: data.FashionMNIST, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mirror is a local directory here (file:// URLs go through the same urllib path): first with
+    Debian's recompressed .gz files, which differ from the mirror's, so nothing may be kept; then with the
+    MD5s those files have, as if they were the mirror's."""
+    import hashlib
+
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "MIRROR", f"{Path(full.source).as_uri()}/")
+    with pytest.raises(DataError, match="checksum mismatch: expected MD5"):
+        data._load(None, "refused")
+    assert not list((tmp_path / "cache").rglob("*.gz"))
+    debian = {name: (raw, hashlib.md5((Path(full.source) / f"{name}.gz").read_bytes()).hexdigest())
+              for name, (raw, _) in FILES.items()}
+    monkeypatch.setattr(data, "FILES", debian)
+    fetched = data._load(None, "fetched")
+    assert fetched.source == str(data.cache_dir()) and len(list(data.cache_dir().glob("*.gz"))) == 4
+    assert torch.equal(fetched.train_x, full.train_x) and torch.equal(fetched.test_y, full.test_y)

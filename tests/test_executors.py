@@ -4,6 +4,7 @@ same bits from each, every run trained once in a shared cache, and the command l
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,9 +70,9 @@ def test_bad_engines_are_named() -> None:
         train_all(SPECS, "unused", engine="local", workers=0)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tdlib.profiles", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+                          cwd=ROOT, timeout=300, env=None if env is None else {**os.environ, **env})
 
 
 def test_the_command_line_helps_plans_and_refuses(tmp_path: Path) -> None:
@@ -83,3 +84,6 @@ def test_the_command_line_helps_plans_and_refuses(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())  # a plan trains nothing, creates nothing
     refused = cli("smoke", "--conditions", "B,XYZ", "--plan")
     assert refused.returncode == 2 and "condition must be one of" in refused.stderr
+    no_data = cli("smoke", "--cache", str(tmp_path), "--conditions", "B", env={"TDLIB_DATA_DIR": str(tmp_path / "no")})
+    assert no_data.returncode == 1 and no_data.stderr.startswith("python -m tdlib train: TDLIB_DATA_DIR=")
+    assert len(no_data.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())  # before any worker

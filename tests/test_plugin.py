@@ -85,6 +85,10 @@ def test_the_wheel_declares_the_pytest11_entry_point(tmp_path: Path) -> None:
         text = archive.read(entry_points).decode()
         assert "[pytest11]" in text and "tdlib = tdlib.plugin" in text
         assert {"tdlib/plugin.py", "tdlib/compress/module.py", "tdlib/compress/chain.py"} <= set(archive.namelist())
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    required = {line.split(":", 1)[1].split(";")[0].strip().split(">")[0].split("=")[0].strip()
+                for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    assert {"pytest", "torch"} <= required and "torchvision" not in required  # a plugin that brings its pytest
 
 
 USER_CLAIM_FILE = '''
@@ -331,3 +335,12 @@ def test_xdist_is_refused_with_a_reason(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     assert result.ret != 0
     assert "cannot run under pytest-xdist" in result.stdout.str() + result.stderr.str()
+
+
+def test_missing_data_is_one_usage_error_before_any_run_trains(pytester: pytest.Pytester,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TDLIB_DATA_DIR", str(pytester.path / "nowhere"))
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    err = usage_error(pytester.runpytest("--claims-cache", str(pytester.path / "cache")))
+    assert "claims: 2 runs to train, but TDLIB_DATA_DIR=" in err and "no such directory" in err
+    assert "Traceback" not in err and not (pytester.path / "cache").exists()

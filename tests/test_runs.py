@@ -385,3 +385,26 @@ def test_a_run_resumed_with_another_thread_count_trains_on_with_its_own(tmp_path
     assert same_weights(resumed.model().state_dict(), straight.model().state_dict())
     if same_weights(one_thread.model().state_dict(), straight.model().state_dict()):
         pytest.skip("on this machine one and two threads happen to give the same bits for this network")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_and_directories_take_the_processs_umask(tmp_path: Path, umask: int) -> None:
+    """A shared machine's other users read what a group-readable umask lets them, as with any tool: a
+    run's files, its directory, and the staging directories that reports and archives are swapped in from."""
+    import tempfile
+
+    from tdlib.compress import compress, save
+    from tdlib.metrics import masks_for
+    from tdlib.runs import with_umask
+
+    previous = os.umask(umask)
+    try:
+        run = RunCache(tmp_path / "cache", progress=False).get(small_spec(epochs=1))
+        staged = with_umask(Path(tempfile.mkdtemp(dir=tmp_path)))
+        model = run.model()
+        save(compress(model, masks_for(model, "weight", 50)), tmp_path / "model.safetensors")
+    finally:
+        os.umask(previous)
+    files = [p for p in run.directory.iterdir() if p.is_file()] + [tmp_path / "model.safetensors"]
+    assert files and {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+    assert {run.directory.stat().st_mode & 0o777, staged.stat().st_mode & 0o777} == {0o777 & ~umask}

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from tdlib.compress.module import LAYOUTS, CompressedMLP, csr_is_smaller, csr_quietly
 from tdlib.compress.surgery import linear
+from tdlib.runs import atomic_write
 
 FILE_FORMAT = "tdlib-compressed-mlp"
 FILE_VERSION = 4  # 4: sparse_inputs; 3: safetensors; 2: a torch pickle whose header says whether it runs fused
@@ -64,7 +65,8 @@ def save(model: CompressedMLP, path: str | Path) -> None:
                 "fused": json.dumps(model.fused), "sparse_inputs": json.dumps(model.sparse_inputs),
                 "stored": json.dumps(stored)}
     metadata["sha256"] = digest(metadata, tensors)
-    save_file(tensors, str(path), metadata=metadata)
+    # Through bytes: safetensors' own save_file writes 0600 whatever the umask, and not atomically.
+    atomic_write(Path(path), safetensors_bytes(tensors, metadata=metadata))
 
 
 def load(path: str | Path) -> CompressedMLP:
