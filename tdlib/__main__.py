@@ -117,6 +117,27 @@ def report(args: argparse.Namespace) -> int:
     return subprocess.run(command).returncode
 
 
+def _percent(text: str) -> float:
+    """A percentage in [0, 100], for argparse: anything else is a usage error naming the option."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a percentage is a number, got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"a percentage lies in [0, 100], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number is needed, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # handed whole to the profile trainer, --help included
@@ -129,25 +150,28 @@ def main(argv: list[str] | None = None) -> int:
                                      "shell.")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("runs", help="list the cached runs; --verify checks every file")
-    listing.add_argument("--cache", default="cache")
+    listing.add_argument("--cache", default="cache", help="the run cache (default: cache)")
     listing.add_argument("--verify", action="store_true", help="check every file against its record")
     listing.set_defaults(handler=runs)
     commands.add_parser("train", help="train a profile's runs (python -m tdlib train --help)")
     packing = commands.add_parser("compress", help="prune a cached run and save it compressed")
     packing.add_argument("run", help="a run's directory, or its name in --cache")
-    packing.add_argument("--cache", default="cache")
-    packing.add_argument("--kind", choices=sorted(PRUNINGS), default="weight")
-    packing.add_argument("--k", type=float, required=True, help="percent pruned")
-    packing.add_argument("--batch", type=int, default=1, help="the batch size to choose the fastest layout for")
+    packing.add_argument("--cache", default="cache", help="the run cache the run is named in (default: cache)")
+    packing.add_argument("--kind", choices=sorted(PRUNINGS), default="weight", metavar="KIND",
+                         help=f"how to prune: {', '.join(sorted(PRUNINGS))} (default: weight)")
+    packing.add_argument("--k", type=_percent, required=True, help="percent pruned, in [0, 100]")
+    packing.add_argument("--batch", type=_positive, default=1,
+                         help="the batch size to choose the fastest layout for (default: 1)")
     packing.add_argument("--timed-on", choices=["images", "random"], default="images",
                          help="choose the layout on 256 Fashion-MNIST training images (default), whose blank "
                               "pixels a dense first layer can skip, or on uniform random inputs")
-    packing.add_argument("-o", "--output", required=True)
+    packing.add_argument("-o", "--output", required=True, help="the .safetensors file to write (tdlib.compress.load "
+                         "reads it back as an nn.Module)")
     packing.set_defaults(handler=compress_run)
     found = commands.add_parser("findings", help="write a report's verdict table and figure into a README's "
                                 "findings block")
     found.add_argument("report", help="the report's claims.json (e.g. reports/claims.json)")
-    found.add_argument("--readme", default="README.md")
+    found.add_argument("--readme", default="README.md", help="the README to write into (default: README.md)")
     found.add_argument("--block", default="", help="the block's name in its markers, '<!-- findings NAME: start "
                        "-->' (default: the unnamed block, '<!-- findings: start -->')")
     found.set_defaults(handler=findings)
@@ -157,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     drawing.add_argument("report", help="where the report goes, e.g. reports/CLAIMS.md")
     drawing.add_argument("--claims", nargs="+", default=["claims"], help="the claim files or directories (default: "
                          "claims)")
-    drawing.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    drawing.add_argument("--profile", default="default", choices=("smoke", "default", "paper"),
+                         help="the profile the report was trained under (default: default)")
     drawing.add_argument("--seeds", default=None, help="as pytest's --claims-seeds (default: the profile's)")
     drawing.add_argument("--cache", default=None, help="the run cache (default: cache/ under pytest's rootdir)")
     drawing.add_argument("--archive", default=None, help="a run archive to take the runs the cache lacks from "

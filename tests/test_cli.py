@@ -34,6 +34,28 @@ def test_help_works_for_every_command() -> None:
     assert top.returncode == 0 and all(c in top.stdout for c in ("runs", "train", "compress"))
     assert tdlib("train", "--help").returncode == 0
     assert "--kind" in tdlib("compress", "--help").stdout
+    for command in ("runs", "compress", "findings", "report"):  # every option says what it is
+        assert not undocumented(tdlib(command, "--help").stdout), command
+
+
+def undocumented(help_text: str) -> list[str]:
+    """The options of an argparse help text with no description: none on the option's line (after two
+    spaces) and none on the next line (indented, as argparse wraps it)."""
+    lines = help_text.split("options:")[1].splitlines()
+    return [line.strip() for i, line in enumerate(lines) if line.startswith("  -") and "  " not in line.strip()
+            and not (i + 1 < len(lines) and lines[i + 1].startswith(" " * 24))]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--k", "150"], "argument --k: a percentage lies in [0, 100], got 150"),
+    (["--k", "ten"], "argument --k: a percentage is a number, got 'ten'"),
+    (["--k", "90", "--batch", "0"], "argument --batch: at least 1, got 0"),
+])
+def test_a_bad_number_is_one_usage_error_before_any_work(tmp_path: Path, args: list[str], message: str) -> None:
+    done = tdlib("compress", SPEC.name, "--cache", str(tmp_path), "-o", str(tmp_path / "x.safetensors"), *args)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and last == f"python -m tdlib compress: error: {message}"
+    assert "Traceback" not in done.stderr and not any(tmp_path.iterdir())
 
 
 def test_runs_lists_and_verifies_the_cache(cache: Path, tmp_path: Path) -> None:
