@@ -6,7 +6,8 @@ nor faster. :func:`compress` turns a model and its masks into a :class:`Compress
 float tolerance, without the units the masks left constant or unread (:mod:`.surgery`), and runs it for
 inference layer by layer, each layer dense or CSR, or as one compiled chain of such layers, whichever is
 measured faster, on a sample of real inputs if given (:mod:`.module`, :mod:`.autotune`, :mod:`.chain`).
-:func:`save` and :func:`load` keep it in a checked safetensors file (:mod:`.fileformat`).
+:func:`save` and :func:`load` keep it in a checked safetensors file (:mod:`.fileformat`); :func:`export_onnx`
+writes it as an ONNX file that takes any batch size (:mod:`.export`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Literal
 from torch import Tensor
 
 from tdlib.compress.autotune import fastest, fastest_layouts, median_seconds, timing_inputs
+from tdlib.compress.export import export_onnx
 from tdlib.compress.fileformat import FILE_FORMAT, FILE_VERSION, CompressedFileError, load, save
 from tdlib.compress.module import LAYOUTS, CompressedMLP, Layout
 from tdlib.compress.surgery import shrink
@@ -55,5 +57,6 @@ def dense_flops(model: MLP) -> int:
 
 __all__ = [
     "FILE_FORMAT", "FILE_VERSION", "LAYOUTS", "CompressedFileError", "CompressedMLP", "Layout", "compress",
-    "dense_flops", "fastest", "fastest_layouts", "load", "median_seconds", "save", "shrink", "timing_inputs",
+    "dense_flops", "export_onnx", "fastest", "fastest_layouts", "load", "median_seconds", "save", "shrink",
+    "timing_inputs",
 ]
