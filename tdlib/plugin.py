@@ -466,7 +466,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(config.stash[ARCHIVED], red="NOT written" in config.stash[ARCHIVED])
     if JUDGED not in config.stash:
         report = config.stash[SETTINGS]["report"] if SETTINGS in config.stash else None
-        if report is not None and config.stash.get(SELECTED, []):
+        ran = any(terminalreporter.stats.get(what) for what in ("passed", "failed", "error"))
+        if report is not None and config.stash.get(SELECTED, []) and ran:  # else a usage error said why
             terminalreporter.write_line(f"report: NOT written to {report}: no claim could be judged (their tests "
                                         "failed); any earlier one is unchanged", red=True)
         return
