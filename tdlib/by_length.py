@@ -175,8 +175,10 @@ def markdown(points: Lengths, results: list[ClaimResult], ev: Evidence) -> list[
 
 
 def figure(points: dict[Key, list[Point]], results: list[ClaimResult], path: Path) -> None:
-    """One panel per comparison: mean and 95% interval against epochs, the rule's threshold dashed."""
+    """One panel per comparison: mean and 95% interval against epochs, the rule's threshold dashed; each
+    panel's y axis in the comparison's unit, one legend for the figure."""
     rules = _rules(results)
+    comparisons = _comparisons(results)
     keys = list(points)
     columns = 3
     rows = math.ceil(len(keys) / columns)
@@ -185,15 +187,23 @@ def figure(points: dict[Key, list[Point]], results: list[ClaimResult], path: Pat
     for ax, key in zip(axes.flat, keys):
         series = sorted(points[key], key=lambda p: p.epoch)
         x = [p.epoch for p in series]
-        ax.plot(x, [p.mean for p in series], "o-", color="tab:blue")
-        ax.fill_between(x, [p.low for p in series], [p.high for p in series], color="tab:blue", alpha=0.2)
+        n = sorted({p.n for p in series})
+        ax.plot(x, [p.mean for p in series], "o-", color="tab:blue",
+                label=f"mean over {'/'.join(map(str, n))} seeds")
+        ax.fill_between(x, [p.low for p in series], [p.high for p in series], color="tab:blue", alpha=0.2,
+                        label="95% interval of the mean")
         if key in rules:
-            ax.axhline(rules[key][1], color="black", linestyle="--", linewidth=1)
+            ax.axhline(rules[key][1], color="black", linestyle="--", linewidth=1, label="the rule's threshold")
         ax.set_title(f"{key[0]}: {key[2]}", fontsize=8)
         ax.set_xlabel("epochs trained")
+        unit = comparisons[key].unit if key in comparisons else ""
+        ax.set_ylabel({"pp": "percentage points", "%": "%", "x": "ratio", "": "value"}.get(unit, unit), fontsize=8)
         ax.set_xscale("log")
         ax.set_xticks(x, [str(e) for e in x])
         ax.minorticks_off()  # under a decade, the log axis would label its minor ticks over the marks
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
+    if keys:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9)
     fig.savefig(path, dpi=110)
