@@ -349,7 +349,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     settings = _settings_of(config)
     judged = _judge(session)
     config.stash[JUDGED] = judged
-    report = _settings_of(config)["report"]
+    report = settings["report"]
     unwhole = _not_whole(config, judged) if settings["stored_only"] else ""
     if report is not None and unwhole:
         how = (" (a partial report is drawn without --claims-stored-only, which measures what it lacks; the whole "
@@ -492,7 +492,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line("sequence: FAILED (the error above); the verdicts are those of the profile's own "
                                     "seeds", red=True)
     report = _settings_of(config)["report"]
-    if _settings_of(config)["measure_finished"]:
+    if config.stash[SETTINGS]["measure_finished"]:
         terminalreporter.write_line(config.stash.get(MEASURED, "measured: nothing"))
         if REPORT_ERROR in config.stash:
             terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)
