@@ -22,17 +22,17 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from tdlib import by_length, savings_report
-from tdlib.conditions import CONDITIONS, Condition, register
+from tdlib.claims import by_length, savings_report
+from tdlib.claims.conditions import CONDITIONS, Condition, register
+from tdlib.claims.evidence import Evidence
+from tdlib.claims.findings import anchor
+from tdlib.claims.profiles import PROFILES, Profile
+from tdlib.claims.report import ReportContext, Section, SectionOutput, register_figure, register_section, set_title
+from tdlib.claims.sequences import smallest_p
 from tdlib.dropout import TargetedDropout
-from tdlib.evidence import Evidence
-from tdlib.findings import anchor
 from tdlib.metrics import activation_stats, incoming, weight_stats
 from tdlib.model import MLP
-from tdlib.profiles import PROFILES, Profile
-from tdlib.report import ReportContext, Section, SectionOutput, register_figure, register_section, set_title
 from tdlib.runs import Run
-from tdlib.sequences import smallest_p
 from tdlib.spec import RunSpec
 
 set_title("Claims report: pruning and targeted dropout on Fashion-MNIST")

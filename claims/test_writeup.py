@@ -4,7 +4,7 @@ What only this study uses (its conditions beyond tdlib's presets, its figures, t
 measurements) is in ``study.py`` beside this file, loaded by ``conftest.py``.
 
 Accuracies are top-1 on the profile's test images, in percent; a loss is in percentage points (pp).
-Every comparison pairs conditions by seed. See ``tdlib.stats`` for how a verdict is reached.
+Every comparison pairs conditions by seed. See ``tdlib.claims.stats`` for how a verdict is reached.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from study import dead_unit_masks, unit_movement  # beside this file (claims/ is on sys.path under pytest)
 
-from tdlib.claim import Comparison, Finding, Part, claim, values
-from tdlib.evidence import Evidence
+from tdlib.claims.claim import Comparison, Finding, Part, claim, values
+from tdlib.claims.evidence import Evidence
 from tdlib.metrics import accuracy, weight_stats
 
 

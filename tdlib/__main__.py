@@ -1,5 +1,8 @@
 """``python -m tdlib``: the run cache, training a profile, and compressing a cached run, from the shell.
 
+The commands of the ML library (``runs``, ``compress``) are here; those of the claims framework (``train``,
+``findings``, ``report``) are in :mod:`tdlib.claims.cli`.
+
     python -m tdlib runs [--cache DIR] [--verify]          list the cached runs (and check every file)
     python -m tdlib train PROFILE [options]                train a profile's runs (see ``train --help``)
     python -m tdlib compress RUN --kind weight --k 99 -o tw.safetensors
@@ -20,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from tdlib.claims import cli
 from tdlib.prune import PRUNINGS
 from tdlib.runs import ARCHIVED, RECORD, RunCache
 from tdlib.spec import RunSpec
@@ -91,32 +95,6 @@ def compress_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def findings(args: argparse.Namespace) -> int:
-    from tdlib.findings import FindingsError, block, update_readme
-
-    readme = Path(args.readme)
-    try:
-        changed = update_readme(readme, block(Path(args.report), readme.resolve().parent, args.block), args.block)
-    except (FindingsError, OSError) as error:
-        print(f"python -m tdlib findings: {error}", file=sys.stderr)
-        return 2
-    print(f"{readme}: findings block {'updated' if changed else 'already current'} from {args.report}")
-    return 0
-
-
-def report(args: argparse.Namespace) -> int:
-    """The claims suite through pytest (in a child process: the plugin's hooks run in pytest's own), judging
-    and drawing from the cache's stored runs and measurements only."""
-    import subprocess
-
-    command = [sys.executable, "-m", "pytest", *args.claims, "-p", "no:cacheprovider", "--claims-stored-only",
-               "--claims-profile", args.profile, "--claims-report", args.report]
-    command += ["--claims-cache", args.cache] if args.cache else []
-    command += ["--claims-seeds", args.seeds] if args.seeds else []
-    command += ["--claims-archive", args.archive] if args.archive else []
-    return subprocess.run(command).returncode
-
-
 def _percent(text: str) -> float:
     """A percentage in [0, 100], for argparse: anything else is a usage error naming the option."""
     try:
@@ -141,9 +119,7 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # handed whole to the profile trainer, --help included
-        from tdlib.profiles import main as train_profile
-
-        train_profile(argv[1:])
+        cli.train(argv[1:])
         return 0
     parser = argparse.ArgumentParser(prog="python -m tdlib", description="The run cache, training a profile, "
                                      "compressing a cached run, and drawing a report from stored evidence, from the "
@@ -174,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     found.add_argument("--readme", default="README.md", help="the README to write into (default: README.md)")
     found.add_argument("--block", default="", help="the block's name in its markers, '<!-- findings NAME: start "
                        "-->' (default: the unnamed block, '<!-- findings: start -->')")
-    found.set_defaults(handler=findings)
+    found.set_defaults(handler=cli.findings)
     about = ("judge the claims and draw their report again from stored evidence alone: nothing is trained or "
              "measured, and missing evidence is an error (pytest with --claims-stored-only)")
     drawing = commands.add_parser("report", help=about, description=about)
@@ -187,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     drawing.add_argument("--cache", default=None, help="the run cache (default: cache/ under pytest's rootdir)")
     drawing.add_argument("--archive", default=None, help="a run archive to take the runs the cache lacks from "
                          "(e.g. archive/paper)")
-    drawing.set_defaults(handler=report)
+    drawing.set_defaults(handler=cli.report)
     args = parser.parse_args(argv)
     return args.handler(args)
 

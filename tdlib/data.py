@@ -137,7 +137,7 @@ def _download(target: Path) -> None:
     """Fetch the missing ``.gz`` files from :data:`MIRROR`; each is kept only once its MD5 matches."""
     import urllib.request
 
-    from tdlib.runs import atomic_write
+    from tdlib.files import atomic_write
 
     target.mkdir(parents=True, exist_ok=True)
     for name, (_, gz_md5) in FILES.items():

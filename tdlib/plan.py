@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class Plan:
         for name in dict.fromkeys(s.condition for s in self.specs):
             left = [s.seed for s in self.specs if s.condition == name and s in self.to_train]
             total = sum(s.condition == name for s in self.specs)
-            parts.append(f"{name} {total - len(left)} of {total} done" + (f" ({_seeds(left)} left)" if left else ""))
+            done = f"{name} {total - len(left)} of {total} done"
+            parts.append(done + (f" ({seed_ranges(left)} left)" if left else ""))
         return "; ".join(parts)
 
     @property
@@ -45,8 +47,8 @@ class Plan:
         return self.order or (*self.cached, *self.to_train)
 
 
-def _seeds(seeds: list[int]) -> str:
-    """``[100, 101, 102, 104]`` -> ``"100-102, 104"``."""
+def seed_ranges(seeds: Sequence[int]) -> str:
+    """Seeds as runs of consecutive numbers: ``[0, 1, 2, 3, 4, 100, 101, 104]`` -> ``"0-4, 100-101, 104"``."""
     runs: list[list[int]] = []
     for seed in seeds:
         if runs and seed == runs[-1][-1] + 1:

@@ -19,7 +19,7 @@ per-run file lock makes a second process wait (saying who holds the lock) and th
 training again. A damaged entry is named in a warning, moved aside to ``<root>/corrupt/`` (never
 deleted) and trained again.
 
-An *archived* entry (:mod:`tdlib.archive`) holds only ``record.json`` and ``history.json``, with
+An *archived* entry (:mod:`tdlib.claims.archive`) holds only ``record.json`` and ``history.json``, with
 ``archived.json`` beside them: a run trained on another machine, kept as its certificate (the record, with
 the SHA-256 of every file it wrote) and its measurements, so that a report can be drawn without its
 weights. It counts as finished; the first time anything needs its weights, :meth:`RunCache.materialize`
@@ -34,7 +34,6 @@ import io
 import json
 import os
 import socket
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from tdlib.data import FashionMNIST, load_fashion_mnist
+from tdlib.files import atomic_write, sha256
 from tdlib.model import MLP
 from tdlib.provenance import provenance
 from tdlib.spec import RunSpec
@@ -56,7 +56,7 @@ from tdlib.train import TrainState, initial_state, restore_state, train
 RECORD = "record.json"
 RESUME = "resume.pt"
 FINAL_STATE = "state.pt"
-ARCHIVED = "archived.json"  # marks an entry without weights, taken from an archive (tdlib.archive)
+ARCHIVED = "archived.json"  # marks an entry without weights, taken from an archive (tdlib.claims.archive)
 EXTENDED = "extended-from.json"  # while a run that continues a shorter one trains: that run's name
 STATE_MAGIC = b"tdlib-train-state\n"
 LOCK_TIMEOUT = float(os.environ.get("TDLIB_LOCK_TIMEOUT", 24 * 3600))  # seconds to wait for another process
@@ -85,42 +85,10 @@ def checkpoint_file(epoch: int) -> str:
     return f"checkpoint-epoch{epoch:03d}.pt"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600, made what open() would have given
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    """The process's umask (reading it means setting it: set back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def with_umask(directory: Path) -> Path:
-    """``directory``, made by ``tempfile.mkdtemp`` (0700), given the mode ``mkdir`` would have given it."""
-    directory.chmod(0o777 & ~current_umask())
-    return directory
-
-
 def tensor_bytes(obj: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def checked_write(path: Path, data: bytes) -> str:

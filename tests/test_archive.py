@@ -11,8 +11,8 @@ import pytest
 import torch
 from filelock import FileLock
 
-from tdlib.archive import EVIDENCE_FILE, export, restore
-from tdlib.evidence import Evidence, NotStored, evidence_bytes, verified_values
+from tdlib.claims.archive import EVIDENCE_FILE, export, restore
+from tdlib.claims.evidence import Evidence, NotStored, evidence_bytes, verified_values
 from tdlib.runs import ARCHIVED, CertificateMismatch, Run, RunCache, weight_digests
 from tdlib.spec import DataSpec, RunSpec
 
@@ -26,7 +26,7 @@ def small_spec(condition: str = "B", seed: int = 0, epochs: int = 2, **changes: 
 
 
 def measured(cache: RunCache, run: Run, values: dict[str, float]) -> Path:
-    """Store ``values`` as ``run``'s evidence in ``cache``, as tdlib.evidence does."""
+    """Store ``values`` as ``run``'s evidence in ``cache``, as tdlib.claims.evidence does."""
     path = cache.root / "evidence" / f"{run.spec.name}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(evidence_bytes(run, values))
@@ -148,7 +148,7 @@ def test_an_archived_run_is_not_continued_from(tmp_path: Path, trained: tuple[Ru
 
 
 CLAIMS = '''
-from tdlib.claim import Comparison, Finding, Part, claim
+from tdlib.claims.claim import Comparison, Finding, Part, claim
 
 
 @claim("X1", quote="B learns", rule="B's dense accuracy > 30%", conditions=("B",))
@@ -200,8 +200,8 @@ def test_measuring_the_finished_runs_stores_what_a_whole_run_stores_of_them_and_
 
 def test_training_a_profile_takes_the_archived_runs_and_trains_only_the_rest(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tdlib.profiles import PROFILES
-    from tdlib.profiles import main as train_profile
+    from tdlib.claims.cli import train as train_profile
+    from tdlib.claims.profiles import PROFILES
 
     here = RunCache(tmp_path / "here", progress=False)
     here.get(PROFILES["smoke"].spec("B", 0))

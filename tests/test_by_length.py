@@ -9,11 +9,11 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import pytest
 
-from tdlib import by_length
-from tdlib.claim import Claim, Comparison, Finding, Findings, Part, values
-from tdlib.evidence import Evidence, NotStored
+from tdlib.claims import by_length
+from tdlib.claims.claim import Claim, Comparison, Finding, Findings, Part, values
+from tdlib.claims.evidence import Evidence, NotStored
+from tdlib.claims.profiles import PROFILES, Profile
 from tdlib.metrics import accuracy
-from tdlib.profiles import PROFILES, Profile
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdlib.claim import Claim, Finding, Findings, check_sound, claim
-from tdlib.evidence import BrokenEvidence, Evidence
-from tdlib.profiles import PROFILES, Profile, parse_seeds
-from tdlib.report import seeds_cell
+from tdlib.claims.claim import Claim, Finding, Findings, check_sound, claim
+from tdlib.claims.evidence import BrokenEvidence, Evidence
+from tdlib.claims.profiles import PROFILES, Profile, parse_seeds
+from tdlib.claims.report import seeds_cell
+from tdlib.claims.stats import Comparison, Part, Verdict
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
-from tdlib.stats import Comparison, Part, Verdict
 
 TINY = Profile("tiny", epochs=1, seeds=(0, 1, 2), batch_size=100, data=DataSpec(300, 300, 0), accuracy_floor=0.0,
                hidden=PROFILES["smoke"].hidden)
@@ -104,7 +104,7 @@ def test_a_claim_that_cannot_be_judged_is_named_and_the_others_stand() -> None:
 def test_the_registered_family_is_every_claim_of_the_modules() -> None:
     import types
 
-    from tdlib.claim import registered_family
+    from tdlib.claims.claim import registered_family
 
     module = types.ModuleType("m")
     for cid in ("A1", "A2"):

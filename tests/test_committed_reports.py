@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tdlib.findings import block, markers
+from tdlib.claims.findings import block, markers
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "reports" / "paper"
@@ -51,8 +51,8 @@ def test_the_readmes_findings_blocks_are_the_committed_reports() -> None:
 def test_every_verdict_of_the_100_epoch_report_is_derived_again_from_its_per_seed_values() -> None:
     """From ``claims.json`` alone (every comparison's values, in sequence order, with its seeds, threshold, side
     and its part's combination), the engine reaches the committed report's verdicts and p-values again."""
-    from tdlib.profiles import PROFILES
-    from tdlib.stats import Comparison, Part, combine, judge_parts
+    from tdlib.claims.profiles import PROFILES
+    from tdlib.claims.stats import Comparison, Part, combine, judge_parts
 
     data = json.loads((PAPER / "claims.json").read_text())
     parts = [Part(p["name"], tuple(Comparison(c["name"], c["values"], c["threshold"], c["side"], seeds=c["seeds"])

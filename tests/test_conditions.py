@@ -6,9 +6,9 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from tdlib.conditions import CONDITIONS, Condition, register
+from tdlib.claims.conditions import CONDITIONS, Condition, register
+from tdlib.claims.profiles import PROFILES
 from tdlib.dropout import TargetedDropout
-from tdlib.profiles import PROFILES
 
 
 def test_the_registered_conditions_are_claims_md_s(study: ModuleType) -> None:
@@ -33,8 +33,8 @@ def test_the_studys_runs_keep_the_keys_they_were_cached_under(study: ModuleType)
 
 
 def test_a_condition_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tdlib.conditions.CONDITIONS", CONDITIONS.copy())
-    from tdlib import conditions
+    monkeypatch.setattr("tdlib.claims.conditions.CONDITIONS", CONDITIONS.copy())
+    from tdlib.claims import conditions
 
     tw70 = register(Condition("TW70", "weight level, gamma 0.7", targeted=TargetedDropout.constant("weight", 0.7, 0.5)))
     assert conditions.CONDITIONS["TW70"] is tw70

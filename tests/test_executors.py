@@ -71,7 +71,7 @@ def test_bad_engines_are_named() -> None:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tdlib.profiles", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tdlib", "train", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=300, env=None if env is None else {**os.environ, **env})
 
 

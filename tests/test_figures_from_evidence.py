@@ -8,9 +8,9 @@ from types import ModuleType
 
 import pytest
 
-from tdlib import report, savings_report
-from tdlib.evidence import Evidence
-from tdlib.profiles import PROFILES, Profile
+from tdlib.claims import report, savings_report
+from tdlib.claims.evidence import Evidence
+from tdlib.claims.profiles import PROFILES, Profile
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
 

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from t_engine import comparison_p
 
-from tdlib.claim import claims_in
-from tdlib.profiles import load_study
-from tdlib.stats import ALPHA, decide, holm_rejects, part_p
+from tdlib.claims.claim import claims_in
+from tdlib.claims.cli import load_study
+from tdlib.claims.stats import ALPHA, decide, holm_rejects, part_p
 
 SIMS = 20_000
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tdlib.claims.profiles import PROFILES
 from tdlib.plan import epochs_left, makespan, parallel_runs, plan
-from tdlib.profiles import PROFILES
 from tdlib.runs import RECORD, RESUME, STATE_MAGIC
 
 
@@ -61,7 +61,7 @@ def test_the_estimate_uses_the_unslowed_rate_of_the_condition_on_the_same_data(t
 
 def test_training_along_the_sequence_says_what_each_condition_has_done_and_has_left(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tdlib.profiles import main as train_profile
+    from tdlib.claims.cli import train as train_profile
 
     paper = PROFILES["paper"]
     for condition, seeds in (("B", (0, 1, 2, 3, 4, 100, 101)), ("TWR", (0, 1, 2, 3, 4))):

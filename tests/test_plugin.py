@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tdlib.findings import block
+from tdlib.claims.findings import block
 
 pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parent.parent
 
 CLAIM_FILE = '''
-from tdlib.claim import Comparison, Finding, Part, claim
+from tdlib.claims.claim import Comparison, Finding, Part, claim
 
 
 @claim("X1", quote="B learns", rule="B's dense accuracy > 30%", conditions=("B",))
@@ -60,7 +60,8 @@ import sys
 
 def test_the_installed_plugin_imported_nothing_heavy():
     assert "torch" not in sys.modules
-    assert sorted(m for m in sys.modules if m.split(".")[0] == "tdlib") == ["tdlib", "tdlib.plugin"]
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] == "tdlib")
+    assert loaded == ["tdlib", "tdlib.claims", "tdlib.claims.plugin"]
 '''
 
 
@@ -83,8 +84,9 @@ def test_the_wheel_declares_the_pytest11_entry_point(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         entry_points = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
         text = archive.read(entry_points).decode()
-        assert "[pytest11]" in text and "tdlib = tdlib.plugin" in text
-        assert {"tdlib/plugin.py", "tdlib/compress/module.py", "tdlib/compress/chain.py"} <= set(archive.namelist())
+        assert "[pytest11]" in text and "tdlib = tdlib.claims.plugin" in text
+        assert {"tdlib/claims/plugin.py", "tdlib/compress/module.py", "tdlib/compress/chain.py"} <= set(
+            archive.namelist())
         metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     required = {line.split(":", 1)[1].split(";")[0].strip().split(">")[0].split("=")[0].strip()
                 for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line}
@@ -93,8 +95,8 @@ def test_the_wheel_declares_the_pytest11_entry_point(tmp_path: Path) -> None:
 
 USER_CLAIM_FILE = '''
 from tdlib import TargetedDropout
-from tdlib.claim import Comparison, Finding, Part, claim
-from tdlib.conditions import Condition, register
+from tdlib.claims.claim import Comparison, Finding, Part, claim
+from tdlib.claims.conditions import Condition, register
 
 register(Condition("TW70", "weight-level targeted dropout, gamma 0.7, alpha 0.5",
                    targeted=TargetedDropout.constant("weight", 0.7, 0.5)))
@@ -321,8 +323,8 @@ def test_a_figure_no_one_registered_is_one_usage_error_of_a_report(pytester: pyt
 
 def test_a_failing_report_keeps_the_verdicts_and_the_old_report(pytester: pytest.Pytester, shared_cache: Path) -> None:
     pytester.makeconftest(
-        "import tdlib.report\n\n\ndef broken(*args, **kwargs):\n    raise RuntimeError('drawing failed')\n\n\n"
-        "tdlib.report.render = broken\n"
+        "import tdlib.claims.report\n\n\ndef broken(*args, **kwargs):\n    raise RuntimeError('drawing failed')\n\n\n"
+        "tdlib.claims.report.render = broken\n"
     )
     pytester.makepyfile(test_claims=CLAIM_FILE)
     target = pytester.path / "out" / "CLAIMS.md"

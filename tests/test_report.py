@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tdlib import report
-from tdlib.claim import Judged
+from tdlib.claims import report
+from tdlib.claims.claim import Judged
 
 
 @pytest.fixture()
@@ -118,7 +118,7 @@ def test_importing_the_report_leaves_matplotlibs_backend_alone() -> None:
     import subprocess
     import sys
 
-    code = "import matplotlib; matplotlib.use('svg'); import tdlib.report, tdlib.savings_report; " \
+    code = "import matplotlib; matplotlib.use('svg'); import tdlib.claims.report, tdlib.claims.savings_report; " \
            "print(matplotlib.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "svg"

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tdlib import runs
+from tdlib import files, runs
 from tdlib.dropout import TargetedDropout
-from tdlib.runs import RunCache, atomic_write
+from tdlib.files import atomic_write
+from tdlib.runs import RunCache
 from tdlib.schedules import paper_alpha, paper_gamma
 from tdlib.spec import DataSpec, RunSpec
 from tdlib.train import build_model, plain_copy
@@ -346,7 +347,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path: Path, monkey
     def crash(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(runs.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, b"new contents")
     assert target.read_bytes() == b"old"
@@ -394,8 +395,8 @@ def test_files_and_directories_take_the_processs_umask(tmp_path: Path, umask: in
     import tempfile
 
     from tdlib.compress import compress, save
+    from tdlib.files import with_umask
     from tdlib.metrics import masks_for
-    from tdlib.runs import with_umask
 
     previous = os.umask(umask)
     try:
@@ -408,3 +409,16 @@ def test_files_and_directories_take_the_processs_umask(tmp_path: Path, umask: in
     files = [p for p in run.directory.iterdir() if p.is_file()] + [tmp_path / "model.safetensors"]
     assert files and {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
     assert {run.directory.stat().st_mode & 0o777, staged.stat().st_mode & 0o777} == {0o777 & ~umask}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_the_umask_is_read_without_being_changed(umask: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read from /proc where the kernel shows it (no instant in which another thread's file gets 0o022),
+    and by setting it back at once where it does not."""
+    previous = os.umask(umask)
+    try:
+        assert files.current_umask() == umask
+        monkeypatch.setattr(files.Path, "read_text", lambda self: (_ for _ in ()).throw(OSError("no /proc")))
+        assert files.current_umask() == umask and os.umask(umask) == umask
+    finally:
+        os.umask(previous)

@@ -7,10 +7,10 @@ import math
 import torch
 
 import tdlib.savings
+from tdlib.claims.profiles import PROFILES
 from tdlib.compress import compress
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
-from tdlib.profiles import PROFILES
 from tdlib.savings import CHOICE_RUN_TIME, MIN_RUN_TIME, saving, speed, speedup_curve
 
 QUICK = 0.002  # seconds behind a timing: these tests check what is measured, not how fast it runs

@@ -1,4 +1,4 @@
-"""The exact, anytime-valid test of the typical run (:mod:`tdlib.sequences`): its closed form against the
+"""The exact, anytime-valid test of the typical run (:mod:`tdlib.claims.sequences`): its closed form against the
 integral it stands for, what it can reach, ties, and the guarantee over the registered family, proved by
 simulation on the shapes real seeds take (normal, heavy-tailed, skewed, collapsing at the pruning cliff,
 exactly tied), beside the t-based engine, which breaks it on those shapes.
@@ -16,8 +16,8 @@ from scipy import integrate, optimize, stats
 from t_engine import comparison_p
 from test_guarantee import STRUCTURE, family_codes, strictly
 
-from tdlib.sequences import anytime_p, log_e_values, rate_p, seeds_to_decide, smallest_p
-from tdlib.stats import ALPHA
+from tdlib.claims.sequences import anytime_p, log_e_values, rate_p, seeds_to_decide, smallest_p
+from tdlib.claims.stats import ALPHA
 
 SIMS = 4_000
 COMPARISONS = sum(k for k, _ in STRUCTURE)

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from tdlib.sequences import anytime_p, seeds_to_decide, smallest_p
-from tdlib.stats import (
+from tdlib.claims.sequences import anytime_p, seeds_to_decide, smallest_p
+from tdlib.claims.stats import (
     ALPHA,
     ORDER,
     Comparison,

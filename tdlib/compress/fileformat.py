@@ -21,7 +21,7 @@ from torch import Tensor
 
 from tdlib.compress.module import LAYOUTS, CompressedMLP, csr_is_smaller, csr_quietly
 from tdlib.compress.surgery import linear
-from tdlib.runs import atomic_write
+from tdlib.files import atomic_write
 
 FILE_FORMAT = "tdlib-compressed-mlp"
 FILE_VERSION = 4  # 4: sparse_inputs; 3: safetensors; 2: a torch pickle whose header says whether it runs fused

@@ -5,7 +5,7 @@ profile's own seeds, then the fresh seeds from 100 in order). The claims' tests 
 seeds; at the end of a session, :func:`judge_sequence` judges each part on *every* seed of the sequence
 that the cache holds finished for every condition the part reads (a seed, once trained, is never left
 out: ``claims.md``, convention of 2026-12-04), the seeds in sequence order, so that the anytime-valid
-tests of :mod:`tdlib.stats` read them as the sequence they are.
+tests of :mod:`tdlib.claims.stats` read them as the sequence they are.
 
 :func:`continue_sequence` then trains on: while a part is INCONCLUSIVE and its conditions have not reached
 the profile's budget of seeds, the next seeds of the conditions it reads are trained and everything is
@@ -26,12 +26,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tdlib.claim import Claim, Finding, Findings, Judged, check_sound
-from tdlib.conditions import CONDITIONS
-from tdlib.evidence import Evidence, NotStored
+from tdlib.claims.claim import Claim, Finding, Findings, Judged, check_sound
+from tdlib.claims.conditions import CONDITIONS
+from tdlib.claims.evidence import Evidence, NotStored
+from tdlib.claims.stats import Part, Verdict
 from tdlib.executors import Engine, train_all
 from tdlib.plan import plan
-from tdlib.stats import Part, Verdict
 
 ClaimFunction = Callable[[Evidence], Finding]
 PartKey = tuple[str, str]  # (claim id, part name)

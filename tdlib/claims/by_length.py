@@ -1,5 +1,5 @@
 """Verdicts by training length: the claims judged on B alone, measured as if training had stopped at each
-of :data:`tdlib.profiles.MARKS` that a run reaches. Descriptive: shown beside the judged verdicts, never
+of :data:`tdlib.claims.profiles.MARKS` that a run reaches. Descriptive: shown beside the judged verdicts, never
 judged itself (it would add comparisons to the registered family after the fact)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from tdlib.claim import ClaimResult, Finding
-from tdlib.evidence import Evidence, NotStored
-from tdlib.profiles import MARKS
-from tdlib.stats import Comparison, mean_interval
+from tdlib.claims.claim import ClaimResult, Finding
+from tdlib.claims.evidence import Evidence, NotStored
+from tdlib.claims.profiles import MARKS
+from tdlib.claims.stats import Comparison, mean_interval
 
 Key = tuple[str, str, str]  # (claim id, part, comparison)
 

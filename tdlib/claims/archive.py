@@ -6,7 +6,7 @@ archive keeps, for each finished run, the three files that certify and measure i
     <archive>/<run name>/record.json    the run's record: its description, provenance and the SHA-256 of
                                         every file it wrote (weights, checkpoints, history)
     <archive>/<run name>/history.json   per-epoch loss, accuracy and seconds
-    <archive>/<run name>/evidence.json  its stored measurements (tdlib.evidence), tied to that record
+    <archive>/<run name>/evidence.json  its stored measurements (tdlib.claims.evidence), tied to that record
 
 :func:`export` writes a cache's finished runs into an archive; :func:`restore` puts an archive's runs into a
 cache that lacks them, as *archived* entries (:mod:`tdlib.runs`): a report is judged and drawn from their
@@ -31,8 +31,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from tdlib.evidence import EvidenceMismatch, evidence_bytes, verified_values
-from tdlib.runs import ARCHIVED, RECORD, Run, RunCache, atomic_write, sha256, weight_digests, with_umask
+from tdlib.claims.evidence import EvidenceMismatch, evidence_bytes, verified_values
+from tdlib.files import atomic_write, sha256, with_umask
+from tdlib.runs import ARCHIVED, RECORD, Run, RunCache, weight_digests
 from tdlib.spec import RunSpec
 
 EVIDENCE_FILE = "evidence.json"

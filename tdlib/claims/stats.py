@@ -16,9 +16,9 @@ distribution: collapses at the pruning cliff, exact ties and skew are all covere
 **How.**
 
 1. *Comparisons.* Each direction (the claim's side, and the other) is the exact, anytime-valid test of
-   :mod:`tdlib.sequences`: a test martingale for the rate of seeds strictly on that side against 1/2, read
+   :mod:`tdlib.claims.sequences`: a test martingale for the rate of seeds strictly on that side against 1/2, read
    after every seed of the sequence. ``p_support`` and ``p_refute`` stay valid whatever the stopping rule,
-   so a condition trained on until its parts are decided (:mod:`tdlib.continuation`) costs nothing.
+   so a condition trained on until its parts are decided (:mod:`tdlib.claims.continuation`) costs nothing.
 2. *Parts.* A part is the unit that carries a verdict. An ``all`` part holds when every comparison
    does: it is tested by intersection-union, ``p_support = max(p_support_i)``, with no charge for
    multiplicity, and refuted by Bonferroni over its k comparisons, ``p_refute = min(1, k min p_refute_i)``.
@@ -34,14 +34,14 @@ distribution: collapses at the pruning cliff, exact ties and skew are all covere
    every part before it in the full ordering passes whenever the partial run rejects (the j-th
    smallest known p passes level a/(m - j + 1), and an unknown p below it is no larger).
 5. *What the tests can reach.* With n seeds the smallest p is ``(n + 1) / (2^(n+1) - 1)``
-   (:func:`tdlib.sequences.smallest_p`): 0.095 at 5 seeds, so five seeds decide nothing; the first Holm step
+   (:func:`tdlib.claims.sequences.smallest_p`): 0.095 at 5 seeds, so five seeds decide nothing; the first Holm step
    over 21 parts at 0.0125 a direction needs 14 seeds all on one side.
 6. *Description beside the verdict.* Each comparison shows its per-seed values, "k of n seeds" on the
    claim's side (what decides), its median, its mean with the unadjusted 95% t interval (description only:
    a mean is not what is tested), and the seed at which its part's verdict was reached.
 7. *What would decide it.* An INCONCLUSIVE part gets, from the same test, the seeds in all at which it
    would be decided if its seeds went on splitting as they have, at the level Holm's next step would ask of
-   it; a split near even is "not decidable" (:func:`tdlib.sequences.seeds_to_decide`).
+   it; a split near even is "not decidable" (:func:`tdlib.claims.sequences.seeds_to_decide`).
 
 Everything below works on arrays of shape ``(..., n)`` so that the simulation tests run the very same
 code on many thousands of synthetic families at once.
@@ -59,7 +59,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from tdlib.sequences import log_e_values, rate_p, seeds_to_decide
+from tdlib.claims.sequences import log_e_values, rate_p, seeds_to_decide
 
 ALPHA = 0.05  # the study's P(any wrong verdict) over everything the README states; each report has a share
 Side = Literal["greater", "less"]

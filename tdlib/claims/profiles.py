@@ -1,4 +1,4 @@
-"""Profiles: how much training a claims run does (the conditions it trains are in :mod:`tdlib.conditions`).
+"""Profiles: how much training a claims run does (the conditions it trains are in :mod:`tdlib.claims.conditions`).
 
 - ``smoke``: a small class-balanced subset (2,000 training images, 500 test images), two epochs, two seeds,
   an MLP a tenth as wide as the writeup's (100, 100, 50, 20: the same four hidden layers, 1/25 of the
@@ -12,9 +12,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from tdlib.conditions import CONDITIONS, condition
+from tdlib.claims.conditions import condition
 from tdlib.model import PAPER_HIDDEN
 from tdlib.spec import DataSpec, RunSpec
 
@@ -136,107 +135,3 @@ PROFILES: dict[str, Profile] = {
     # Registered 2026-12-04, before any 100-epoch run beyond seeds 0-4: up to 20 seeds a condition.
     "paper": Profile("paper", epochs=100, seeds=(0, 1, 2, 3, 4), accuracy_floor=0.85, budget=20, alpha=0.025),
 }
-
-
-def load_study(claims: Path, required: bool = False) -> None:
-    """Import ``claims/conftest.py`` as pytest would (its directory on ``sys.path``), so that what it
-    registers (a study's conditions, figures and report sections) is registered here too."""
-    import importlib.util
-    import sys
-
-    conftest = claims / "conftest.py"
-    if not conftest.is_file():
-        if required:
-            raise SystemExit(f"python -m tdlib train: --claims {claims}: no conftest.py there")
-        return
-    if str(claims.resolve()) not in sys.path:
-        sys.path.insert(0, str(claims.resolve()))
-    spec = importlib.util.spec_from_file_location(f"{claims.name}_conftest", conftest)
-    assert spec is not None and spec.loader is not None
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m tdlib.profiles PROFILE``: train a profile's runs into the cache (``--help`` says how)."""
-    import argparse
-
-    from tdlib.executors import ENGINES, describe, train_all
-    from tdlib.plan import plan
-
-    parser = argparse.ArgumentParser(prog="python -m tdlib train",
-                                     description="Train every run of a profile into the run cache (resumable).")
-    parser.add_argument("profile", choices=sorted(PROFILES))
-    parser.add_argument("--cache", default="cache", help="the run cache (default: cache)")
-    parser.add_argument("--seeds", default=None, help="a count (5) or a list (0,3,7); default: the profile's")
-    parser.add_argument("--sequence", nargs="?", type=int, const=0, default=None, metavar="N",
-                        help="train each condition along the profile's sequence (its seeds, then the fresh seeds "
-                        "100, 101, ...) to N seeds (default: the profile's budget), condition by condition in the "
-                        "order of --conditions; the plan says what each has done and has left. Leaves out the "
-                        "report sections' runs")
-    parser.add_argument("--claims", default="claims", metavar="DIR",
-                        help="a claims directory whose conftest.py registers its study's conditions and report "
-                        "sections, as under pytest (default: claims, if it has one)")
-    parser.add_argument("--conditions", default=None,
-                        help="comma-separated registered conditions (default: every condition of group 'claims')")
-    parser.add_argument("--no-sections", action="store_true",
-                        help="leave out the runs of the report's registered sections (the study's gamma x alpha "
-                        "map: one seed per cell, in runs of at most 15 epochs; included by default)")
-    parser.add_argument("--engine", choices=ENGINES, default="local", help="where runs train (default: local)")
-    parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per run (default: 1 for local workers, else the process's)")
-    parser.add_argument("--archive", default=None, metavar="DIR",
-                        help="a run archive (e.g. archive/paper): its runs the cache lacks are taken from it first, "
-                        "and not trained again")
-    parser.add_argument("--plan", action="store_true", help="print what would be trained, and stop")
-    args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
-    load_study(Path(args.claims), required=args.claims != "claims")
-    try:
-        if args.seeds is not None and args.sequence is not None:
-            raise ValueError("--seeds and --sequence name the seeds two ways: give one of them")
-        if args.seeds is not None:
-            profile = profile.with_seeds(parse_seeds(args.seeds))
-        names = args.conditions or ",".join(c.name for c in CONDITIONS.values() if c.group == "claims")
-        conditions = [c.strip() for c in names.split(",") if c.strip()]
-        if args.sequence is not None:
-            if args.sequence < 0:
-                raise ValueError(f"--sequence takes a number of seeds, at least 1, got {args.sequence}")
-            seeds = profile.sequence(args.sequence or None)
-            specs = [profile.spec(name, seed) for name in conditions for seed in seeds]
-        else:
-            specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
-        if not args.no_sections and args.sequence is None:
-            from tdlib.report import section_runs
-
-            specs += [s for s in section_runs(profile) if s not in specs]
-    except ValueError as error:
-        parser.error(str(error))
-    if args.archive is not None:
-        from tdlib.archive import restore
-        from tdlib.runs import RunCache
-
-        print(restore(Path(args.archive), RunCache(args.cache, progress=False)).restored(Path(args.archive)),
-              flush=True)
-    planned = plan(specs, Path(args.cache), args.workers, args.engine)
-    print(f"{profile.name}: {planned.summary()}", flush=True)
-    if args.sequence is not None:
-        print(f"sequence: {planned.by_condition()}", flush=True)
-    if args.plan:
-        return
-    if planned.to_train:
-        from tdlib.data import DataError, locate
-
-        try:
-            locate()
-        except DataError as error:
-            raise SystemExit(f"python -m tdlib train: {error}") from None
-    results = train_all(specs, args.cache, engine=args.engine, workers=args.workers, threads=args.threads)
-    for r in results:
-        print(f"{r.name}: {r.final_accuracy:.4f} ({'trained' if r.trained_now else 'cached'}, {r.wall_seconds:.0f} s, "
-              f"{r.threads} threads)", flush=True)
-    print(describe(results), flush=True)
-
-
-if __name__ == "__main__":
-    main()

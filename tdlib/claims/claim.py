@@ -3,7 +3,7 @@
 The judging is shared: :func:`claim` wraps the function into a test that checks its evidence is sound
 and hands the finding to the session's :class:`Findings`. At the end of the run the parts of every
 claim are judged together, as members of the *registered family*: every claim the claim modules
-define, whichever of them the run selected (:mod:`tdlib.stats` says why and what that guarantees).
+define, whichever of them the run selected (:mod:`tdlib.claims.stats` says why and what that guarantees).
 
 Adding a claim (the README shows the same)::
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from tdlib.evidence import BrokenEvidence, Evidence
-from tdlib.stats import ALPHA, Comparison, JudgedPart, Part, Verdict, combine, judge_parts
+from tdlib.claims.evidence import BrokenEvidence, Evidence
+from tdlib.claims.stats import ALPHA, Comparison, JudgedPart, Part, Verdict, combine, judge_parts
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Judged:
     results: list[ClaimResult]
     family: list[Claim]  # every registered claim
     alpha: float = ALPHA  # the report's share of the study's error
-    sequence: Any = None  # the tdlib.continuation.Sequence its parts were judged on, or None
+    sequence: Any = None  # the tdlib.claims.continuation.Sequence its parts were judged on, or None
 
     @property
     def missing(self) -> list[Claim]:

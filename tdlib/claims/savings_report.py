@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from tdlib.evidence import Evidence
+from tdlib.claims.evidence import Evidence
+from tdlib.claims.report import ReportContext, Section, SectionOutput
 from tdlib.metrics import SWEEP, PruneKind, masks_for
 from tdlib.model import MLP
-from tdlib.report import ReportContext, Section, SectionOutput
 from tdlib.runs import Run
 from tdlib.savings import MIN_RUN_TIME, Saving, Speed, saving, speedup_curve
 
@@ -252,7 +252,7 @@ def as_json(savings: Savings, ev: Evidence) -> dict:
 
 def section(models: Sequence[Model]) -> Section:
     """The report section "What pruning buys" for ``models``, shown when the report's claims use every
-    condition the models name (register it with :func:`tdlib.report.register_section`)."""
+    condition the models name (register it with :func:`tdlib.claims.report.register_section`)."""
     models = tuple(models)
 
     def write(context: ReportContext) -> SectionOutput:

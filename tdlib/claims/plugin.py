@@ -14,7 +14,7 @@ beyond this module, and no torch):
   members of the whole registered family, like any partial run;
 - ``--claims-budget N``: the most seeds of the sequence a condition may reach (default: the profile's);
 - ``--claims-continue``: train further seeds of the profile's sequence for every part left undecided, up
-  to the profile's budget, judging after each round (:mod:`tdlib.continuation`; a full run only). Without
+  to the profile's budget, judging after each round (:mod:`tdlib.claims.continuation`; a full run only). Without
   it, every part is still judged on every seed of the sequence the cache holds;
 - ``--claims-report PATH``: write the report there (``CLAIMS.md``, with ``claims.json`` and ``figures/``
   beside it, swapped in whole). Without it, no report is written: a plain or ``-k`` run never
@@ -22,14 +22,14 @@ beyond this module, and no torch):
 - ``--claims-stored-only``: train and measure nothing; judge and draw from the runs and measurements
   already stored. A run or measurement the cache lacks is an error, and the report is written only
   if every claim was judged whole from what is stored (``python -m tdlib report``).
-- ``--claims-archive DIR``: a run archive (:mod:`tdlib.archive`), such as ``archive/paper`` in git: the
+- ``--claims-archive DIR``: a run archive (:mod:`tdlib.claims.archive`), such as ``archive/paper`` in git: the
   runs the cache lacks are taken from it before the plan (without their weights), and at the end every
   finished run of the profile is written back to it, with its measurements.
 - ``--claims-measure-finished``: train nothing; measure all a whole report needs of the runs that are
   finished, standing in for the others (whose slots' numbers are thrown away), and write no report.
   With ``--claims-archive``, a long computation that trains over several machines keeps what each measured.
 
-Every test made by :func:`tdlib.claim.claim` is marked ``@pytest.mark.claim(id)``. The *registered
+Every test made by :func:`tdlib.claims.claim.claim` is marked ``@pytest.mark.claim(id)``. The *registered
 family* is every claim defined in the claim modules pytest collected, before ``-k``/``-m``
 deselection; a duplicate id is a usage error. A claim test passes when its evidence is sound,
 whatever the verdict. The verdicts come at the end, judged once over the registered family: a run
@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tdlib.claim import Claim, Findings, Judged
+    from tdlib.claims.claim import Claim, Findings, Judged
 
 MAX_SEEDS = 50
 XDIST_REFUSED = (
@@ -131,7 +131,7 @@ def _settings_of(config: pytest.Config) -> dict:
 
 def _settings(config: pytest.Config) -> dict:
     """The options, checked: a bad one is one usage error, raised before any test or training."""
-    from tdlib.profiles import PROFILES, parse_seeds
+    from tdlib.claims.profiles import PROFILES, parse_seeds
 
     profile = PROFILES[config.getoption("claims_profile")]
     seeds_text = config.getoption("claims_seeds")
@@ -156,7 +156,7 @@ def _settings(config: pytest.Config) -> dict:
     report = config.getoption("claims_report")
     report_path = None
     if report is not None:
-        from tdlib.report import ReportError, check_report_path
+        from tdlib.claims.report import ReportError, check_report_path
 
         try:
             report_path = check_report_path(report)
@@ -172,7 +172,7 @@ def _settings(config: pytest.Config) -> dict:
             raise pytest.UsageError(f"--claims-budget {budget}: the sequence begins with the profile's "
                                     f"{len(profile.seeds)} seeds, so its budget is at least that")
         profile = replace(profile, budget=budget)
-    from tdlib.profiles import FRESH_SEEDS_FROM
+    from tdlib.claims.profiles import FRESH_SEEDS_FROM
 
     if max(profile.seeds) >= FRESH_SEEDS_FROM:
         raise pytest.UsageError(f"--claims-seeds: a profile's own seeds must be under {FRESH_SEEDS_FROM}, where "
@@ -198,14 +198,14 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
 
 
 def _is_claim(found: object) -> bool:
-    """Whether ``found`` is a :class:`~tdlib.claim.Claim`. None can exist before a claims file has imported
-    :mod:`tdlib.claim`, so a run that collects no claim never imports it (nor torch) to find out."""
-    claim_module = sys.modules.get("tdlib.claim")
+    """Whether ``found`` is a :class:`~tdlib.claims.claim.Claim`. None can exist before a claims file has imported
+    :mod:`tdlib.claims.claim`, so a run that collects no claim never imports it (nor torch) to find out."""
+    claim_module = sys.modules.get("tdlib.claims.claim")
     return claim_module is not None and isinstance(found, claim_module.Claim)
 
 
 def _claim_of(item: pytest.Item) -> Claim | None:
-    """The claim a collected test was made from by :func:`tdlib.claim.claim`, or None."""
+    """The claim a collected test was made from by :func:`tdlib.claims.claim.claim`, or None."""
     found = getattr(getattr(item, "obj", None), "claim", None)
     return found if _is_claim(found) else None
 
@@ -216,7 +216,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     claim_items = [item for item in items if _claim_of(item) is not None]
     if not claim_items:
         return
-    from tdlib.claim import registered_family
+    from tdlib.claims.claim import registered_family
 
     _settings_of(config)
     modules = {id(item.module): item.module for item in claim_items}  # type: ignore[attr-defined]
@@ -262,12 +262,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 raise pytest.UsageError(f"claim {claim_.id} names an unregistered condition: {error}") from None
     specs = [profile.spec(c, seed, device) for c in conditions for seed in profile.seeds]
     if settings["report"] is not None or settings["measure_finished"]:
-        from tdlib.report import FIGURES, section_runs
+        from tdlib.claims.report import FIGURES, section_runs
 
         for claim_ in selected:
             if unknown := [name for name in claim_.figures if name not in FIGURES]:
                 raise pytest.UsageError(f"claim {claim_.id} names figures no one registered: {', '.join(unknown)} "
-                                        f"(registered: {', '.join(FIGURES)}; see tdlib.report.register_figure)")
+                                        f"(registered: {', '.join(FIGURES)}; see tdlib.claims.report.register_figure)")
         if len(selected) == len(config.stash[FAMILY]):  # a whole report has the registered sections' runs too
             specs += [s for s in section_runs(profile, device) if s not in specs]
     if settings["continue"] and len(selected) < len(config.stash[FAMILY]):
@@ -277,7 +277,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if settings["archive"] is not None:
-        from tdlib.archive import restore
+        from tdlib.claims.archive import restore
         from tdlib.runs import RunCache
 
         moved = restore(settings["archive"], RunCache(settings["cache"], progress=False))
@@ -312,8 +312,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def evidence(request: pytest.FixtureRequest):
-    """The session's :class:`~tdlib.evidence.Evidence`: runs of the chosen profile, trained once and cached."""
-    from tdlib.evidence import Evidence
+    """The session's :class:`~tdlib.claims.evidence.Evidence`: runs of the chosen profile, trained once and cached."""
+    from tdlib.claims.evidence import Evidence
     from tdlib.runs import RunCache
 
     config = request.config
@@ -334,7 +334,7 @@ def evidence(request: pytest.FixtureRequest):
 @pytest.fixture(scope="session")
 def findings(request: pytest.FixtureRequest) -> Findings:
     """Where each claim test leaves its finding, for the judging at the end."""
-    from tdlib.claim import Findings
+    from tdlib.claims.claim import Findings
 
     request.config.stash[FINDINGS] = Findings()
     return request.config.stash[FINDINGS]
@@ -358,7 +358,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                                       f"report{how}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     elif settings["measure_finished"]:  # all a whole report measures, drawn nowhere
-        from tdlib.report import measure_report
+        from tdlib.claims.report import measure_report
 
         done = measure_report(judged, config.stash[EVIDENCE], _functions(session))  # type: ignore[arg-type]
         config.stash[MEASURED] = "measured: " + ", ".join(f"{what} {seconds:.0f} s" for what, seconds, _ in done)
@@ -366,7 +366,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             config.stash[REPORT_ERROR] = "NOT measured (the rest is stored):\n" + "\n".join(failures)
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     elif report is not None:
-        from tdlib.report import write_report
+        from tdlib.claims.report import write_report
 
         try:
             write_report(report, judged, config.stash[EVIDENCE],  # type: ignore[arg-type]
@@ -381,7 +381,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def _export(session: pytest.Session) -> None:
     """Write the profile's finished runs, with their measurements, to the archive. A failure, or an entry
     it refuses to overwrite, is reported and fails the session, but loses nothing: the cache keeps all."""
-    from tdlib.archive import export
+    from tdlib.claims.archive import export
     from tdlib.runs import RunCache
 
     config = session.config
@@ -434,7 +434,7 @@ def _judge(session: pytest.Session) -> Judged:
     """Judge every part on every stored seed of the profile's sequence, continuing it where parts are open
     when asked. A failure there keeps the verdicts on the profile's own seeds (valid on their own: the
     sequence's tests allow stopping anywhere) and fails the session."""
-    from tdlib.continuation import Sequence, continue_sequence, judge_sequence
+    from tdlib.claims.continuation import Sequence, continue_sequence, judge_sequence
 
     config = session.config
     findings, settings = config.stash[FINDINGS], _settings_of(config)
@@ -471,7 +471,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             terminalreporter.write_line(f"report: NOT written to {report}: no claim could be judged (their tests "
                                         "failed); any earlier one is unchanged", red=True)
         return
-    from tdlib.report import guarantee
+    from tdlib.claims.report import guarantee
 
     judged = config.stash[JUDGED]
     terminalreporter.section("claims: verdicts")

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from tdlib.claims.profiles import Profile
 from tdlib.data import FashionMNIST
+from tdlib.files import atomic_write
 from tdlib.metrics import (
     SWEEP,
     PruneKind,
@@ -35,8 +37,7 @@ from tdlib.metrics import (
     small_weight_fraction,
 )
 from tdlib.model import MLP
-from tdlib.profiles import Profile
-from tdlib.runs import Run, RunCache, atomic_write, weight_digests
+from tdlib.runs import Run, RunCache, weight_digests
 from tdlib.spec import RunSpec
 
 # Bump when a measurement changes meaning, so that stored numbers are measured again.

@@ -1,0 +1,140 @@
+"""The claims framework's commands: ``python -m tdlib train``, ``findings`` and ``report``.
+
+``python -m tdlib`` (:mod:`tdlib.__main__`) hands them here; the ML library's own commands (``runs``,
+``compress``) stay there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tdlib.claims.conditions import CONDITIONS
+from tdlib.claims.profiles import PROFILES, parse_seeds
+
+
+def findings(args: argparse.Namespace) -> int:
+    from tdlib.claims.findings import FindingsError, block, update_readme
+
+    readme = Path(args.readme)
+    try:
+        changed = update_readme(readme, block(Path(args.report), readme.resolve().parent, args.block), args.block)
+    except (FindingsError, OSError) as error:
+        print(f"python -m tdlib findings: {error}", file=sys.stderr)
+        return 2
+    print(f"{readme}: findings block {'updated' if changed else 'already current'} from {args.report}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """The claims suite through pytest (in a child process: the plugin's hooks run in pytest's own), judging
+    and drawing from the cache's stored runs and measurements only."""
+    import subprocess
+
+    command = [sys.executable, "-m", "pytest", *args.claims, "-p", "no:cacheprovider", "--claims-stored-only",
+               "--claims-profile", args.profile, "--claims-report", args.report]
+    command += ["--claims-cache", args.cache] if args.cache else []
+    command += ["--claims-seeds", args.seeds] if args.seeds else []
+    command += ["--claims-archive", args.archive] if args.archive else []
+    return subprocess.run(command).returncode
+
+
+def load_study(claims: Path, required: bool = False) -> None:
+    """Import ``claims/conftest.py`` as pytest would (its directory on ``sys.path``), so that what it
+    registers (a study's conditions, figures and report sections) is registered here too."""
+    import importlib.util
+    import sys
+
+    conftest = claims / "conftest.py"
+    if not conftest.is_file():
+        if required:
+            raise SystemExit(f"python -m tdlib train: --claims {claims}: no conftest.py there")
+        return
+    if str(claims.resolve()) not in sys.path:
+        sys.path.insert(0, str(claims.resolve()))
+    spec = importlib.util.spec_from_file_location(f"{claims.name}_conftest", conftest)
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def train(argv: list[str] | None = None) -> None:
+    """``python -m tdlib train PROFILE``: train a profile's runs into the cache (``--help`` says how)."""
+    import argparse
+
+    from tdlib.executors import ENGINES, describe, train_all
+    from tdlib.plan import plan
+
+    parser = argparse.ArgumentParser(prog="python -m tdlib train",
+                                     description="Train every run of a profile into the run cache (resumable).")
+    parser.add_argument("profile", choices=sorted(PROFILES))
+    parser.add_argument("--cache", default="cache", help="the run cache (default: cache)")
+    parser.add_argument("--seeds", default=None, help="a count (5) or a list (0,3,7); default: the profile's")
+    parser.add_argument("--sequence", nargs="?", type=int, const=0, default=None, metavar="N",
+                        help="train each condition along the profile's sequence (its seeds, then the fresh seeds "
+                        "100, 101, ...) to N seeds (default: the profile's budget), condition by condition in the "
+                        "order of --conditions; the plan says what each has done and has left. Leaves out the "
+                        "report sections' runs")
+    parser.add_argument("--claims", default="claims", metavar="DIR",
+                        help="a claims directory whose conftest.py registers its study's conditions and report "
+                        "sections, as under pytest (default: claims, if it has one)")
+    parser.add_argument("--conditions", default=None,
+                        help="comma-separated registered conditions (default: every condition of group 'claims')")
+    parser.add_argument("--no-sections", action="store_true",
+                        help="leave out the runs of the report's registered sections (the study's gamma x alpha "
+                        "map: one seed per cell, in runs of at most 15 epochs; included by default)")
+    parser.add_argument("--engine", choices=ENGINES, default="local", help="where runs train (default: local)")
+    parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: 1 for local workers, else the process's)")
+    parser.add_argument("--archive", default=None, metavar="DIR",
+                        help="a run archive (e.g. archive/paper): its runs the cache lacks are taken from it first, "
+                        "and not trained again")
+    parser.add_argument("--plan", action="store_true", help="print what would be trained, and stop")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    load_study(Path(args.claims), required=args.claims != "claims")
+    try:
+        if args.seeds is not None and args.sequence is not None:
+            raise ValueError("--seeds and --sequence name the seeds two ways: give one of them")
+        if args.seeds is not None:
+            profile = profile.with_seeds(parse_seeds(args.seeds))
+        names = args.conditions or ",".join(c.name for c in CONDITIONS.values() if c.group == "claims")
+        conditions = [c.strip() for c in names.split(",") if c.strip()]
+        if args.sequence is not None:
+            if args.sequence < 0:
+                raise ValueError(f"--sequence takes a number of seeds, at least 1, got {args.sequence}")
+            seeds = profile.sequence(args.sequence or None)
+            specs = [profile.spec(name, seed) for name in conditions for seed in seeds]
+        else:
+            specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
+        if not args.no_sections and args.sequence is None:
+            from tdlib.claims.report import section_runs
+
+            specs += [s for s in section_runs(profile) if s not in specs]
+    except ValueError as error:
+        parser.error(str(error))
+    if args.archive is not None:
+        from tdlib.claims.archive import restore
+        from tdlib.runs import RunCache
+
+        print(restore(Path(args.archive), RunCache(args.cache, progress=False)).restored(Path(args.archive)),
+              flush=True)
+    planned = plan(specs, Path(args.cache), args.workers, args.engine)
+    print(f"{profile.name}: {planned.summary()}", flush=True)
+    if args.sequence is not None:
+        print(f"sequence: {planned.by_condition()}", flush=True)
+    if args.plan:
+        return
+    if planned.to_train:
+        from tdlib.data import DataError, locate
+
+        try:
+            locate()
+        except DataError as error:
+            raise SystemExit(f"python -m tdlib train: {error}") from None
+    results = train_all(specs, args.cache, engine=args.engine, workers=args.workers, threads=args.threads)
+    for r in results:
+        print(f"{r.name}: {r.final_accuracy:.4f} ({'trained' if r.trained_now else 'cached'}, {r.wall_seconds:.0f} s, "
+              f"{r.threads} threads)", flush=True)
+    print(describe(results), flush=True)
