@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 # name -> the module that defines it
 _WHERE = {
     "DataError": "data", "FashionMNIST": "data", "load_fashion_mnist": "data",
-    "TargetedDropout": "dropout", "add_targeted_dropout": "dropout",
+    "TargetedDropout": "dropout", "add_targeted_dropout": "dropout", "add_targeted_dropout_to": "dropout",
     "accuracy": "metrics", "activation_stats": "metrics", "pruning_sweep": "metrics", "weight_stats": "metrics",
     "MLP": "model",
     "apply_masks": "prune", "random_unit_masks": "prune", "random_weight_masks": "prune", "unit_masks": "prune",
@@ -26,8 +26,8 @@ _WHERE = {
 
 __all__ = [
     "MLP", "DataError", "DataSpec", "FashionMNIST", "Run", "RunCache", "RunSpec", "Schedule",
-    "TargetedDropout", "accuracy", "activation_stats", "add_targeted_dropout", "apply_masks", "constant",
-    "load_fashion_mnist", "paper_alpha", "paper_gamma", "pruning_sweep", "ramp", "random_unit_masks",
+    "TargetedDropout", "accuracy", "activation_stats", "add_targeted_dropout", "add_targeted_dropout_to", "apply_masks",
+    "constant", "load_fashion_mnist", "paper_alpha", "paper_gamma", "pruning_sweep", "ramp", "random_unit_masks",
     "random_weight_masks", "unit_masks", "weight_masks", "weight_stats",
 ]
 
@@ -46,7 +46,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from tdlib.data import DataError, FashionMNIST, load_fashion_mnist
-    from tdlib.dropout import TargetedDropout, add_targeted_dropout
+    from tdlib.dropout import TargetedDropout, add_targeted_dropout, add_targeted_dropout_to
     from tdlib.metrics import accuracy, activation_stats, pruning_sweep, weight_stats
     from tdlib.model import MLP
     from tdlib.prune import apply_masks, random_unit_masks, random_weight_masks, unit_masks, weight_masks

@@ -375,9 +375,9 @@ def test_bernoulli_mask_rate(p: float) -> None:
     assert torch.equal(bernoulli_mask((n,), p), mask)
 
 
-@pytest.mark.parametrize("module", [nn.Conv1d(2, 2, 1), nn.ReLU(), nn.Bilinear(2, 2, 2)])
-def test_add_targeted_dropout_needs_a_linear(module: nn.Module) -> None:
-    with pytest.raises(ValueError, match=r"nn\.Linear"):
+@pytest.mark.parametrize("module", [nn.ConvTranspose2d(2, 2, 1), nn.ReLU(), nn.Bilinear(2, 2, 2)])
+def test_add_targeted_dropout_needs_a_linear_or_a_convolution(module: nn.Module) -> None:
+    with pytest.raises(ValueError, match=r"nn\.Linear or nn\.Conv1d/2d/3d, got"):
         add_targeted_dropout(module, TargetedDropout.constant("weight", 0.5, 0.5))  # type: ignore[arg-type]
 
 
