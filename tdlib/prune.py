@@ -1,10 +1,12 @@
 """Post-hoc pruning as pure functions that return masks.
 
 A :data:`Masks` maps a parameter name (``"layers.0.weight"``, ``"layers.0.bias"``) to a boolean
-*keep* mask of that parameter's shape, as in ``torch.nn.utils.prune`` (True keeps the entry). Only
-the hidden layers get masks: the output layer is never pruned. ``k`` is a percentage in [0, 100], and
-every function removes exactly ``round(k / 100 * n)`` entries (weights, or units) of each ``n``, ties
-going to the lower index (see :mod:`tdlib.selection`).
+*keep* mask of that parameter's shape, as in ``torch.nn.utils.prune`` (True keeps the entry). Any
+``nn.Module`` can be pruned: its prunable layers (:func:`prunable`) are every ``nn.Linear`` and
+``nn.Conv1d``/``2d``/``3d`` but the last ``nn.Linear``, the classifier, which is never pruned (for the MLP,
+its hidden layers). A unit is a linear layer's output unit, or a convolution's whole filter. ``k`` is a
+percentage in [0, 100], and every function removes exactly ``round(k / 100 * n)`` entries (weights, or
+units) of each ``n``, ties going to the lower index (see :mod:`tdlib.selection`).
 
 Nothing here changes a model: :func:`apply_masks` returns a pruned copy.
 """
@@ -21,7 +23,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
-from tdlib.model import MLP
 from tdlib.registry import Registry
 from tdlib.selection import count_for, ranks
 
@@ -36,17 +37,34 @@ def check_k(k: float) -> float:
     return k / 100
 
 
-def prunable(model: MLP) -> list[tuple[str, nn.Linear]]:
-    """(name prefix, layer) for each hidden layer of ``model``, e.g. ``("layers.0", Linear)``."""
-    return [(f"layers.{i}", layer) for i, layer in enumerate(model.hidden_layers)]
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, layer) for each layer of ``model`` that pruning may touch, in module order: every ``nn.Linear``
+    and ``nn.Conv1d``/``2d``/``3d`` but the last ``nn.Linear`` (the classifier). For the MLP these are its
+    hidden layers, ``("layers.0", Linear)`` on. Raises ``ValueError`` for a model with none."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, LAYERS)]
+    linear = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Linear)]
+    if linear:
+        del layers[linear[-1]]
+    if not layers:
+        raise ValueError("the model has no nn.Linear or convolution to prune (its last nn.Linear, the classifier, "
+                         "is never pruned)")
+    return layers
+
+
+def _units(layer: nn.Module) -> Tensor:
+    """A layer's weight as rows, one per unit (output unit or filter): (out, fan_in)."""
+    return layer.weight.detach().flatten(1)
 
 
 @dataclass(frozen=True)
 class Ranking:
     """The order in which one criterion prunes a model: masks at every k from a single sort.
 
-    ``ranks[name]`` ranks the scores of hidden layer ``name`` (``layers.i``), smallest first: one rank per
-    weight (out, in) for weight criteria, per unit (out,) for unit criteria. With ``total`` set (global
+    ``ranks[name]`` ranks the scores of prunable layer ``name`` (``layers.i``), smallest first: one rank per
+    weight (out, in, *kernel) for weight criteria, per unit (out,) for unit criteria. With ``total`` set (global
     scope) the ranks run over all layers together; otherwise each layer is ranked on its own.
     """
 
@@ -62,7 +80,7 @@ class Ranking:
             return {name: r < count for name, r in self.ranks.items()}
         return {name: r < count_for(fraction, r.numel()) for name, r in self.ranks.items()}
 
-    def masks(self, model: MLP, k: float, keep_bias: bool = False) -> Masks:
+    def masks(self, model: nn.Module, k: float, keep_bias: bool = False) -> Masks:
         """The keep masks at ``k``% (``keep_bias`` only matters for units: see :func:`unit_masks`)."""
         pruned = self.pruned(k)
         if not self.units:
@@ -70,14 +88,14 @@ class Ranking:
         masks: Masks = {}
         for name, layer in prunable(model):
             keep = ~pruned[name]
-            masks[f"{name}.weight"] = keep.unsqueeze(1).expand_as(layer.weight).clone()
+            masks[f"{name}.weight"] = keep.view(-1, *[1] * (layer.weight.dim() - 1)).expand_as(layer.weight).clone()
             if layer.bias is not None and not keep_bias:
                 masks[f"{name}.bias"] = keep
         return masks
 
 
-def weight_ranking(model: MLP, scope: Scope = "layer") -> Ranking:
-    """Hidden weights ranked by |w|, within each layer or over all of them."""
+def weight_ranking(model: nn.Module, scope: Scope = "layer") -> Ranking:
+    """Prunable weights ranked by |w|, within each layer or over all of them."""
     scores = {name: layer.weight.detach().abs() for name, layer in prunable(model)}
     if scope == "layer":
         return Ranking({name: ranks(s) for name, s in scores.items()}, units=False)
@@ -88,30 +106,31 @@ def weight_ranking(model: MLP, scope: Scope = "layer") -> Ranking:
     return Ranking({name: r.view(s.shape) for (name, s), r in zip(scores.items(), split)}, False, together.numel())
 
 
-def unit_ranking(model: MLP, norm: float = 2.0) -> Ranking:
-    """Hidden units ranked, within each layer, by the Lp norm of their incoming weights."""
-    return Ranking({name: ranks(layer.weight.detach().norm(p=norm, dim=1)) for name, layer in prunable(model)}, True)
+def unit_ranking(model: nn.Module, norm: float = 2.0) -> Ranking:
+    """Units (or filters) ranked, within each layer, by the Lp norm of their incoming (kernel) weights."""
+    return Ranking({name: ranks(_units(layer).norm(p=norm, dim=1)) for name, layer in prunable(model)}, True)
 
 
-def random_weight_ranking(model: MLP, generator: torch.Generator) -> Ranking:
-    """Hidden weights in a random order within each layer: the control for :func:`weight_ranking`."""
+def random_weight_ranking(model: nn.Module, generator: torch.Generator) -> Ranking:
+    """Prunable weights in a random order within each layer: the control for :func:`weight_ranking`."""
     layers = prunable(model)
     return Ranking({name: ranks(torch.rand(layer.weight.shape, generator=generator)) for name, layer in layers}, False)
 
 
-def random_unit_ranking(model: MLP, generator: torch.Generator) -> Ranking:
-    """Hidden units in a random order within each layer: the control for :func:`unit_ranking`."""
+def random_unit_ranking(model: nn.Module, generator: torch.Generator) -> Ranking:
+    """Units in a random order within each layer: the control for :func:`unit_ranking`."""
     layers = prunable(model)
-    return Ranking({name: ranks(torch.rand(layer.out_features, generator=generator)) for name, layer in layers}, True)
+    return Ranking({name: ranks(torch.rand(layer.weight.shape[0], generator=generator)) for name, layer in layers},
+                   True)
 
 
-def weight_masks(model: MLP, k: float, scope: Scope = "layer") -> Masks:
-    """Remove the ``k``% of hidden weights with the smallest |w|, in each layer or over all of them."""
+def weight_masks(model: nn.Module, k: float, scope: Scope = "layer") -> Masks:
+    """Remove the ``k``% of prunable weights with the smallest |w|, in each layer or over all of them."""
     return weight_ranking(model, scope).masks(model, k)
 
 
-def unit_masks(model: MLP, k: float, keep_bias: bool = False, norm: float = 2.0) -> Masks:
-    """Remove the ``k``% of units of each hidden layer whose incoming weights have the smallest norm.
+def unit_masks(model: nn.Module, k: float, keep_bias: bool = False, norm: float = 2.0) -> Masks:
+    """Remove the ``k``% of units (or filters) of each prunable layer whose incoming weights have the smallest norm.
 
     With ``keep_bias=False`` (whole unit) the unit's bias goes too, so it outputs exactly 0; with
     ``keep_bias=True`` (weights only, like ``ln_structured``) it still outputs ``relu(bias)``.
@@ -120,17 +139,17 @@ def unit_masks(model: MLP, k: float, keep_bias: bool = False, norm: float = 2.0)
     return unit_ranking(model, norm).masks(model, k, keep_bias)
 
 
-def random_weight_masks(model: MLP, k: float, generator: torch.Generator) -> Masks:
+def random_weight_masks(model: nn.Module, k: float, generator: torch.Generator) -> Masks:
     """The control for :func:`weight_masks`: the same count per layer, chosen uniformly at random."""
     return random_weight_ranking(model, generator).masks(model, k)
 
 
-def random_unit_masks(model: MLP, k: float, generator: torch.Generator, keep_bias: bool = False) -> Masks:
+def random_unit_masks(model: nn.Module, k: float, generator: torch.Generator, keep_bias: bool = False) -> Masks:
     """The control for :func:`unit_masks`: the same count of units per layer, chosen at random."""
     return random_unit_ranking(model, generator).masks(model, k, keep_bias)
 
 
-def notebook_masks(model: MLP, k: float) -> Masks:
+def notebook_masks(model: nn.Module, k: float) -> Masks:
     """The writeup notebook's weight pruning: in each row, remove every ``w <= `` its k-th percentile.
 
     The threshold is the (linearly interpolated) quantile of the *signed* weights, so this removes the
@@ -139,9 +158,10 @@ def notebook_masks(model: MLP, k: float) -> Masks:
     fraction = check_k(k)
     masks = {}
     for name, layer in prunable(model):
-        weight = layer.weight.detach()
+        weight = _units(layer)
         threshold = torch.quantile(weight, fraction, dim=1, keepdim=True)
-        masks[f"{name}.weight"] = ~(weight <= threshold) if fraction > 0 else torch.ones_like(weight, dtype=torch.bool)
+        keep = ~(weight <= threshold) if fraction > 0 else torch.ones_like(weight, dtype=torch.bool)
+        masks[f"{name}.weight"] = keep.view_as(layer.weight)
     return masks
 
 
@@ -155,15 +175,15 @@ class Pruning:
 
     name: str
     description: str
-    rank: Callable[[MLP, torch.Generator], Ranking] | None = None
+    rank: Callable[[nn.Module, torch.Generator], Ranking] | None = None
     keep_bias: bool = False  # with a unit ranking: a removed unit keeps its bias (it outputs act(b))
-    rule: Callable[[MLP, float], Masks] | None = None
+    rule: Callable[[nn.Module, float], Masks] | None = None
 
     def __post_init__(self) -> None:
         if (self.rank is None) == (self.rule is None):
             raise ValueError(f"pruning {self.name!r} needs a ranking or a rule, and not both")
 
-    def masks_at(self, model: MLP, ks: Iterable[float], seed: int = 0) -> Iterator[tuple[float, Masks]]:
+    def masks_at(self, model: nn.Module, ks: Iterable[float], seed: int = 0) -> Iterator[tuple[float, Masks]]:
         """``(k, masks)`` at each ``k``, ranking ``model`` once (random rankings draw from ``seed``)."""
         if self.rule is not None:
             for k in ks:

@@ -116,6 +116,12 @@ def test_training_mode_with_dropout_is_refused() -> None:
         compress(MLP((4,), in_features=3, n_classes=2, dropout=0.5).train(), {})
 
 
+def test_a_network_other_than_the_mlp_is_refused_in_one_line() -> None:
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"compress takes tdlib's MLP .*, got Sequential: .*not compressed$"):
+        compress(cnn, {})  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("layout", ["dense", "csr", ["csr", "dense", "csr"], "fused", "fused, mixed",
                                     "fused, sparse inputs"])
 def test_save_and_load_round_trip_compactly(tmp_path: Path, layout: str | list[str]) -> None:

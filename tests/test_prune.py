@@ -355,3 +355,86 @@ def test_apply_masks_refuses_masks_that_are_not_bool_tensors_beside_their_parame
         apply_masks(model, {"layers.0.weight": [[True] * 3] * 4})
     with pytest.raises(ValueError, match=r"is on meta, the parameter on cpu"):
         apply_masks(model, {"layers.0.weight": torch.ones(shape, dtype=torch.bool, device="meta")})
+
+
+class SmallCNN(torch.nn.Module):
+    """Two convolutions, a hidden linear layer and a classifier: what any-model pruning must handle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(2, 6, 3), torch.nn.ReLU(), torch.nn.Conv1d(6, 5, 2))
+        self.hidden = torch.nn.Linear(5, 7)
+        self.fc = torch.nn.Linear(7, 3)
+
+
+def make_cnn(seed: int) -> SmallCNN:
+    """The small test CNN, with N(0, 1) weights and biases (distinct magnitudes almost surely)."""
+    g = torch.Generator().manual_seed(seed)
+    model = SmallCNN()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=g))
+    return model
+
+
+CNN_PRUNABLE = ("features.0", "features.2", "hidden")
+
+
+@FAST
+@given(seeds, ks)
+def test_a_convolutional_network_prunes_as_torch_prune_does(seed: int, k: float) -> None:
+    """Every convolution and linear layer but the classifier is pruned; torch's l1_unstructured,
+    global_unstructured and ln_structured(n=2, dim=0) choose exactly the layerwise, global and weights-only
+    unit (whole-filter) masks."""
+    model = make_cnn(seed)
+    amount = k / 100
+    layers = [m.weight for m in (model.features[0], model.features[2], model.hidden)]
+    assert list(weight_masks(model, k)) == [f"{name}.weight" for name in CNN_PRUNABLE]
+
+    local = copy.deepcopy(model)
+    for name in CNN_PRUNABLE:
+        torch_prune.l1_unstructured(local.get_submodule(name), "weight", amount=amount)
+    assert_same_masks(from_torch_prune(local), weight_masks(model, k))
+
+    global_ = copy.deepcopy(model)
+    params = [(global_.get_submodule(name), "weight") for name in CNN_PRUNABLE]
+    torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=amount)
+    assert_same_masks(from_torch_prune(global_), weight_masks(model, k, scope="global"))
+
+    structured = copy.deepcopy(model)
+    for name in CNN_PRUNABLE:
+        torch_prune.ln_structured(structured.get_submodule(name), "weight", amount=amount, n=2, dim=0)
+    assert_same_masks(from_torch_prune(structured), unit_masks(model, k, keep_bias=True))
+
+    whole = unit_masks(model, k)  # a removed filter takes its bias too: its channel outputs 0 everywhere
+    for name, weight in zip(CNN_PRUNABLE, layers):
+        gone = ~whole[f"{name}.bias"]
+        assert int(gone.sum()) == round(amount * weight.shape[0])
+        assert not whole[f"{name}.weight"][gone].any() and whole[f"{name}.weight"][~gone].all()
+        norms = weight.detach().flatten(1).norm(dim=1)
+        if gone.any() and (~gone).any():
+            assert norms[gone].max() <= norms[~gone].min()
+
+
+@pytest.mark.parametrize(("masker", "units"), [
+    (lambda m, k: random_weight_masks(m, k, torch.Generator().manual_seed(0)), False),
+    (lambda m, k: random_unit_masks(m, k, torch.Generator().manual_seed(0)), True),
+])
+def test_the_random_controls_prune_a_convolutional_network_by_the_same_counts(masker: Callable, units: bool) -> None:
+    """As many weights (or whole filters) per layer as the magnitude kinds remove, and apply_masks zeroes
+    exactly them."""
+    model = make_cnn(1)
+    masks = {n: m for n, m in masker(model, 40).items() if n.endswith(".weight")}
+    assert [name.rpartition(".")[0] for name in masks] == list(CNN_PRUNABLE)
+    pruned = apply_masks(model, masks)
+    for name, mask in masks.items():
+        weight = model.get_parameter(name)
+        n = weight.shape[0] if units else weight.numel()
+        removed = mask.flatten(1).logical_not().all(1) if units else ~mask
+        assert int(removed.sum()) == round(0.4 * n)
+        assert torch.equal(pruned.get_parameter(name), weight.detach() * mask)
+
+
+def test_a_model_without_a_prunable_layer_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match=r"no nn\.Linear or convolution to prune"):
+        weight_masks(torch.nn.Sequential(torch.nn.Linear(4, 2)), 50)

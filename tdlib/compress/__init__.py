@@ -37,6 +37,10 @@ def compress(model: MLP, masks: Masks,
     ``threads`` threads, timed on ``sample`` (rows of inputs like those the model will run on, such as
     training images) if given, else on uniform random numbers.
     """
+    if not isinstance(model, MLP):
+        raise ValueError(f"compress takes tdlib's MLP (a chain of nn.Linear and ReLU), got {type(model).__name__}: "
+                         "other networks, convolutional ones included, are pruned by their masks (apply_masks, or "
+                         "install_with_torch_prune) but not compressed")
     if isinstance(layout, str) and layout not in (*LAYOUTS, "fastest", "fused"):
         raise ValueError(f"layout must be 'fastest', 'fused' or one of {LAYOUTS}, got {layout!r}")
     if sample is not None and layout != "fastest":
