@@ -72,6 +72,11 @@ def compress_run(args: argparse.Namespace) -> int:
     from tdlib.data import DataError, load_fashion_mnist
     from tdlib.metrics import masks_for
 
+    output = Path(args.output)
+    if not output.parent.is_dir():  # checked before the run is loaded and its layouts timed
+        print(f"python -m tdlib compress: -o {args.output}: no directory {output.parent} to write it in",
+              file=sys.stderr)
+        return 2
     directory = Path(args.run) if Path(args.run).is_dir() else Path(args.cache) / args.run
     try:
         spec = RunSpec.from_json(json.loads((directory / RECORD).read_text())["spec"])
@@ -106,16 +111,6 @@ def _percent(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number is needed, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # handed whole to the profile trainer, --help included
@@ -136,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     packing.add_argument("--kind", choices=sorted(PRUNINGS), default="weight", metavar="KIND",
                          help=f"how to prune: {', '.join(sorted(PRUNINGS))} (default: weight)")
     packing.add_argument("--k", type=_percent, required=True, help="percent pruned, in [0, 100]")
-    packing.add_argument("--batch", type=_positive, default=1,
+    packing.add_argument("--batch", type=cli.positive, default=1,
                          help="the batch size to choose the fastest layout for (default: 1)")
     packing.add_argument("--timed-on", choices=["images", "random"], default="images",
                          help="choose the layout on 256 Fashion-MNIST training images (default), whose blank "

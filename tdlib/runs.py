@@ -59,7 +59,25 @@ FINAL_STATE = "state.pt"
 ARCHIVED = "archived.json"  # marks an entry without weights, taken from an archive (tdlib.claims.archive)
 EXTENDED = "extended-from.json"  # while a run that continues a shorter one trains: that run's name
 STATE_MAGIC = b"tdlib-train-state\n"
-LOCK_TIMEOUT = float(os.environ.get("TDLIB_LOCK_TIMEOUT", 24 * 3600))  # seconds to wait for another process
+DEFAULT_LOCK_TIMEOUT = 24 * 3600.0  # seconds to wait for another process's run, unless TDLIB_LOCK_TIMEOUT says
+
+
+def lock_timeout() -> float:
+    """How long to wait for a run another process holds: ``TDLIB_LOCK_TIMEOUT`` seconds, else a day.
+
+    Raises ``ValueError`` naming the variable if it is not a non-negative number of seconds.
+    """
+    text = os.environ.get("TDLIB_LOCK_TIMEOUT")
+    if text is None:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0:  # NaN too
+        raise ValueError(f"TDLIB_LOCK_TIMEOUT={text!r}: give the seconds to wait for a run another process holds, "
+                         "a number of at least 0")
+    return seconds
 
 
 def weight_digests(record: dict[str, Any]) -> dict[str, str]:
@@ -315,21 +333,22 @@ class RunCache:
     @contextmanager
     def _lock(self, spec: RunSpec) -> Iterator[None]:
         """The run's file lock; while another process holds it, say so every minute, and give up after
-        :data:`LOCK_TIMEOUT` seconds (``TDLIB_LOCK_TIMEOUT``) with :class:`LockTimeout`."""
+        :func:`lock_timeout` seconds (``TDLIB_LOCK_TIMEOUT``) with :class:`LockTimeout`."""
+        timeout = lock_timeout()
         path = self.root / f"{spec.name}.lock"
         lock = FileLock(str(path))
         started = time.monotonic()
         while True:
             waited = time.monotonic() - started
             try:
-                lock.acquire(timeout=max(0.0, min(60.0, LOCK_TIMEOUT - waited)))
+                lock.acquire(timeout=max(0.0, min(60.0, timeout - waited)))
                 break
             except Timeout:
                 waited = time.monotonic() - started
                 holder = _lock_holder(path)
-                if waited >= LOCK_TIMEOUT:
+                if waited >= timeout:
                     raise LockTimeout(
-                        f"{spec.name} has been locked by {holder} for over {LOCK_TIMEOUT:g} s; if that process is "
+                        f"{spec.name} has been locked by {holder} for over {timeout:g} s; if that process is "
                         f"stopped, end it (or delete {path} if it is gone); TDLIB_LOCK_TIMEOUT sets the wait"
                     ) from None
                 warnings.warn(f"waiting for {spec.name}: it is locked by {holder} ({waited:.0f} s so far)",

@@ -24,6 +24,19 @@ class DataSpec:
     n_test: int | None = None
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if value is not None and not (_is_int(value) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not (_is_int(self.seed) and self.seed >= 0):
+            raise ValueError(f"the data's seed must be a non-negative integer, got {self.seed!r}")
+
+
+def _is_int(value: object) -> bool:
+    """An integer, and not a bool (which Python counts as one): ``"0"``, ``0.7`` and ``True`` are not seeds."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -43,18 +56,31 @@ class RunSpec:
     device: str = "cpu"  # where it trains; bit-identical results are promised on the CPU only
 
     def __post_init__(self) -> None:
-        if not self.condition or not self.condition.replace("-", "").replace("_", "").isalnum():
+        if (not isinstance(self.condition, str) or not self.condition
+                or not self.condition.replace("-", "").replace("_", "").isalnum()):
             raise ValueError(f"condition must be a short name of letters, digits, - and _, got {self.condition!r}")
+        # A seed given as "0" or 0.7 would train seed 0's weights under another name.
+        if not (_is_int(self.seed) and self.seed >= 0):
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"bias must be True or False, got {self.bias!r}")
+        if not isinstance(self.hidden, tuple) or not self.hidden or not all(_is_int(h) and h >= 1 for h in self.hidden):
+            raise ValueError(f"hidden must be a non-empty tuple of positive integers, got {self.hidden!r}")
+        if not isinstance(self.data, DataSpec):
+            raise ValueError(f"data must be a DataSpec, got {self.data!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:n]', got {self.device!r}")
-        if not 0.0 <= self.dropout < 1.0:
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                or not 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
-        bad = [e for e in self.checkpoints if not 0 <= e <= self.epochs]
+        if self.targeted is not None and not isinstance(self.targeted, TargetedDropout):
+            raise ValueError(f"targeted must be a TargetedDropout or None, got {self.targeted!r}")
+        bad = [e for e in self.checkpoints if not (_is_int(e) and 0 <= e <= self.epochs)]
         if bad or list(self.checkpoints) != sorted(set(self.checkpoints)):
             raise ValueError(
                 f"checkpoints must be distinct ascending epochs in [0, {self.epochs}], got {self.checkpoints!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,26 @@ def test_report_draws_through_pytest_from_stored_evidence_only(monkeypatch: pyte
     assert main(["report", "out/CLAIMS.md", "--cache", "c"]) == 0
     assert commands == [[sys.executable, "-m", "pytest", "claims", "-p", "no:cacheprovider", "--claims-stored-only",
                          "--claims-profile", "default", "--claims-report", "out/CLAIMS.md", "--claims-cache", "c"]]
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--workers", "0"], {}, "python -m tdlib train: error: argument --workers: at least 1, got 0"),
+    (["--threads", "0"], {}, "python -m tdlib train: error: argument --threads: at least 1, got 0"),
+    (["--threads", "two"], {}, "python -m tdlib train: error: argument --threads: a whole number is needed, got 'two'"),
+    ([], {"TDLIB_LOCK_TIMEOUT": "abc"}, "python -m tdlib train: error: TDLIB_LOCK_TIMEOUT='abc': give the seconds"),
+    ([], {"TDLIB_LOCK_TIMEOUT": "-1"}, "python -m tdlib train: error: TDLIB_LOCK_TIMEOUT='-1': give the seconds"),
+])
+def test_train_refuses_a_bad_setting_in_one_line_before_any_work(tmp_path: Path, args: list[str],
+                                                                 env: dict[str, str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "tdlib", "train", "smoke", "--cache", str(tmp_path), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, **env})
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(message), done.stderr
+    assert "Traceback" not in done.stderr and not any(tmp_path.iterdir())
+
+
+def test_compress_into_a_missing_folder_is_refused_before_the_run_is_timed(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "no" / "x.safetensors"
+    done = tdlib("compress", SPEC.name, "--cache", str(cache), "--k", "90", "-o", str(out))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"python -m tdlib compress: -o {out}: no directory {out.parent} to write it in"
+    assert not any(tmp_path.iterdir())

@@ -128,7 +128,11 @@ def test_a_strangers_claim_file_with_its_own_condition_runs_in_an_empty_director
     [
         (["--claims-seeds", "abc"], "--claims-seeds must be a count or a comma-separated list"),
         (["--claims-seeds", "0,0"], "--claims-seeds must name distinct"),
-        (["--claims-seeds", "100000"], "needs --claims-many-seeds"),
+        (["--claims-seeds", "60"], "needs --claims-many-seeds"),
+        (["--claims-seeds", "1000000000"], "a profile's own seeds lie under 100"),  # no MemoryError first
+        (["--claims-cache", "test_claims.py"], "--claims-cache 'test_claims.py': not a directory"),
+        (["--claims-cache", "out/cache", "--claims-report", "out/CLAIMS.md"], "lies inside the report's directory"),
+        (["--claims-archive", "out/archive", "--claims-report", "out/CLAIMS.md"], "lies inside the report's directory"),
         (["--claims-report", ""], "needs a markdown file's path"),
         (["--claims-report", "out.txt"], "give a path ending in .md"),
         (["--claims-profile", "huge"], "invalid choice: 'huge'"),
@@ -146,6 +150,12 @@ def test_a_bad_option_is_one_usage_error(pytester: pytest.Pytester, args: list[s
     err = usage_error(result)
     assert message in err
     assert err.count("ERROR") <= 1 and "passed" not in result.stdout.str()
+
+
+def test_a_bad_lock_timeout_is_one_usage_error(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_claims=CLAIM_FILE)
+    monkeypatch.setenv("TDLIB_LOCK_TIMEOUT", "abc")
+    assert "TDLIB_LOCK_TIMEOUT='abc': give the seconds" in usage_error(pytester.runpytest("--claims-profile", "smoke"))
 
 
 def test_cuda_without_a_gpu_is_a_usage_error_and_leaves_nothing(pytester: pytest.Pytester) -> None:

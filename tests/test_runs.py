@@ -241,7 +241,7 @@ def test_a_held_lock_is_named_and_given_up_on(cache: RunCache, monkeypatch: pyte
     from filelock import FileLock
 
     spec = small_spec(epochs=1)
-    monkeypatch.setattr(runs, "LOCK_TIMEOUT", 0.5)
+    monkeypatch.setenv("TDLIB_LOCK_TIMEOUT", "0.5")
     held = FileLock(str(cache.root / f"{spec.name}.lock"))
     held.acquire()
     runs._note_lock_holder(cache.root / f"{spec.name}.lock")
@@ -364,6 +364,26 @@ def test_spec_hash_and_validation() -> None:
         small_spec(epochs=3, checkpoints=(4,))
     with pytest.raises(ValueError, match="condition"):
         small_spec("B/../x")
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"seed": "0"}, "seed"), ({"seed": 0.7}, "seed"), ({"seed": True}, "seed"), ({"seed": -1}, "seed"),
+    ({"epochs": 2.0}, "epochs"), ({"epochs": True}, "epochs"), ({"batch_size": "64"}, "batch_size"),
+    ({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"), ({"lr": "1e-3"}, "lr"), ({"bias": 1}, "bias"),
+    ({"hidden": [32, 16]}, "hidden"), ({"hidden": (32, 0)}, "hidden"), ({"hidden": ()}, "hidden"),
+    ({"dropout": "0.5"}, "dropout"), ({"targeted": "weight"}, "targeted"), ({"checkpoints": (1.5,)}, "checkpoints"),
+    ({"data": {"n_train": 10}}, "data"), ({"condition": 3}, "condition"),
+])
+def test_a_description_that_would_name_other_weights_is_refused(changes: dict[str, object], field: str) -> None:
+    """A seed of "0" or 0.7 (or an epoch count of 2.0) would train what another description names, under a
+    name of its own: refused, naming the field."""
+    fields = {"condition": "B", "seed": 0, "epochs": 3, "batch_size": 64, "hidden": (32, 16), "data": SMALL, **changes}
+    with pytest.raises(ValueError, match=f"^{field}"):
+        RunSpec(**fields)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_train"):
+        DataSpec(n_train=0)
+    with pytest.raises(ValueError, match="seed"):
+        DataSpec(seed="1")  # type: ignore[arg-type]
 
 
 def test_a_run_resumed_with_another_thread_count_trains_on_with_its_own(tmp_path: Path) -> None:

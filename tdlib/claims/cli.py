@@ -12,6 +12,18 @@ from pathlib import Path
 
 from tdlib.claims.conditions import CONDITIONS
 from tdlib.claims.profiles import PROFILES, parse_seeds
+from tdlib.runs import lock_timeout
+
+
+def positive(text: str) -> int:
+    """A whole number of at least 1, for argparse: anything else is a usage error naming the option."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number is needed, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    return value
 
 
 def findings(args: argparse.Namespace) -> int:
@@ -84,8 +96,8 @@ def train(argv: list[str] | None = None) -> None:
                         help="leave out the runs of the report's registered sections (the study's gamma x alpha "
                         "map: one seed per cell, in runs of at most 15 epochs; included by default)")
     parser.add_argument("--engine", choices=ENGINES, default="local", help="where runs train (default: local)")
-    parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--workers", type=positive, default=2, help="local worker processes (default: 2)")
+    parser.add_argument("--threads", type=positive, default=None,
                         help="torch threads per run (default: 1 for local workers, else the process's)")
     parser.add_argument("--archive", default=None, metavar="DIR",
                         help="a run archive (e.g. archive/paper): its runs the cache lacks are taken from it first, "
@@ -112,6 +124,7 @@ def train(argv: list[str] | None = None) -> None:
             from tdlib.claims.report import section_runs
 
             specs += [s for s in section_runs(profile) if s not in specs]
+        lock_timeout()
     except ValueError as error:
         parser.error(str(error))
     if args.archive is not None:

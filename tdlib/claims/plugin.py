@@ -153,6 +153,8 @@ def _settings(config: pytest.Config) -> dict:
             raise pytest.UsageError("--claims-device cuda: this machine has no CUDA device torch can use")
     cache = config.getoption("claims_cache")
     cache_dir = Path(cache) if cache else config.rootpath / "cache"
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise pytest.UsageError(f"--claims-cache {str(cache_dir)!r}: not a directory")
     report = config.getoption("claims_report")
     report_path = None
     if report is not None:
@@ -165,6 +167,12 @@ def _settings(config: pytest.Config) -> dict:
     workers = config.getoption("claims_workers")
     if workers < 1:
         raise pytest.UsageError(f"--claims-workers must be at least 1, got {workers}")
+    from tdlib.runs import lock_timeout
+
+    try:
+        lock_timeout()
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
     follow = config.getoption("claims_continue")
     budget = config.getoption("claims_budget")
     if budget is not None:
@@ -185,6 +193,12 @@ def _settings(config: pytest.Config) -> dict:
     archive = config.getoption("claims_archive")
     if archive is not None and Path(archive).exists() and not Path(archive).is_dir():
         raise pytest.UsageError(f"--claims-archive {archive!r}: not a directory")
+    if report_path is not None:  # the report's directory is replaced whole when it is written
+        for option, place in (("--claims-cache", cache_dir), ("--claims-archive", archive)):
+            if place is not None and Path(place).absolute().is_relative_to(report_path.parent):
+                raise pytest.UsageError(f"{option} {str(place)!r} lies inside the report's directory "
+                                        f"{str(report_path.parent)!r}, which is replaced whole when the report is "
+                                        "written: put it elsewhere")
     return {"profile": profile, "device": device, "cache": cache_dir, "report": report_path,
             "executor": config.getoption("claims_executor"), "workers": workers, "continue": follow,
             "stored_only": stored_only, "measure_finished": measure_finished,

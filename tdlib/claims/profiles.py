@@ -114,12 +114,18 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     """``"5"`` -> (0, 1, 2, 3, 4); ``"0,3,7"`` -> (0, 3, 7); ``"0,"`` -> (0,). Raises ``ValueError`` naming
     ``--seeds``."""
     try:
-        seeds = tuple(range(int(text))) if "," not in text else tuple(int(s) for s in text.split(",") if s.strip())
+        count = int(text) if "," not in text else None
+        seeds = () if count is not None else tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise ValueError(f"--seeds must be a count or a comma-separated list of integers, got {text!r}") from None
-    if "," not in text and not seeds:
-        raise ValueError(f"--seeds {text.strip()} is a count of seeds (seeds 0 .. n-1) and must be at least 1; "
-                         "to name seed 0 alone, write '0,'")
+    if count is not None:
+        if count < 1:
+            raise ValueError(f"--seeds {text.strip()} is a count of seeds (seeds 0 .. n-1) and must be at least 1; "
+                             "to name seed 0 alone, write '0,'")
+        if count > FRESH_SEEDS_FROM:  # before a range of a billion seeds is made
+            raise ValueError(f"--seeds {text.strip()}: a profile's own seeds lie under {FRESH_SEEDS_FROM}, where its "
+                             f"sequence's fresh seeds begin, so there are at most {FRESH_SEEDS_FROM} of them")
+        return tuple(range(count))
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"--seeds must name distinct non-negative seeds, got {text!r}")
     return seeds
