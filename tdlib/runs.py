@@ -411,7 +411,9 @@ class RunCache:
                 extended = path.with_name(EXTENDED)
                 previous = json.loads(extended.read_text()) if extended.exists() else None
                 return restore_state(spec, saved), dict(header["checkpoints"]), previous
-            except (CorruptEntry, OSError, RuntimeError, KeyError, ValueError) as error:
+            # A payload that loads yet holds other types than a state (TypeError, AttributeError) was written
+            # by other code: as unusable as a damaged one.
+            except (CorruptEntry, OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
                 self._quarantine(directory, f"{path} cannot be resumed from ({error})")
                 directory.mkdir(parents=True)
         return self._extended_state(spec, directory) or (initial_state(spec), {}, None)

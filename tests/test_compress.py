@@ -362,6 +362,10 @@ def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
         save_file(tensors, str(tmp_path / name), metadata=metadata)
         return tmp_path / name
 
+    def reshaped(metadata, tensors, change):  # layer 1's weight and the shape the file gives it, changed alike
+        tensors["1.weight"] = change(tensors["1.weight"])
+        metadata["shapes"] = json.dumps([json.loads(metadata["shapes"])[0], list(tensors["1.weight"].shape)])
+
     def values_plus_one(metadata, tensors):
         tensors["0.values"][0] += 1.0
 
@@ -381,6 +385,12 @@ def test_damaged_or_foreign_files_are_named(tmp_path: Path) -> None:
         (lambda m, t: t.update({"0.col": t["0.col"] + 100}), r"layer 0 does not fit its shape"),
         (lambda m, t: m.update(fused='"false"'), r"fused is 'false', not true or false"),
         (lambda m, t: m.update(relus="[1, false]"), r"relus\[0\] is 1, not true or false"),
+        (lambda m, t: reshaped(m, t, lambda w: w[..., None]), r"layer 1's shape \[2, \d+, 1\] is not \[outputs, "
+                                                              r"inputs\]"),
+        (lambda m, t: reshaped(m, t, torch.flatten), r"layer 1's shape \[\d+\] is not \[outputs, inputs\]"),
+        (lambda m, t: reshaped(m, t, lambda w: w[0, 0]), r"layer 1's shape \[\] is not \[outputs, inputs\]"),
+        (lambda m, t: m.update(shapes=m["shapes"].replace("[2, ", "[2.0, ")), r"layer 1's shape \[2.0, \d+\] is not"),
+        (lambda m, t: m.update(shapes=f'[{json.loads(m["shapes"])[0]}, "ab"]'), r"layer 1's shape 'ab' is not"),
         (lambda m, t: m.update(fused="true", sparse_inputs="true"), r"a dense first layer, got fused=True and "
                                                                     r"layouts \['csr', 'csr'\]"),
     ]:

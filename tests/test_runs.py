@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -173,7 +174,26 @@ def stopped(cache: RunCache, spec: RunSpec, after: int) -> Path:
     return cache.root / spec.name
 
 
-@pytest.mark.parametrize("how", ["bit flip", "other run's", "edited epoch", "checkpoint damaged", "checkpoint gone"])
+def rewritten_payload(resume: Path, change) -> None:
+    """``resume`` with its payload changed by ``change`` and its header's checksum made to match: a file that
+    only its types can tell from a good one."""
+    header, saved = runs.read_state(resume, TU_SPEC)
+    change(saved)
+    payload = runs.tensor_bytes(saved)
+    header["sha256"] = hashlib.sha256(payload).hexdigest()
+    resume.write_bytes(runs.STATE_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
+
+
+WRONG_TYPES = {
+    "model a list": lambda saved: saved.update(model=list(saved["model"].values())),
+    "rng a number": lambda saved: saved.update(rng=7),
+    "history a number": lambda saved: saved.update(history=3),
+    "optimizer state a string": lambda saved: saved.update(optimizer="adam"),
+}
+
+
+@pytest.mark.parametrize("how", ["bit flip", "other run's", "edited epoch", "checkpoint damaged", "checkpoint gone",
+                                 *WRONG_TYPES])
 def test_a_bad_resume_is_named_set_aside_and_never_used(
     tmp_path: Path, straight_tu: runs.Run, how: str
 ) -> None:
@@ -190,6 +210,8 @@ def test_a_bad_resume_is_named_set_aside_and_never_used(
         resume.write_bytes(resume.read_bytes().replace(b'"epoch": 3', b'"epoch": 4', 1))
     elif how == "checkpoint damaged":
         damage(directory / runs.checkpoint_file(2))
+    elif how in WRONG_TYPES:
+        rewritten_payload(resume, WRONG_TYPES[how])
     else:
         (directory / runs.checkpoint_file(2)).unlink()
     with pytest.warns(UserWarning, match=r"resume\.pt cannot be resumed from"):

@@ -39,7 +39,7 @@ def digest(metadata: dict[str, str], tensors: dict[str, Tensor]) -> str:
     for name in sorted(tensors):
         value = tensors[name]
         sha.update(f"{name}{value.dtype}{tuple(value.shape)}".encode())
-        sha.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        sha.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return sha.hexdigest()
 
 
@@ -105,6 +105,9 @@ def _model(fields: dict, tensors: dict[str, Tensor]) -> CompressedMLP:
             raise ValueError(f"layer {i} is stored as {form!r}, not one of {LAYOUTS}")
         return tensors[f"{i}.values"] if form == "csr" else tensors[f"{i}.weight"]
 
+    for i, shape in enumerate(shapes):
+        if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n >= 0 for n in shape)):
+            raise ValueError(f"layer {i}'s shape {shape!r} is not [outputs, inputs], two whole numbers")
     first = values_of(0, stored[0])
     linears = []
     for i, (shape, form) in enumerate(zip(shapes, stored)):
