@@ -11,6 +11,7 @@ The commands of the ML library (``runs``, ``compress``) are here; those of the c
                                                            the README's verdict table, from a report
     python -m tdlib report reports/CLAIMS.md [--profile default] [--claims claims]
                                                            draw a report again from stored evidence alone
+    python -m tdlib verify archive/paper --sample 2        train archived runs again and compare them with it
 
 The claims report itself comes from the pytest plugin: ``pytest claims --claims-report reports/CLAIMS.md``,
 which trains and measures what it lacks; ``report`` runs the same with ``--claims-stored-only``.
@@ -159,6 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     drawing.add_argument("--archive", default=None, help="a run archive to take the runs the cache lacks from "
                          "(e.g. archive/paper)")
     drawing.set_defaults(handler=cli.report)
+    about = ("train archived runs again from scratch (at the thread count each record names) and check every "
+             "certified weight file bit for bit, the history and every stored measurement; one line a run")
+    checking = commands.add_parser("verify", help=about, description=about)
+    checking.add_argument("archive", help="a run archive, e.g. archive/paper")
+    checking.add_argument("runs", nargs="*", help="the runs to verify, by name (default: --sample 1)")
+    checking.add_argument("--sample", type=cli.positive, default=None, help="verify N runs drawn at random")
+    checking.add_argument("--seed", type=int, default=None, help="the seed of the draw (default: a random one, "
+                          "printed, so that the same draw can be asked for again)")
+    checking.add_argument("--profile", default=None, choices=("smoke", "default", "paper"),
+                          help="the profile the runs were trained under (default: the one whose training they share)")
+    checking.add_argument("--claims", nargs="+", default=["claims"], help="the claim files or directories that "
+                          "measure them (default: claims)")
+    checking.set_defaults(handler=cli.verify)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -1,4 +1,4 @@
-"""The claims framework's commands: ``python -m tdlib train``, ``findings`` and ``report``.
+"""The claims framework's commands: ``python -m tdlib train``, ``findings``, ``report`` and ``verify``.
 
 ``python -m tdlib`` (:mod:`tdlib.__main__`) hands them here; the ML library's own commands (``runs``,
 ``compress``) stay there.
@@ -50,6 +50,42 @@ def report(args: argparse.Namespace) -> int:
     command += ["--claims-seeds", args.seeds] if args.seeds else []
     command += ["--claims-archive", args.archive] if args.archive else []
     return subprocess.run(command).returncode
+
+
+def verify(args: argparse.Namespace) -> int:
+    """``python -m tdlib verify``: archived runs trained again and compared with their archive; 0 if every one
+    was reproduced, 1 if one was not, 2 for a usage error (one line, before any training)."""
+    import secrets
+
+    from tdlib.claims.verify import VerifyError, archived_specs, choose, profile_of
+    from tdlib.claims.verify import verify as verify_runs
+    from tdlib.data import DataError, locate
+
+    archive = Path(args.archive)
+    seed = secrets.randbelow(2**31) if args.seed is None else args.seed
+    try:
+        if args.sample is not None and args.runs:
+            raise VerifyError("name runs or ask for --sample N, not both")
+        specs = archived_specs(archive)
+        names = choose(list(specs), args.runs, args.sample, seed)
+        profile = PROFILES[args.profile] if args.profile else profile_of([specs[n] for n in names])
+        if unknown := [str(c) for c in args.claims if not Path(c).exists()]:
+            raise VerifyError(f"--claims: no such file or directory: {', '.join(unknown)}")
+        locate()
+    except (VerifyError, DataError) as error:
+        print(f"python -m tdlib verify: {error}", file=sys.stderr)
+        return 2
+    drawn = "" if args.runs else f" drawn at random from its {len(specs)} (--seed {seed})"
+    print(f"verifying {len(names)} run(s) of {archive}{drawn}, under the {profile.name} profile: "
+          + ", ".join(names))
+    try:
+        outcomes = verify_runs(archive, names, profile, args.claims)
+    except VerifyError as error:
+        print(f"python -m tdlib verify: {error}", file=sys.stderr)
+        return 1
+    bad = sum(not o.reproduced for o in outcomes)
+    print(f"{len(outcomes) - bad} of {len(outcomes)} reproduced" + (f"; {bad} NOT" if bad else ""))
+    return 1 if bad else 0
 
 
 def load_study(claims: Path, required: bool = False) -> None:
