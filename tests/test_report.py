@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -106,6 +107,39 @@ def test_swap_in_with_and_without_an_atomic_exchange(tmp_path: Path, monkeypatch
     report._swap_in(tmp_path / "new", tmp_path / "live")
     assert (tmp_path / "live" / "CLAIMS.md").read_text() == "new"
     assert (tmp_path / "new" / "CLAIMS.md").read_text() == "old"  # the old one, for the caller to remove
+
+
+def test_a_swap_killed_between_its_two_renames_is_recovered_by_the_next_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: SimpleNamespace) -> None:
+    # Where no atomic exchange exists, the old report is moved aside, then the new one in: killed between the
+    # two, there is no report at its path until the next write puts the old one back (and then writes).
+    live = tmp_path / "reports"
+    live.mkdir()
+    (live / "CLAIMS.md").write_text("old report")
+    staging = tmp_path / ".reports.new-abc"
+    staging.mkdir()
+    (staging / "CLAIMS.md").write_text("half")
+    monkeypatch.setattr(report, "_exchange", lambda a, b: False)
+    real_replace, calls = os.replace, []
+
+    def killed_after_the_first(a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(a, b)
+
+    monkeypatch.setattr(report.os, "replace", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        report._swap_in(staging, live)
+    monkeypatch.setattr(report.os, "replace", real_replace)
+    assert not live.exists() and (tmp_path / ".reports.new-abc-old" / "CLAIMS.md").read_text() == "old report"
+
+    with pytest.warns(UserWarning, match=r"reports was missing, its last write killed mid-swap; put back from "
+                                         r"\.reports\.new-abc-old"):
+        report.recover_swap(live.parent / "elsewhere")  # nothing to put back there
+        report.write_report(live / "CLAIMS.md", JUDGED, EV, 0.0)  # type: ignore[arg-type]
+    assert not (tmp_path / ".reports.new-abc-old").exists() and not (tmp_path / "elsewhere").exists()
+    assert (live / "CLAIMS.md").read_text() == "new report"
 
 
 def test_a_first_report_creates_its_directory(tmp_path: Path, fake: SimpleNamespace) -> None:

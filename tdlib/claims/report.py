@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -552,6 +553,8 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
     path = check_report_path(path)
     directory = path.parent
     directory.parent.mkdir(parents=True, exist_ok=True)
+    if timings is None:
+        recover_swap(directory)
     every = timings is not None
     results = [r for r in judged.results if every or not r.error]
     conditions = [c for c in CONDITIONS if any(c in r.claim.conditions for r in results)] or ["B"]
@@ -633,31 +636,52 @@ def plain_json(value: object) -> object:
     return value
 
 
+ASIDE = "-old"  # the old report's name during a swap of two renames (a staging directory's name, then this)
+
+
 def _swap_in(staging: Path, directory: Path) -> None:
     """Make ``staging`` the new ``directory``: one atomic exchange where the system offers it (Linux's
-    renameat2 with RENAME_EXCHANGE), else two renames; the old directory ends up at ``staging``."""
+    renameat2 with RENAME_EXCHANGE, macOS's renamex_np with RENAME_SWAP), else two renames, with the old
+    directory at ``<staging>-old`` between them (:func:`recover_swap` puts it back if the process dies
+    there); the old directory ends up at ``staging``."""
     if not directory.exists():
         os.replace(staging, directory)
         staging.mkdir()  # so the caller's clean-up finds something to remove
         return
     if _exchange(staging, directory):
         return
-    aside = staging.with_name(staging.name + "-old")
+    aside = staging.with_name(staging.name + ASIDE)
     os.replace(directory, aside)
     os.replace(staging, directory)
     os.replace(aside, staging)
 
 
+def recover_swap(directory: Path) -> None:
+    """Put back a report directory that a swap of two renames was killed in the middle of: nothing at
+    ``directory``, and the old report aside as ``.<name>.new-*-old`` beside it. Called before a report is
+    written, so that the next write finds the old report where it was (and a reader after it, the new)."""
+    if directory.exists():
+        return
+    for aside in sorted(directory.parent.glob(f".{directory.name}.new-*{ASIDE}")):
+        if (aside / "claims.json").exists() or any(aside.glob("*.md")):
+            os.replace(aside, directory)
+            warnings.warn(f"{directory} was missing, its last write killed mid-swap; put back from {aside.name}",
+                          stacklevel=2)
+            return
+
+
 def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two paths (Linux renameat2); False where that is not available."""
+    """Atomically exchange two paths (Linux renameat2, macOS renamex_np); False where neither is available."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
+    except OSError:
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return result == 0
+    at_fdcwd, rename_exchange, rename_swap = -100, 2, 2
+    if hasattr(libc, "renameat2"):
+        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    if hasattr(libc, "renamex_np"):
+        return libc.renamex_np(os.fsencode(a), os.fsencode(b), rename_swap) == 0
+    return False
 
 
 def as_json(judged: Judged, ev: Evidence, prov: dict[str, str]) -> dict:
