@@ -23,6 +23,9 @@ and the same result bit for bit, so runs trained either way are identical.
 
 from __future__ import annotations
 
+import os
+import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -75,6 +78,33 @@ def _kernel_threads() -> Iterator[int]:
             torch.set_num_threads(torch_threads)
 
 
+def _cache_safe(kernel):
+    """``kernel`` (a numba dispatcher with ``cache=True``), called so that a damaged on-disk cache of it or of a
+    kernel it calls (a truncated ``.nbc``/``.nbi`` under ``__pycache__``, from a process killed while writing
+    it, or a disk that filled up) is cleared with a warning and compiled again, instead of failing every run.
+    Only an error raised while numba reads its cache counts as damage; any other is raised as it is."""
+
+    def call(*args):
+        try:
+            return kernel(*args)
+        except Exception as error:
+            if not any(frame.f_code.co_filename.endswith(CACHE_READER)
+                       for frame, _ in traceback.walk_tb(error.__traceback__)):
+                raise
+            for cached in CACHED:
+                cached._cache.flush()  # an empty index: each compiles anew, and writes its cache again
+            warnings.warn(f"numba's cache of tdlib's kernels ({CACHED[0]._cache.cache_path}) could not be read "
+                          f"({type(error).__name__}: {error}); it was cleared and the kernels compiled again",
+                          stacklevel=2)
+            return kernel(*args)
+
+    call.__wrapped__, call.__doc__ = kernel, kernel.__doc__  # type: ignore[attr-defined]
+    return call
+
+
+CACHE_READER = os.path.join("numba", "core", "caching.py")
+
+
 @njit(inline="always")
 def _splitmix64(x: np.uint64) -> np.uint64:
     z = x + np.uint64(0x9E3779B97F4A7C15)
@@ -121,6 +151,7 @@ def _band_kth(vals, idx, m, need, scratch):  # pragma: no cover - compiled
     return v, idx[0]  # unreachable: the k-th smallest value is in the band
 
 
+@_cache_safe
 @njit(parallel=True, cache=True)
 def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks):  # pragma: no cover - compiled
     """Per row of ``w`` (R, n) float32: target the ``count`` smallest |w|, drop each w.p. threshold/2**15.
@@ -192,6 +223,7 @@ def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks): 
     return sorts.sum()
 
 
+@_cache_safe
 @njit(parallel=True, cache=True)
 def _mask_grad(grad, keep, out):  # pragma: no cover - compiled
     rows, n = grad.shape
@@ -217,6 +249,7 @@ class _FusedDrop(torch.autograd.Function):
         return out, None, None, None
 
 
+@_cache_safe
 @njit(cache=True)
 def _drop_units(scores, count, uniform, limit, dropped, keep):  # pragma: no cover - compiled
     """Target the ``count`` first of ``scores`` (n,) float32 in the order (score, index), as a stable
@@ -244,6 +277,10 @@ def _drop_units(scores, count, uniform, limit, dropped, keep):  # pragma: no cov
         d = (keys[i] <= kth) & (np.int32(uniform[i]) < limit)
         dropped[i] = d
         keep[i] = np.float32(1 - d)
+
+
+# Every kernel compiled with cache=True: a damaged cache of any is cleared with all of them (see _cache_safe).
+CACHED = (_band_kth, _drop_rows.__wrapped__, _mask_grad.__wrapped__, _drop_units.__wrapped__)
 
 
 def fused_unit_drop(scores: Tensor, count: int, alpha: float) -> tuple[Tensor, Tensor]:

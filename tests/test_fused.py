@@ -3,8 +3,12 @@ unit level the same drops as the plain-torch reference, bit for bit."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -14,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+import tdlib
+from tdlib import fused
 from tdlib.dropout import bernoulli_mask
 from tdlib.fused import RowBand, fused_unit_drop, fused_weight_drop
 from tdlib.selection import smallest_mask, smallest_mask_rows
@@ -271,3 +277,44 @@ def test_unit_drop_refuses_what_it_cannot_run() -> None:
         fused_unit_drop(torch.ones(4, dtype=torch.float64), 2, 0.5)
     with pytest.raises(ValueError, match=r"got \(2, 2\) torch\.float32"):
         fused_unit_drop(torch.ones(2, 2), 2, 0.5)
+
+
+STEP = """
+import torch
+from torch import nn
+from tdlib.dropout import TargetedDropout, add_targeted_dropout
+from tdlib.schedules import constant
+torch.manual_seed(0)
+layer = nn.Linear(784, 256)
+add_targeted_dropout(layer, TargetedDropout("weight", constant(0.5), constant(0.5)))
+layer(torch.rand(8, 784)).sum().backward()
+print(layer.parametrizations.weight.original.grad.abs().sum().item())
+"""
+
+
+def test_a_damaged_numba_cache_is_cleared_and_compiled_again(tmp_path: Path) -> None:
+    # A process killed while numba wrote its cache leaves a truncated file under tdlib/__pycache__, which
+    # numba's loader meets with a bare UnpicklingError on every later run.
+    shutil.copytree(Path(tdlib.__file__).parent, tmp_path / "tdlib", ignore=shutil.ignore_patterns("*.nb?"))
+
+    def step() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", STEP], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(tmp_path)}, cwd=tmp_path)
+
+    first = step()  # compiles, and writes the cache
+    damaged = sorted((tmp_path / "tdlib" / "__pycache__").glob("fused.*.nbc"))
+    assert first.returncode == 0 and len(damaged) >= 4, first.stderr[-2000:]
+    for path in damaged:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    again = step()
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "numba's cache of tdlib's kernels" in again.stderr and "compiled again" in again.stderr
+    assert again.stdout == first.stdout  # the same gradient
+    assert step().stderr == ""  # the cache written anew
+
+
+def test_an_error_that_is_not_the_caches_is_raised_as_it_is() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning of a cleared cache either
+        with pytest.raises(numba.core.errors.TypingError):
+            fused._mask_grad(np.zeros((2, 2)), "keep", None)
