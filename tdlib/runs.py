@@ -243,13 +243,19 @@ class Run:
             self.cache.materialize(self.spec)
 
     def _load(self, file: str) -> MLP:
+        """The network in ``file``, checked against the record as it is read: the bytes hashed are the bytes
+        loaded, so a file changed since the run was looked up is never used."""
         self._weights()
-        if self.archived and (found := sha256(self.directory / file)) != self.record["files"][file]:
-            # trained again, here or by another process, to other bits than the record this Run certifies
-            raise CertificateMismatch(f"{self.directory / file}: SHA-256 {found}, but the archived record of run "
-                                      f"{self.spec.name} certifies {self.record['files'][file]}")
+        data = (self.directory / file).read_bytes()
+        if (found := hashlib.sha256(data).hexdigest()) != self.record["files"][file]:
+            if self.archived:  # trained again, here or by another process, to other bits than this Run certifies
+                raise CertificateMismatch(f"{self.directory / file}: SHA-256 {found}, but the archived record of "
+                                          f"run {self.spec.name} certifies {self.record['files'][file]}")
+            raise CorruptEntry(f"{self.directory / file}: SHA-256 {found}, but the record of run {self.spec.name} "
+                               f"certifies {self.record['files'][file]}: the file changed after the run was "
+                               f"checked; remove {self.directory} to train it again")
         model = MLP(self.spec.hidden, bias=self.spec.bias)
-        model.load_state_dict(torch.load(self.directory / file, weights_only=True, map_location="cpu"))
+        model.load_state_dict(torch.load(io.BytesIO(data), weights_only=True, map_location="cpu"))
         return model.eval()
 
 

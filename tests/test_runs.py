@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -464,3 +465,22 @@ def test_the_umask_is_read_without_being_changed(umask: int, monkeypatch: pytest
         assert files.current_umask() == umask and os.umask(umask) == umask
     finally:
         os.umask(previous)
+
+
+@pytest.mark.parametrize("how", ["bit flip", "another valid network"])
+def test_a_weight_file_changed_after_the_run_was_looked_up_is_never_loaded(
+        tmp_path: Path, straight_tu: runs.Run, how: str) -> None:
+    cache = RunCache(tmp_path / "cache", progress=False)
+    shutil.copytree(straight_tu.directory, cache.root / TU_SPEC.name)
+    run = cache.cached(TU_SPEC)
+    assert run is not None
+    model = run.directory / "model.pt"
+    if how == "bit flip":  # in the last weights, where torch still loads it
+        damage(model)
+    else:
+        shutil.copyfile(run.directory / runs.checkpoint_file(2), model)
+    with pytest.raises(runs.CorruptEntry, match=r"model\.pt: SHA-256 [0-9a-f]{64}, but the record of run TU-s0-.* "
+                                                r"certifies [0-9a-f]{64}: the file changed after the run was checked; "
+                                                r"remove .* to train it again"):
+        run.model()
+    assert torch.equal(run.checkpoint(2).layers[0].weight, straight_tu.checkpoint(2).layers[0].weight)  # the rest loads
