@@ -108,6 +108,33 @@ def test_a_retraining_that_does_not_reproduce_the_certificate_is_refused_by_name
     assert (archive / run.spec.name / EVIDENCE_FILE).read_bytes() == before
 
 
+def test_a_measurement_that_cache_and_archive_hold_with_two_values_is_refused_naming_both(
+        tmp_path: Path, trained: tuple[RunCache, Run]) -> None:
+    cache, run = trained
+    archive = tmp_path / "archive"
+    export(cache, archive)
+    archived = (archive / run.spec.name / EVIDENCE_FILE).read_bytes()
+    measured(cache, run, {"accuracy": 40.6, "pruned:weight:50": 80.0, "saving:unit:80:seconds": 9.0})
+    moved = export(cache, archive)  # the cache now says 40.6 of the same weights
+    assert moved.refused == (f"{run.spec.name}: 1 measurement(s) of the same weights differ between the archive and "
+                             "the cache (in that order): accuracy: 81.5 and 40.6; the archived entry is left as it is",)
+    assert (archive / run.spec.name / EVIDENCE_FILE).read_bytes() == archived
+
+    moved = restore(archive, cache)  # and the other way: the cache's value is kept, and the conflict named
+    assert moved.refused == (f"{run.spec.name}: 1 measurement(s) of the same weights differ between the cache and "
+                             "the archive (in that order): accuracy: 40.6 and 81.5; the cache's measurements are left "
+                             "as they are",)
+    assert verified_values((cache.root / "evidence" / f"{run.spec.name}.json").read_bytes(), run)["accuracy"] == 40.6
+
+    measured(cache, run, {"accuracy": 81.5, "pruned:weight:50": 80.0, "saving:unit:80:seconds": 9.0})
+    assert export(cache, archive).written == (run.spec.name,)  # a timing is another machine's: no conflict
+    grown = verified_values((archive / run.spec.name / EVIDENCE_FILE).read_bytes(), run)
+    assert grown == {"accuracy": 81.5, "pruned:weight:50": 80.0, "saving:unit:80:seconds": 9.0}
+    measured(cache, run, {"accuracy": 81.5, "saving:unit:80:seconds": 2.0})
+    assert export(cache, archive).unchanged == (run.spec.name,)  # the first timing stored stays
+    assert verified_values((archive / run.spec.name / EVIDENCE_FILE).read_bytes(), run) == grown
+
+
 def test_restore_grows_the_measurements_of_the_same_run_and_refuses_what_does_not_match(
         tmp_path: Path, trained: tuple[RunCache, Run]) -> None:
     cache, run = trained

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tdlib.claims.savings_report import measures_the_machine
+from tdlib.claims.evidence import measures_the_machine
 from tdlib.claims.verify import VerifyError, choose, compare
 
 ROOT = Path(__file__).resolve().parent.parent

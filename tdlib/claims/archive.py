@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from tdlib.claims.evidence import EvidenceMismatch, evidence_bytes, verified_values
+from tdlib.claims.evidence import EvidenceMismatch, evidence_bytes, measures_the_machine, verified_values
 from tdlib.files import atomic_write, sha256, with_umask
 from tdlib.runs import ARCHIVED, RECORD, Run, RunCache, weight_digests
 from tdlib.spec import RunSpec
@@ -81,12 +82,32 @@ def _values(raw: bytes | None, run: Run) -> dict[str, float]:
         return {}
 
 
-def _merge(path: Path, run: Run, values: dict[str, float], lock: bool = True) -> bool:
+class Conflict(ArchiveError):
+    """The same measurement of the same weights holds two values, one on each side of a merge."""
+
+
+def _conflicts(old: dict[str, float], new: dict[str, float]) -> list[str]:
+    """Each measurement ``old`` and ``new`` both hold with other values, as "key: a and b". Timings (and what
+    they chose) measure a machine, not the weights: two machines' may differ, and the first stored stays."""
+    return [f"{key}: {old[key]!r} and {new[key]!r}" for key in sorted(old.keys() & new.keys())
+            if not measures_the_machine(key) and old[key] != new[key]
+            and not (math.isnan(old[key]) and math.isnan(new[key]))]
+
+
+def _merge(path: Path, run: Run, values: dict[str, float], lock: bool = True, where: tuple[str, str] = ("", "")
+           ) -> bool:
     """Add ``values`` to the measurements of ``run`` stored at ``path``; True if the file grew. ``lock`` takes
-    the cache's lock on the file (an archive, written by one process, has none, and no lock files)."""
+    the cache's lock on the file (an archive, written by one process, has none, and no lock files).
+
+    A measurement stored on both sides with other values (not a timing) is a :class:`Conflict`, naming both
+    values, ``where`` says which side each is (stored at ``path``, then ``values``); nothing is written then."""
     with FileLock(str(path) + ".lock") if lock else contextlib.nullcontext():
         old = _values(path.read_bytes() if path.exists() else None, run)
-        merged = {**values, **old}  # a value already stored stays as it is
+        if conflicts := _conflicts(old, values):
+            there, here = where
+            raise Conflict(f"{len(conflicts)} measurement(s) of the same weights differ between {there} and {here} "
+                           f"(in that order): {'; '.join(conflicts[:3])}{'; ...' if len(conflicts) > 3 else ''}")
+        merged = {**values, **old}  # a timing already stored stays as it is
         if merged == old:
             return False
         atomic_write(path, evidence_bytes(run, merged))
@@ -113,8 +134,12 @@ def export(cache: RunCache, archive: Path, keep: Callable[[RunSpec], bool] = lam
             atomic_write(entry / "history.json", (run.directory / "history.json").read_bytes())
             atomic_write(entry / RECORD, (run.directory / RECORD).read_bytes())
         stored = cache.root / "evidence" / f"{run.spec.name}.json"
-        grew = _merge(entry / EVIDENCE_FILE, run, _values(stored.read_bytes() if stored.exists() else None, run),
-                      lock=False)
+        try:
+            grew = _merge(entry / EVIDENCE_FILE, run, _values(stored.read_bytes() if stored.exists() else None, run),
+                          lock=False, where=("the archive", "the cache"))
+        except Conflict as conflict:
+            refused.append(f"{run.spec.name}: {conflict}; the archived entry is left as it is")
+            continue
         (written if grew or new else unchanged).append(run.spec.name)
     return Moved(tuple(written), tuple(unchanged), tuple(refused))
 
@@ -186,7 +211,11 @@ def restore(archive: Path, cache: RunCache) -> Moved:
         if values:
             store = cache.root / "evidence"
             store.mkdir(exist_ok=True)
-            grew = _merge(store / f"{spec.name}.json", run, values) or grew
+            try:
+                grew = _merge(store / f"{spec.name}.json", run, values, where=("the cache", "the archive")) or grew
+            except Conflict as conflict:
+                refused.append(f"{entry.name}: {conflict}; the cache's measurements are left as they are")
+                continue
         if raw is None or values:
             (written if grew else unchanged).append(spec.name)
     return Moved(tuple(written), tuple(unchanged), tuple(refused))

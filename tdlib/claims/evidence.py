@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Collection
@@ -46,6 +47,18 @@ from tdlib.spec import RunSpec
 EVIDENCE_FORMAT = 3
 WITHHELD = -1e6  # what a restricted Evidence answers for a condition it does not hold (see Evidence.restricted)
 SWEEP_KINDS = ("weight", "unit", "random_weight", "global")  # drawn for every condition in the report
+
+
+# What a timing decides: the seconds a measurement took, a speed-up, the layouts chosen by timing them (fused,
+# layer<i>:csr) and the multiply-adds of those layouts (flop_ratio). They measure the machine, not the run, so
+# a run trained again is not held to them.
+TIMED = re.compile(r"(^|:)(seconds|speedup|fused|layer\d+:csr|flop_ratio)$")
+
+
+def measures_the_machine(key: str) -> bool:
+    """Whether the stored measurement ``key`` is a timing or was chosen by one (see :data:`TIMED`; the keys
+    are :mod:`tdlib.claims.savings_report`'s)."""
+    return TIMED.search(key) is not None
 
 
 class EvidenceMismatch(ValueError):

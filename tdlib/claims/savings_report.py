@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -49,17 +48,6 @@ class Savings:
     models: tuple[PrunedModel, ...]
     curves: dict[tuple[PruneKind, int], dict[float, Speed]]  # (kind, batch) -> k -> speed, B's first seed
     seconds: float  # wall time of measuring all of it, when it was measured (stored with the numbers)
-
-
-# What a timing decides: the seconds a measurement took, a speed-up, the layouts chosen by timing them (fused,
-# layer<i>:csr) and the multiply-adds of those layouts (flop_ratio). They measure the machine, not the run, so
-# a run trained again is not held to them.
-TIMED = re.compile(r"(^|:)(seconds|speedup|fused|layer\d+:csr|flop_ratio)$")
-
-
-def measures_the_machine(key: str) -> bool:
-    """Whether the stored measurement ``key`` is a timing or was chosen by one (see :data:`TIMED`)."""
-    return TIMED.search(key) is not None
 
 
 def _speed_values(speed: Speed, head: str = "") -> dict[str, float]:

@@ -11,7 +11,7 @@ CPU, so anyone can check a committed run from git alone. :func:`verify`, for eac
    profile, in which every other run of the archive answers from its stored measurements and the run's own
    are gone, so that all a report reads of it is computed anew by the code here;
 3. compares every measurement the archive stores for it with the new one. Timings, and the layouts chosen by
-   timing (:func:`tdlib.claims.savings_report.measures_the_machine`), measure the machine rather than the run:
+   timing (:func:`tdlib.claims.evidence.measures_the_machine`), measure the machine rather than the run:
    they are counted and left out.
 
 Each run gets one line: reproduced, or what differs.
@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tdlib.claims.archive import EVIDENCE_FILE, restore
-from tdlib.claims.evidence import EvidenceMismatch, verified_values
+from tdlib.claims.evidence import EvidenceMismatch, measures_the_machine, verified_values
 from tdlib.claims.profiles import PROFILES, Profile
-from tdlib.claims.savings_report import measures_the_machine
 from tdlib.runs import RECORD, CertificateMismatch, CorruptEntry, Run, RunCache
 from tdlib.spec import RunSpec
 
