@@ -10,7 +10,8 @@ whichever engine trained it (at the same torch thread count, which each run reco
   in steady state against 33.3 for one process of 2 threads (1.13x), but each worker first spends a
   few seconds importing torch and loading the data: a profile's hours of training gain, a one-minute
   job does not (``benchmarks/test_training_speed.py::test_runs_per_hour_by_workers_and_threads``).
-  The thread count changes a run's bits, so each run records it;
+  The thread count changes a run's bits, so each run records it. Stopped (Ctrl-C, or any error here), no
+  queued run starts; a worker whose parent process is gone (killed) stops its run, resumable, and exits;
 - ``submitit``: one Slurm job per run through ``submitit.AutoExecutor`` (``submitit.LocalExecutor``
   where there is no Slurm, as the tests use it). A GPU cluster passes ``device="cuda"`` in the specs;
   that path is untested here (no GPU).
@@ -20,6 +21,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +50,35 @@ class Trained:
     training_seconds: float  # of every epoch it holds (:attr:`tdlib.runs.Run.training_seconds`)
 
 
+class Stopped(RuntimeError):
+    """A queued run that a local worker did not start, since the training was stopped."""
+
+
+_stop: Any = None  # in a local worker: the pool's event, set when the parent stops the training
+
+
+def _worker_started(stop: Any, parent: int) -> None:
+    """A local worker's start: keep the stop event, and watch the parent. A worker outliving its parent (a
+    parent killed, which no clean-up ran in) would go on with runs no one waits for: it exits instead, and
+    the run it was training resumes from its last epoch whenever it is asked for again."""
+    global _stop
+    _stop = stop
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(70)  # like a kill at any instant, which the cache is built to survive
+
+    threading.Thread(target=watch, name="tdlib-parent-watch", daemon=True).start()
+
+
 def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None) -> Trained:
     """Train (or load) one run into the cache at ``cache_root``: the job every engine runs.
 
     Takes the spec as JSON so that it crosses process and cluster boundaries as plain data.
     """
+    if _stop is not None and _stop.is_set():
+        raise Stopped(f"{spec_json.get('condition')} seed {spec_json.get('seed')}: not started, training was stopped")
     import torch
 
     from tdlib.runs import RunCache
@@ -95,18 +123,35 @@ def train_all(
                 results[i] = train_one(*job)
                 bar.update()
         elif engine == "local":
-            context = multiprocessing.get_context("spawn")  # no fork: torch's threads do not survive one
-            with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                pending = {pool.submit(train_one, spec, root, 1 if t is None else t): i for i, (spec, root, t) in
-                           enumerate(jobs)}
-                for done in concurrent.futures.as_completed(pending):
-                    results[pending[done]] = done.result()
-                    bar.update()
+            results = _local(jobs, bar, workers)
         else:
             results = _submitit(jobs, bar, submitit_folder or Path(cache_root) / "submitit", slurm)
     finally:
         bar.close()
     return [results[i] for i in range(len(jobs))]
+
+
+def _local(jobs: list[tuple], bar: tqdm, workers: int) -> dict[int, Trained]:
+    """The jobs on ``workers`` spawned processes (no fork: torch's threads do not survive one). Stopped by an
+    exception here (KeyboardInterrupt included), the queued jobs are cancelled, and those already handed to
+    the pool's queue are refused by the workers (the stop event), so that nothing new starts."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                  initializer=_worker_started, initargs=(stop, os.getpid()))
+    results: dict[int, Trained] = {}
+    try:
+        pending = {pool.submit(train_one, spec, root, 1 if t is None else t): i for i, (spec, root, t) in
+                   enumerate(jobs)}
+        for done in concurrent.futures.as_completed(pending):
+            results[pending[done]] = done.result()
+            bar.update()
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
 
 
 def _submitit(jobs: list[tuple], bar: tqdm, folder: str | Path, slurm: dict[str, Any] | None) -> dict[int, Trained]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,72 @@ def test_the_command_line_helps_plans_and_refuses(tmp_path: Path) -> None:
     no_data = cli("smoke", "--cache", str(tmp_path), "--conditions", "B", env={"TDLIB_DATA_DIR": str(tmp_path / "no")})
     assert no_data.returncode == 1 and no_data.stderr.startswith("python -m tdlib train: TDLIB_DATA_DIR=")
     assert len(no_data.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())  # before any worker
+
+
+QUEUE = """
+import sys
+from tdlib.executors import train_all
+from tdlib.spec import DataSpec, RunSpec
+specs = [RunSpec("B", seed, 8, batch_size=64, hidden=(64, 32), data=DataSpec(n_train=2000, n_test=300, seed=0))
+         for seed in range(8)]
+train_all(specs, sys.argv[1], engine="local", workers=2, progress=False)
+"""
+
+
+def started(cache: Path) -> set[str]:
+    """The runs that began training in ``cache`` (each has a directory from its first epoch on)."""
+    return {p.name for p in cache.glob("B-s*") if p.is_dir()} if cache.exists() else set()
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(condition, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("how", ["Ctrl-C", "parent killed"])
+def test_stopped_training_starts_no_queued_run_and_leaves_no_worker(tmp_path: Path, how: str) -> None:
+    # Eight runs queued on two workers: stopped while the first ones train, nothing else may start, and no
+    # worker may live on (a killed parent runs no clean-up: its workers notice it is gone).
+    cache = tmp_path / "cache"
+    parent = subprocess.Popen([sys.executable, "-c", QUEUE, str(cache)], cwd=ROOT, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(started(cache)) >= 1)
+        workers = children(parent.pid)
+        begun = started(cache)
+        if how == "Ctrl-C":
+            os.killpg(parent.pid, signal.SIGINT)  # as a terminal sends it: to the whole process group
+            _, err = parent.communicate(timeout=120)
+            assert parent.returncode != 0 and "KeyboardInterrupt" in err
+        else:
+            parent.kill()
+            parent.wait(timeout=10)
+        wait_for(lambda: not any(alive(pid) for pid in workers), seconds=30)
+        assert len(started(cache)) <= len(begun) + 2, (begun, started(cache))  # at most one more a worker
+        assert len(started(cache)) < 8
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
