@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -59,6 +60,31 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()} ({cpu}), {torch.get_num_threads()} torch threads"
 
 
+def cpu() -> str:
+    """The CPU's model and the instruction set torch's kernels use on it, e.g. "AMD EPYC 7B13 (torch: AVX512)".
+
+    A run's bits depend on them (math libraries choose their kernels by CPU, the same thread count or not),
+    so a run is reproduced bit for bit only on a CPU like the one its record names."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if not model and platform.system() == "Darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            model = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                   timeout=5).stdout.strip()
+    model = model or platform.processor() or platform.machine()
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # an older torch
+        capability = "unknown"
+    return f"{model} (torch: {capability})"
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -70,5 +96,6 @@ def provenance() -> dict[str, str]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": machine(),
+        "cpu": cpu(),
         "date": now(),
     }

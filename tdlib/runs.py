@@ -92,7 +92,12 @@ class CorruptEntry(RuntimeError):
 
 
 class CertificateMismatch(RuntimeError):
-    """An archived run, trained again here, did not reproduce the files its record certifies."""
+    """An archived run, trained again here, did not reproduce the files its record certifies; ``kept`` is
+    where the new training was put (None for a check at load)."""
+
+    def __init__(self, message: str, kept: Path | None = None) -> None:
+        super().__init__(message)
+        self.kept = kept
 
 
 class LockTimeout(RuntimeError):
@@ -300,18 +305,23 @@ class RunCache:
     def materialize(self, spec: RunSpec) -> Run:
         """The run of ``spec`` with its weights: an archived entry is trained again from scratch, with the
         thread count its record names, and must reproduce the weights its record certifies
-        (:func:`weight_digests`, which its archived measurements are tied to). The archived entry is kept
-        under ``<root>/archived/``.
+        (:func:`weight_digests`, which its archived measurements are tied to).
 
-        Raises :class:`CertificateMismatch`, naming the files that differ, if the new run does not reproduce
-        them; the new run then stays in the cache (with a record of its own, so the archived measurements no
-        longer apply to it and are measured again on the next use).
+        Raises :class:`CertificateMismatch`, naming the files that differ and the CPUs of both trainings, if
+        the new run does not reproduce them (bits differ across CPU models): the archived entry then stays
+        as it is, so nothing is measured on other weights than those it certifies, and the new training is
+        kept under ``<root>/unreproduced/`` for inspection (the exception's ``kept``).
         """
         directory = self.root / spec.name
         with self._lock(spec):
             run = self._verified(spec, directory)
             if run.weights_here:
                 return run
+            if tried := self._unreproduced(spec):
+                raise CertificateMismatch(f"run {spec.name} was trained again here before, by the same code on the "
+                                          f"same CPU, and did not reproduce its archived record: that training is "
+                                          f"in {tried}. Bits differ across CPU models: what needs this run's weights "
+                                          "is measured on a CPU like its record's", kept=tried)
             aside = self.root / "archived" / f"{spec.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
             aside.parent.mkdir(exist_ok=True)
             os.replace(directory, aside)
@@ -324,17 +334,35 @@ class RunCache:
                 new = self._train(spec, directory, None, scratch=True)
             finally:
                 torch.set_num_threads(before)
-        new_weights = weight_digests(new.record)
-        differ = sorted(name for name, digest in weight_digests(run.record).items() if new_weights.get(name) != digest)
-        if differ:
-            raise CertificateMismatch(
-                f"run {spec.name}, trained again here, does not reproduce its archived record: {', '.join(differ)} "
-                f"differ (archived code {run.record['provenance'].get('code_version')} on "
-                f"{run.record['provenance'].get('machine')}; here {new.record['provenance'].get('code_version')} on "
-                f"{new.record['provenance'].get('machine')}). The new run replaces it, and its measurements are "
-                f"taken again on the next use; the archived entry is in {aside}"
-            )
-        return new
+            new_weights = weight_digests(new.record)
+            differ = sorted(name for name, digest in weight_digests(run.record).items()
+                            if new_weights.get(name) != digest)
+            if not differ:
+                return new
+            kept = self.root / "unreproduced" / aside.name
+            kept.parent.mkdir(exist_ok=True)
+            os.replace(directory, kept)
+            os.replace(aside, directory)  # the archived entry, as it was
+        archived, here = run.record["provenance"], new.record["provenance"]
+        raise CertificateMismatch(
+            f"run {spec.name}, trained again here, does not reproduce its archived record: {', '.join(differ)} "
+            f"differ (archived: code {archived.get('code_version')}, CPU {archived.get('cpu', 'not recorded')}; "
+            f"here: code {here.get('code_version')}, CPU {here.get('cpu')}). Bits differ across CPU models: what "
+            f"needs this run's weights is measured on a CPU like its record's. The archived entry stays as it is; "
+            f"the new training is in {kept}", kept=kept)
+
+    def _unreproduced(self, spec: RunSpec) -> Path | None:
+        """A training of ``spec`` kept under ``unreproduced/`` that this code on this CPU made (so training it
+        again would give the same bits again), or None."""
+        here = provenance()
+        for kept in sorted((self.root / "unreproduced").glob(f"{spec.name}-*")):
+            try:
+                made = json.loads((kept / RECORD).read_text())["provenance"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if all(made.get(k) == here[k] for k in ("code_version", "torch", "cpu")):
+                return kept
+        return None
 
     @contextmanager
     def _lock(self, spec: RunSpec) -> Iterator[None]:

@@ -31,3 +31,16 @@ def test_an_install_inside_someone_elses_repository_does_not_report_their_commit
     version = provenance.code_version(site / "tdlib")
     assert git(theirs, "rev-parse", "--short=12", "HEAD") not in version
     assert version.startswith("tdlib ") and "installed, not a git checkout" in version
+
+
+def test_the_cpu_is_named_with_the_instruction_set_torch_uses() -> None:
+    # Bits depend on the CPU (MKL picks its kernels by vendor and instruction set), so records name it.
+    import torch
+
+    named = provenance.provenance()["cpu"]
+    assert named == provenance.cpu() and named.endswith(f"(torch: {torch.backends.cpu.get_cpu_capability()})")
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        model = next(line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+                     if line.startswith("model name"))
+        assert named.startswith(model)

@@ -57,9 +57,10 @@ def verify(args: argparse.Namespace) -> int:
     was reproduced, 1 if one was not, 2 for a usage error (one line, before any training)."""
     import secrets
 
-    from tdlib.claims.verify import VerifyError, archived_specs, choose, profile_of
+    from tdlib.claims.verify import VerifyError, archived_specs, choose, profile_of, trained_on
     from tdlib.claims.verify import verify as verify_runs
     from tdlib.data import DataError, locate
+    from tdlib.provenance import cpu
 
     archive = Path(args.archive)
     seed = secrets.randbelow(2**31) if args.seed is None else args.seed
@@ -67,7 +68,16 @@ def verify(args: argparse.Namespace) -> int:
         if args.sample is not None and args.runs:
             raise VerifyError("name runs or ask for --sample N, not both")
         specs = archived_specs(archive)
-        names = choose(list(specs), args.runs, args.sample, seed)
+        here, cpus = cpu(), trained_on(archive, list(specs))
+        # Bits differ across CPU models: a draw takes the runs trained on a CPU like this one (or not named).
+        like_here = [name for name, made in cpus.items() if made in (None, here)]
+        if not args.runs and not like_here:
+            print(f"python -m tdlib verify: none of the {len(specs)} runs of {archive} was trained on this CPU "
+                  f"({here}; they name {', '.join(sorted({str(c) for c in cpus.values()}))}), so none can be "
+                  "reproduced bit for bit here; nothing verified")
+            return 0
+        names = choose(like_here, args.runs, args.sample, seed) if not args.runs else choose(
+            list(specs), args.runs, None, seed)
         profile = PROFILES[args.profile] if args.profile else profile_of([specs[n] for n in names])
         if unknown := [str(c) for c in args.claims if not Path(c).exists()]:
             raise VerifyError(f"--claims: no such file or directory: {', '.join(unknown)}")
@@ -75,7 +85,8 @@ def verify(args: argparse.Namespace) -> int:
     except (VerifyError, DataError) as error:
         print(f"python -m tdlib verify: {error}", file=sys.stderr)
         return 2
-    drawn = "" if args.runs else f" drawn at random from its {len(specs)} (--seed {seed})"
+    drawn = "" if args.runs else (f" drawn at random from the {len(like_here)} of its {len(specs)} trained on a "
+                                  f"CPU like this one (--seed {seed})")
     print(f"verifying {len(names)} run(s) of {archive}{drawn}, under the {profile.name} profile: "
           + ", ".join(names))
     try:

@@ -92,6 +92,11 @@ def archived_specs(archive: Path) -> dict[str, RunSpec]:
     return specs
 
 
+def trained_on(archive: Path, names: Sequence[str]) -> dict[str, str | None]:
+    """The CPU each run's record names (None where the record predates naming it)."""
+    return {name: json.loads((archive / name / RECORD).read_text())["provenance"].get("cpu") for name in names}
+
+
 def choose(names: Sequence[str], named: Sequence[str], sample: int | None, seed: int) -> list[str]:
     """The runs to verify: ``named`` ones (each must be in ``names``), else ``sample`` drawn at random with
     ``seed`` from ``names``, in name order."""
@@ -101,7 +106,8 @@ def choose(names: Sequence[str], named: Sequence[str], sample: int | None, seed:
         return list(dict.fromkeys(named))
     count = 1 if sample is None else sample
     if count > len(names):
-        raise VerifyError(f"--sample {count}: the archive holds {len(names)} runs")
+        raise VerifyError(f"--sample {count}: the archive holds {len(names)} runs that can be reproduced here (trained "
+                          "on a CPU like this one, or not named)")
     return sorted(random.Random(seed).sample(sorted(names), count))
 
 
@@ -117,9 +123,13 @@ def profile_of(specs: Sequence[RunSpec]) -> Profile:
     return PROFILES[names.pop()]
 
 
+def _without_seconds(epoch: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in epoch.items() if "seconds" not in k}
+
+
 def _history(run: Run) -> list[dict[str, float]]:
     """A run's history without its seconds (this machine's, not the run's)."""
-    return [{k: v for k, v in epoch.items() if "seconds" not in k} for epoch in run.history]
+    return [_without_seconds(epoch) for epoch in run.history]
 
 
 def _history_differences(archived: list[dict[str, float]], again: list[dict[str, float]]) -> tuple[str, ...]:
@@ -164,13 +174,13 @@ def verify(archive: Path, names: Sequence[str], profile: Profile, claims: Sequen
         moved = restore(archive, cache)
         for refused in moved.refused:
             log(f"  refused {refused}")
-        weights: dict[str, str] = {}
-        runs: dict[str, Run] = {}
+        runs: dict[str, Run] = {}  # those that reproduced their weights, trained again
+        outcomes: dict[str, Outcome] = {}
+        failed = ""
         certified: dict[str, Run] = {}  # each run as its archived record describes it
         histories: dict[str, list[dict[str, float]]] = {}  # and its archived history
         for name in names:
             spec = RunSpec.from_json(json.loads((archive / name / RECORD).read_text())["spec"])
-            (cache.root / "evidence" / f"{name}.json").unlink(missing_ok=True)  # measured again, not read
             archived_run = cache.cached(spec)
             if archived_run is None:
                 raise VerifyError(f"{archive / name}: its entry fails its checks, so there is nothing to verify it "
@@ -182,25 +192,27 @@ def verify(archive: Path, names: Sequence[str], profile: Profile, claims: Sequen
                 with warnings.catch_warnings():  # the line above says it
                     warnings.filterwarnings("ignore", message=f"run {name} is archived without its weights")
                     runs[name] = cache.materialize(spec)
-                weights[name] = ""
-            except CertificateMismatch as error:
-                weights[name] = str(error).split(" (archived code")[0].replace(f"run {name}, trained again here, ", "")
-                runs[name] = cache.get(spec)  # the new training, which stays in the cache
-        log(f"measuring {len(names)} run(s) again (a measuring pass over the {profile.name} profile)")
-        failed = measuring_pass(claims, profile, cache.root)
-        outcomes = []
-        for name in names:
-            run = runs[name]
+                (cache.root / "evidence" / f"{name}.json").unlink(missing_ok=True)  # measured again, not read
+            except CertificateMismatch as error:  # its measurements are of other weights: not compared
+                what = str(error).split("archived record: ", 1)[-1].split(". Bits differ")[0]
+                new_history = json.loads((error.kept / "history.json").read_text()) if error.kept else []
+                history = _history_differences(histories[name], [_without_seconds(e) for e in new_history])
+                outcomes[name] = Outcome(name, what, history)
+                log(outcomes[name].line())
+        if runs:
+            log(f"measuring {len(runs)} run(s) again (a measuring pass over the {profile.name} profile)")
+            failed = measuring_pass(claims, profile, cache.root)
+        for name, run in runs.items():
             stored = cache.root / "evidence" / f"{name}.json"
             try:
                 again = verified_values(stored.read_bytes(), run) if stored.exists() else {}
             except (EvidenceMismatch, CorruptEntry) as error:
                 again, failed = {}, failed or f"its new measurements fail their checks ({error})"
             compared, differ, missing, timings = compare(_archived_values(archive / name, certified[name]), again)
-            outcomes.append(Outcome(name, weights[name], _history_differences(histories[name], _history(run)),
-                                    compared, differ, missing, timings, failed))
-            log(outcomes[-1].line())
-    return outcomes
+            outcomes[name] = Outcome(name, "", _history_differences(histories[name], _history(run)),
+                                     compared, differ, missing, timings, failed)
+            log(outcomes[name].line())
+    return [outcomes[name] for name in names]
 
 
 def _archived_values(entry: Path, run: Run) -> dict[str, float]:
