@@ -267,6 +267,39 @@ def test_the_sequence_is_continued_until_its_parts_are_decided_and_judged_whole_
                                 "decided*"])
 
 
+CUT_FILE = CLAIM_FILE + '''
+
+from tdlib.runs import CertificateMismatch
+
+
+@claim("X3", quote="B learns, as far as this machine can measure", rule="B's dense accuracy > 30%",
+       conditions=("B",))
+def test_x3_cut_short(ev):
+    if len(ev.seeds) > 5:  # as if B's 6th seed were archived from another CPU and its weights were needed
+        raise CertificateMismatch(f"run B-s{ev.seeds[5]}, trained again here, does not reproduce its archived "
+                                  "record: model.pt differ. Bits differ across CPU models")
+    return Finding([Part("learns", (Comparison("B dense", ev.accuracy("B"), 30.0, "greater", "%"),))])
+'''
+
+
+def test_a_claim_whose_later_seed_this_machine_cannot_measure_is_judged_on_the_seeds_before_it(
+        pytester: pytest.Pytester, shared_cache: Path) -> None:
+    # Its verdict comes from the longest prefix it can be measured on, and the sequence is not continued for it.
+    pytester.makepyfile(test_claims=CUT_FILE)
+    report = pytester.path / "out" / "CLAIMS.md"
+    args = ["--claims-cache", str(shared_cache), "--claims-seeds", "2", "--claims-executor", "inprocess",
+            "--claims-budget", "12", "--claims-report", str(report)]
+    result = pytester.runpytest_subprocess(*args, "--claims-continue")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*X1 SUPPORTED*10 of 10 seeds*", "*X3 INCONCLUSIVE*5 of 5 seeds*"])
+    data = json.loads((report.parent / "claims.json").read_text())
+    x3 = data["claims"][2]["parts"][0]["comparisons"][0]
+    assert x3["seeds"] == [0, 1, 100, 101, 102] and not data["sequence"]["errors"]
+    assert data["sequence"]["cut"] == {"X3": "judged on 5 seeds at most: run B-s103, trained again here, does not "
+                                             "reproduce its archived record: model.pt differ"}
+    assert "Judged short of their stored seeds" in report.read_text()
+
+
 def test_a_report_is_drawn_again_from_stored_evidence_alone(pytester: pytest.Pytester, shared_cache: Path) -> None:
     pytester.makepyfile(test_claims=CLAIM_FILE)
     cache = ["--claims-cache", str(shared_cache), "--claims-seeds", "3"]

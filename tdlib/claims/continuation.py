@@ -32,6 +32,7 @@ from tdlib.claims.evidence import Evidence, NotStored
 from tdlib.claims.stats import Part, Verdict
 from tdlib.executors import Engine, train_all
 from tdlib.plan import plan
+from tdlib.runs import CertificateMismatch
 
 ClaimFunction = Callable[[Evidence], Finding]
 PartKey = tuple[str, str]  # (claim id, part name)
@@ -50,6 +51,9 @@ class Sequence:
     rounds: int = 0  # rounds of training
     ended: str = ""  # why continuing stopped ("" when it did not run)
     errors: dict[str, str] = field(default_factory=dict)  # claim id -> why its seeds beyond the pilot failed
+    # claim id -> why it stops short of its stored seeds: a seed whose evidence needs an archived run's weights,
+    # which this machine does not reproduce (CertificateMismatch); judged on the seeds before it
+    cut: dict[str, str] = field(default_factory=dict)
     evidence: list[Evidence] = field(default_factory=list)  # what judged the seeds beyond the profile's
 
     def part_seeds(self, key: PartKey) -> tuple[int, ...]:
@@ -139,8 +143,15 @@ def judge_sequence(findings: Findings, functions: dict[str, ClaimFunction], ev: 
             missing = set().union(*reads.values()) - seq.stored.keys()
             seq.stored.update(stored_lengths(ev, seq.seeds, missing))
             lengths = {key: min(seq.stored[c] for c in conditions) for key, conditions in reads.items()}
+            while True:
+                try:
+                    extended = _extended(claim_, finding, fn, ev, seq, lengths, own)
+                    break
+                except Unmeasurable as cut:  # judged on the seeds before the one this machine cannot measure
+                    lengths = {key: min(m, cut.length - 1) for key, m in lengths.items()}
+                    seq.cut[claim_.id] = f"judged on {cut.length - 1} seeds at most: {cut.cause}"
             seq.judged_on.update(lengths)
-            items.append((claim_, _extended(claim_, finding, fn, ev, seq, lengths, own)))
+            items.append((claim_, extended))
         except NotStored:
             raise
         except Exception as error:  # the other claims' sequences go on
@@ -153,16 +164,31 @@ def judge_sequence(findings: Findings, functions: dict[str, ClaimFunction], ev: 
     return dataclasses.replace(extended.judge(family, alpha=alpha), sequence=seq)
 
 
+class Unmeasurable(Exception):
+    """A claim's evaluation on ``length`` seeds needs the weights of an archived run that this machine does not
+    reproduce (:class:`~tdlib.runs.CertificateMismatch`, naming it): a shorter prefix may still be judged (each
+    try after the first fails at once: the same code on the same CPU does not train it again)."""
+
+    def __init__(self, length: int, cause: str) -> None:
+        super().__init__(cause)
+        self.length, self.cause = length, cause
+
+
 def _extended(claim_: Claim, finding: Finding, fn: ClaimFunction, ev: Evidence, seq: Sequence,
               lengths: dict[PartKey, int], own: int) -> Finding:
-    """``finding`` with each part's comparisons taken from its claim evaluated on its own prefix."""
+    """``finding`` with each part's comparisons taken from its claim evaluated on its own prefix; raises
+    :class:`Unmeasurable` at the shortest prefix beyond the profile's seeds that this machine cannot measure."""
     parts: dict[str, Part] = {}
     for n in sorted(set(lengths.values()) - {own}):
         conditions = set().union(*(seq.needs[key] for key, m in lengths.items() if m >= n))
         seeds = seq.seeds[:n]
         longer = ev.with_seeds(seeds, conditions)
         seq.evidence.append(longer)
-        found = fn(longer)
+        try:
+            found = fn(longer)
+        except CertificateMismatch as error:
+            seq.evidence.pop()
+            raise Unmeasurable(n, str(error).split(". ")[0]) from None
         check_sound(claim_, found, n)
         for p in found.parts:
             if lengths[(claim_.id, p.name)] == n:
@@ -182,7 +208,9 @@ def continue_sequence(findings: Findings, functions: dict[str, ClaimFunction], e
     seq = Sequence(ev.profile.sequence())
     while True:
         judged = judge_sequence(findings, functions, ev, family, alpha, seq)
-        open_parts = [(r.claim.id, p.part.name) for r in judged.results if not r.error and r.claim.id not in seq.errors
+        # A claim cut short cannot use more seeds here: its conditions are not trained on for it.
+        open_parts = [(r.claim.id, p.part.name) for r in judged.results
+                      if not r.error and r.claim.id not in seq.errors and r.claim.id not in seq.cut
                       for p in r.parts if p.verdict is Verdict.INCONCLUSIVE]
         for claim_, finding in findings.items:  # what the open parts read, where no longer prefix asked yet
             if claim_.id in functions and any((claim_.id, p.name) in open_parts and (claim_.id, p.name) not in seq.needs

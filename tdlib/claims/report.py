@@ -753,7 +753,7 @@ def as_json(judged: Judged, ev: Evidence, prov: dict[str, str]) -> dict:
         "sequence": None if judged.sequence is None else {
             "seeds": list(judged.sequence.seeds), "stored": judged.sequence.stored,
             "trained": judged.sequence.trained, "rounds": judged.sequence.rounds, "ended": judged.sequence.ended,
-            "errors": judged.sequence.errors},
+            "errors": judged.sequence.errors, **({"cut": judged.sequence.cut} if judged.sequence.cut else {})},
     }
 
 
@@ -770,6 +770,10 @@ def sequence_section(judged: Judged) -> list[str]:
     if seq.errors:
         lines += ["", "Judged on the profile's own seeds only, since their further seeds failed: "
                   + "; ".join(f"{k}: {cell(v)}" for k, v in seq.errors.items()) + "."]
+    if seq.cut:
+        lines += ["", "Judged short of their stored seeds, since a later seed needs an archived run's weights that "
+                  "this machine does not reproduce bit for bit (its CPU differs from the record's), and not "
+                  "continued here: " + "; ".join(f"{k}: {cell(v)}" for k, v in seq.cut.items()) + "."]
     return [*lines, ""]
 
 
