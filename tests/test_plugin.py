@@ -235,15 +235,20 @@ def test_the_runs_train_first_with_progress_shown_past_the_capture(pytester: pyt
     assert len(list(tmp_path.glob("B-s*/record.json"))) == 3
 
 
+def continued(pytester: pytest.Pytester, cache: Path) -> tuple[Path, list[str]]:
+    """Where a continued session's report goes, and its options: two seeds, then B's sequence up to 12."""
+    report = pytester.path / "out" / "CLAIMS.md"
+    return report, ["--claims-cache", str(cache), "--claims-seeds", "2", "--claims-executor", "inprocess",
+                    "--claims-budget", "12", "--claims-report", str(report)]
+
+
 def test_the_sequence_is_continued_until_its_parts_are_decided_and_judged_whole_from_then_on(
         pytester: pytest.Pytester, shared_cache: Path) -> None:
     """Two seeds decide nothing; continuing B's sequence (two seeds a round on two workers) decides both claims
     at 9 seeds (smallest p 0.0098 against Holm's 0.0125), judged on the 10 stored. A later run without
     --claims-continue judges on every stored seed too, and a run with it trains nothing more."""
     pytester.makepyfile(test_claims=CLAIM_FILE)
-    report = pytester.path / "out" / "CLAIMS.md"
-    args = ["--claims-cache", str(shared_cache), "--claims-seeds", "2", "--claims-executor", "inprocess",
-            "--claims-budget", "12", "--claims-report", str(report)]
+    report, args = continued(pytester, shared_cache)
     result = pytester.runpytest_subprocess(*args, "--claims-continue")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
@@ -286,9 +291,7 @@ def test_a_claim_whose_later_seed_this_machine_cannot_measure_is_judged_on_the_s
         pytester: pytest.Pytester, shared_cache: Path) -> None:
     # Its verdict comes from the longest prefix it can be measured on, and the sequence is not continued for it.
     pytester.makepyfile(test_claims=CUT_FILE)
-    report = pytester.path / "out" / "CLAIMS.md"
-    args = ["--claims-cache", str(shared_cache), "--claims-seeds", "2", "--claims-executor", "inprocess",
-            "--claims-budget", "12", "--claims-report", str(report)]
+    report, args = continued(pytester, shared_cache)
     result = pytester.runpytest_subprocess(*args, "--claims-continue")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*X1 SUPPORTED*10 of 10 seeds*", "*X3 INCONCLUSIVE*5 of 5 seeds*"])
