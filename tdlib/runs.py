@@ -95,9 +95,9 @@ class CertificateMismatch(RuntimeError):
     """An archived run, trained again here, did not reproduce the files its record certifies; ``kept`` is
     where the new training was put (None for a check at load)."""
 
-    def __init__(self, message: str, kept: Path | None = None) -> None:
+    def __init__(self, message: str, kept: Path | None = None, run: str = "") -> None:
         super().__init__(message)
-        self.kept = kept
+        self.kept, self.run = kept, run
 
 
 class LockTimeout(RuntimeError):
@@ -255,7 +255,8 @@ class Run:
         if (found := hashlib.sha256(data).hexdigest()) != self.record["files"][file]:
             if self.archived:  # trained again, here or by another process, to other bits than this Run certifies
                 raise CertificateMismatch(f"{self.directory / file}: SHA-256 {found}, but the archived record of "
-                                          f"run {self.spec.name} certifies {self.record['files'][file]}")
+                                          f"run {self.spec.name} certifies {self.record['files'][file]}",
+                                          run=self.spec.name)
             raise CorruptEntry(f"{self.directory / file}: SHA-256 {found}, but the record of run {self.spec.name} "
                                f"certifies {self.record['files'][file]}: the file changed after the run was "
                                f"checked; remove {self.directory} to train it again")
@@ -321,7 +322,7 @@ class RunCache:
                 raise CertificateMismatch(f"run {spec.name} was trained again here before, by the same code on the "
                                           f"same CPU, and did not reproduce its archived record: that training is "
                                           f"in {tried}. Bits differ across CPU models: what needs this run's weights "
-                                          "is measured on a CPU like its record's", kept=tried)
+                                          "is measured on a CPU like its record's", kept=tried, run=spec.name)
             aside = self.root / "archived" / f"{spec.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
             aside.parent.mkdir(exist_ok=True)
             os.replace(directory, aside)
@@ -349,7 +350,7 @@ class RunCache:
             f"differ (archived: code {archived.get('code_version')}, CPU {archived.get('cpu', 'not recorded')}; "
             f"here: code {here.get('code_version')}, CPU {here.get('cpu')}). Bits differ across CPU models: what "
             f"needs this run's weights is measured on a CPU like its record's. The archived entry stays as it is; "
-            f"the new training is in {kept}", kept=kept)
+            f"the new training is in {kept}", kept=kept, run=spec.name)
 
     def _unreproduced(self, spec: RunSpec) -> Path | None:
         """A training of ``spec`` kept under ``unreproduced/`` that this code on this CPU made (so training it

@@ -282,7 +282,7 @@ from tdlib.runs import CertificateMismatch
 def test_x3_cut_short(ev):
     if len(ev.seeds) > 5:  # as if B's 6th seed were archived from another CPU and its weights were needed
         raise CertificateMismatch(f"run B-s{ev.seeds[5]}, trained again here, does not reproduce its archived "
-                                  "record: model.pt differ. Bits differ across CPU models")
+                                  "record: model.pt differ. Bits differ across CPU models", run=f"B-s{ev.seeds[5]}")
     return Finding([Part("learns", (Comparison("B dense", ev.accuracy("B"), 30.0, "greater", "%"),))])
 '''
 
@@ -298,8 +298,9 @@ def test_a_claim_whose_later_seed_this_machine_cannot_measure_is_judged_on_the_s
     data = json.loads((report.parent / "claims.json").read_text())
     x3 = data["claims"][2]["parts"][0]["comparisons"][0]
     assert x3["seeds"] == [0, 1, 100, 101, 102] and not data["sequence"]["errors"]
-    assert data["sequence"]["cut"] == {"X3": "judged on 5 seeds at most: run B-s103, trained again here, does not "
-                                             "reproduce its archived record: model.pt differ"}
+    assert data["sequence"]["cut"] == {"X3": "judged on 5 seeds at most: run B-s103 is archived without a measurement "
+                                             "this needs, and its weights are not at hand (trained again here, they "
+                                             "do not reproduce its record; or this session may not train)"}
     assert "Judged short of their stored seeds" in report.read_text()
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from tdlib.claims.claim import Claim, Finding, Findings, Judged, check_sound
 from tdlib.claims.conditions import CONDITIONS
-from tdlib.claims.evidence import Evidence, NotStored
+from tdlib.claims.evidence import Evidence, NotStored, NotStoredArchived
 from tdlib.claims.stats import Part, Verdict
 from tdlib.executors import Engine, train_all
 from tdlib.plan import plan
@@ -165,9 +165,10 @@ def judge_sequence(findings: Findings, functions: dict[str, ClaimFunction], ev: 
 
 
 class Unmeasurable(Exception):
-    """A claim's evaluation on ``length`` seeds needs the weights of an archived run that this machine does not
-    reproduce (:class:`~tdlib.runs.CertificateMismatch`, naming it): a shorter prefix may still be judged (each
-    try after the first fails at once: the same code on the same CPU does not train it again)."""
+    """A claim's evaluation on ``length`` seeds needs a measurement that an archived run lacks, and its weights
+    are not at hand: trained again here they do not reproduce its record (:class:`~tdlib.runs.CertificateMismatch`;
+    each try after the first fails at once, the same code on the same CPU not training it again), or the session
+    may not train (:class:`NotStoredArchived`). A shorter prefix may still be judged, the same either way."""
 
     def __init__(self, length: int, cause: str) -> None:
         super().__init__(cause)
@@ -186,9 +187,11 @@ def _extended(claim_: Claim, finding: Finding, fn: ClaimFunction, ev: Evidence, 
         seq.evidence.append(longer)
         try:
             found = fn(longer)
-        except CertificateMismatch as error:
+        except (CertificateMismatch, NotStoredArchived) as error:  # the same cut whether trained here or drawn
             seq.evidence.pop()
-            raise Unmeasurable(n, str(error).split(". ")[0]) from None
+            raise Unmeasurable(n, f"run {error.run} is archived without a measurement this needs, and its weights "
+                                  "are not at hand (trained again here, they do not reproduce its record; or this "
+                                  "session may not train)") from None
         check_sound(claim_, found, n)
         for p in found.parts:
             if lengths[(claim_.id, p.name)] == n:

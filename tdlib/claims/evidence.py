@@ -122,6 +122,15 @@ class NotStored(BrokenEvidence):
     """Evidence that may only read what is stored was asked for a run or a measurement the cache lacks."""
 
 
+class NotStoredArchived(NotStored):
+    """A measurement that an archived run (without its weights) lacks, asked of evidence that may not train
+    it again: ``run`` names it."""
+
+    def __init__(self, message: str, run: str) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 class Evidence:
     """Per-seed measurements of ``profile``'s runs: arrays with one value per seed, in seed order."""
 
@@ -308,12 +317,13 @@ class Evidence:
         if run.stand_in:  # what it computed for other slots, kept in memory for this session only
             stored = {**stored, **self._unstored.get((run.spec.name, self.epoch), {})}
         if not has(stored):
-            if self.stored_only:
+            if self.stored_only and run.weights_here:
                 raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}")
-            if self.stand_ins and not run.weights_here:
-                raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}, and the run is archived "
-                                "without its weights: a session that may train (without --claims-measure-finished) "
-                                "trains it again")
+            if (self.stored_only or self.stand_ins) and not run.weights_here:
+                raise NotStoredArchived(f"{what} of run {run.spec.name} is not stored in {path}, and the run is "
+                                        "archived without its weights: a session that may train (without "
+                                        "--claims-stored-only or --claims-measure-finished) trains it again",
+                                        run.spec.name)
             new = compute(run)
             if run.stand_in:  # a slot's filler: its numbers are the run's, but this slot never asked the run
                 self._unstored.setdefault((run.spec.name, self.epoch), {}).update(new)
