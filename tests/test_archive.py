@@ -13,7 +13,7 @@ import torch
 from filelock import FileLock
 
 from tdlib.claims.archive import EVIDENCE_FILE, export, restore
-from tdlib.claims.evidence import Evidence, NotStored, evidence_bytes, verified_values
+from tdlib.claims.evidence import Evidence, NotStored, evidence_bytes, verified, verified_values
 from tdlib.runs import ARCHIVED, CertificateMismatch, Run, RunCache, weight_digests
 from tdlib.spec import DataSpec, RunSpec
 
@@ -138,6 +138,25 @@ def test_a_measurement_that_cache_and_archive_hold_with_two_values_is_refused_na
     measured(cache, run, {"accuracy": 81.5, "saving:unit:80:seconds": 2.0})
     assert export(cache, archive).unchanged == (run.spec.name,)  # the first timing stored stays
     assert verified_values((archive / run.spec.name / EVIDENCE_FILE).read_bytes(), run) == grown
+
+
+def test_a_measurement_by_other_code_is_no_conflict_and_the_caches_stands(
+        tmp_path: Path, trained: tuple[RunCache, Run]) -> None:
+    # The cache measured accuracy again with changed code: what that session's code took replaces the
+    # archive's, and is tied to that code; restoring the older archive into that cache changes nothing.
+    cache, run = trained
+    archive = tmp_path / "archive"
+    export(cache, archive)
+    store = cache.root / "evidence" / f"{run.spec.name}.json"
+    store.write_bytes(evidence_bytes(run, {"accuracy": 40.6, "pruned:weight:50": 80.0}, {"accuracy": "new code"}))
+    assert export(cache, archive).written == (run.spec.name,)
+    archived = (archive / run.spec.name / EVIDENCE_FILE).read_bytes()
+    assert verified(archived, run) == ({"accuracy": 40.6, "pruned:weight:50": 80.0}, {"accuracy": "new code"})
+    older = tmp_path / "older"
+    shutil.copytree(archive, older)
+    (older / run.spec.name / EVIDENCE_FILE).write_bytes(evidence_bytes(run, {"accuracy": 81.5}))
+    assert restore(older, cache).unchanged == (run.spec.name,)
+    assert verified(store.read_bytes(), run)[0]["accuracy"] == 40.6
 
 
 def test_restore_grows_the_measurements_of_the_same_run_and_refuses_what_does_not_match(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tdlib.claims.claim import Claim, Finding, Findings, check_sound, claim
-from tdlib.claims.evidence import BrokenEvidence, Evidence
+from tdlib.claims.evidence import BrokenEvidence, Evidence, NotStored
 from tdlib.claims.profiles import PROFILES, Profile, parse_seeds
 from tdlib.claims.report import seeds_cell
 from tdlib.claims.stats import Comparison, Part, Verdict
@@ -252,3 +252,52 @@ def test_a_killed_writers_temporary_evidence_file_is_cleaned(measured: Path, tmp
     stale.write_text("half a file")
     Evidence(TINY, RunCache(tmp_path / "c", progress=False)).measure("B", "new-key", lambda run, model: 1.0)
     assert not stale.exists()
+
+
+def test_a_stored_number_is_measured_again_when_the_code_that_measured_it_changes(
+        measured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The accuracy function patched to return 0: a stored 68.50 must not stand for what the code measures now.
+    import shutil
+
+    from tdlib.claims import evidence as evidence_module
+
+    shutil.copytree(measured, tmp_path / "c")
+    cache = RunCache(tmp_path / "c", progress=False)
+    stored = Evidence(TINY, cache).accuracy("B")
+    assert all(stored > 0)
+    monkeypatch.setattr(evidence_module, "accuracy", lambda model, x, y: 0.0)
+    reading = Evidence(TINY, cache)
+    reading.stored_only = True
+    with pytest.raises(NotStored, match="measured by other code than measures it now"):
+        reading.accuracy("B")
+    assert list(Evidence(TINY, cache).accuracy("B")) == [0.0, 0.0, 0.0]  # measured again, by the patched code
+    monkeypatch.undo()
+    assert list(Evidence(TINY, cache).accuracy("B")) == list(stored)  # and again by the code of today
+
+
+def test_a_value_from_before_identities_is_current_only_for_the_code_of_that_day(
+        measured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Format 3 kept no identities: its values count as measured by the code legacy_identities.txt lists.
+    import hashlib
+    import shutil
+
+    from tdlib.claims import evidence as evidence_module
+
+    shutil.copytree(measured, tmp_path / "c")
+    cache = RunCache(tmp_path / "c", progress=False)
+    for path in (tmp_path / "c" / "evidence").glob("B-s*.json"):
+        data = json.loads(path.read_text())
+        del data["sha256"], data["measured_by"]
+        data["values"]["accuracy"], data["format"] = 12.5, 3
+        data["sha256"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        path.write_text(json.dumps(data))
+    assert Evidence._identity(lambda run, model: 0.0) not in evidence_module.LEGACY_IDENTITIES
+    monkeypatch.setattr(evidence_module, "LEGACY_IDENTITIES", frozenset())  # as if the code had changed since
+    reading = Evidence(TINY, cache)
+    reading.stored_only = True
+    with pytest.raises(NotStored, match="measured by other code"):
+        reading.accuracy("B")
+    monkeypatch.undo()
+    reading = Evidence(TINY, cache)
+    reading.stored_only = True
+    assert list(reading.accuracy("B")) == [12.5, 12.5, 12.5]  # the code of that day reads them as they are

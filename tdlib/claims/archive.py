@@ -32,7 +32,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from tdlib.claims.evidence import EvidenceMismatch, evidence_bytes, measures_the_machine, verified_values
+from tdlib.claims.evidence import EvidenceMismatch, evidence_bytes, measures_the_machine, verified
 from tdlib.files import atomic_write, sha256, with_umask
 from tdlib.runs import ARCHIVED, RECORD, Run, RunCache, weight_digests
 from tdlib.spec import RunSpec
@@ -72,45 +72,62 @@ def _finished(cache: RunCache, keep: Callable[[RunSpec], bool]) -> list[Run]:
     return runs
 
 
-def _values(raw: bytes | None, run: Run) -> dict[str, float]:
-    """The verified measurements in ``raw`` for ``run`` ({} if none or if they fail a check)."""
+Measured = tuple[dict[str, float], dict[str, str]]  # values, and the code identity each was measured by
+
+
+def _values(raw: bytes | None, run: Run) -> Measured:
+    """The verified measurements in ``raw`` for ``run``, and what measured each (({}, {}) if none or if they
+    fail a check)."""
     if raw is None:
-        return {}
+        return {}, {}
     try:
-        return verified_values(raw, run)
+        return verified(raw, run)
     except EvidenceMismatch:
-        return {}
+        return {}, {}
 
 
 class Conflict(ArchiveError):
-    """The same measurement of the same weights holds two values, one on each side of a merge."""
+    """The same measurement of the same weights, by the same code, holds two values, one on each side."""
 
 
-def _conflicts(old: dict[str, float], new: dict[str, float]) -> list[str]:
-    """Each measurement ``old`` and ``new`` both hold with other values, as "key: a and b". Timings (and what
-    they chose) measure a machine, not the weights: two machines' may differ, and the first stored stays."""
-    return [f"{key}: {old[key]!r} and {new[key]!r}" for key in sorted(old.keys() & new.keys())
-            if not measures_the_machine(key) and old[key] != new[key]
-            and not (math.isnan(old[key]) and math.isnan(new[key]))]
+def _conflicts(old: Measured, new: Measured) -> list[str]:
+    """Each measurement ``old`` and ``new`` both hold, by the same code, with other values, as "key: a and b".
+    Timings (and what they chose) measure a machine, not the weights: two machines' may differ, and the first
+    stored stays."""
+    (a, a_by), (b, b_by) = old, new
+    return [f"{key}: {a[key]!r} and {b[key]!r}" for key in sorted(a.keys() & b.keys())
+            if a_by.get(key) == b_by.get(key) and not measures_the_machine(key) and a[key] != b[key]
+            and not (math.isnan(a[key]) and math.isnan(b[key]))]
 
 
-def _merge(path: Path, run: Run, values: dict[str, float], lock: bool = True, where: tuple[str, str] = ("", "")
-           ) -> bool:
-    """Add ``values`` to the measurements of ``run`` stored at ``path``; True if the file grew. ``lock`` takes
-    the cache's lock on the file (an archive, written by one process, has none, and no lock files).
+def _merge(path: Path, run: Run, incoming: Measured, lock: bool = True, where: tuple[str, str] = ("", ""),
+           incoming_is_cache: bool = True) -> bool:
+    """Add the ``incoming`` measurements to those of ``run`` stored at ``path``; True if the file changed.
+    ``lock`` takes the cache's lock on the file (an archive, written by one process, has none, and no lock
+    files).
 
-    A measurement stored on both sides with other values (not a timing) is a :class:`Conflict`, naming both
-    values, ``where`` says which side each is (stored at ``path``, then ``values``); nothing is written then."""
+    A measurement both sides hold by the same code with other values (not a timing) is a :class:`Conflict`,
+    naming both values (``where`` says which side each is: stored at ``path``, then ``incoming``), and nothing
+    is written. One they hold by different code is the cache's (``incoming_is_cache`` says which side it is):
+    what the code of the session that measured it last took."""
     with FileLock(str(path) + ".lock") if lock else contextlib.nullcontext():
         old = _values(path.read_bytes() if path.exists() else None, run)
-        if conflicts := _conflicts(old, values):
+        if conflicts := _conflicts(old, incoming):
             there, here = where
             raise Conflict(f"{len(conflicts)} measurement(s) of the same weights differ between {there} and {here} "
                            f"(in that order): {'; '.join(conflicts[:3])}{'; ...' if len(conflicts) > 3 else ''}")
-        merged = {**values, **old}  # a timing already stored stays as it is
-        if merged == old:
+        (values, by), (new_values, new_by) = old, incoming
+        if incoming_is_cache:  # what the cache measured with other code replaces the stored
+            replaced = {k for k in new_values.keys() & values.keys() if new_by.get(k) != by.get(k)}
+        else:
+            replaced = set()
+        merged = {**new_values, **values, **{k: new_values[k] for k in replaced}}
+        merged_by = {**new_by, **by, **{k: new_by[k] for k in replaced if k in new_by}}
+        for k in replaced - new_by.keys():
+            merged_by.pop(k, None)
+        if (merged, merged_by) == (values, by):
             return False
-        atomic_write(path, evidence_bytes(run, merged))
+        atomic_write(path, evidence_bytes(run, merged, merged_by))
         return True
 
 
@@ -205,18 +222,19 @@ def restore(archive: Path, cache: RunCache) -> Moved:
                            "archived record's), so the archived measurements do not apply")
             continue
         raw = (entry / EVIDENCE_FILE).read_bytes() if (entry / EVIDENCE_FILE).exists() else None
-        values = _values(raw, run)
-        if raw is not None and not values:
+        measured = _values(raw, run)
+        if raw is not None and not measured[0]:
             refused.append(f"{entry.name}: its {EVIDENCE_FILE} fails its checks (the run itself was taken)")
-        if values:
+        if measured[0]:
             store = cache.root / "evidence"
             store.mkdir(exist_ok=True)
             try:
-                grew = _merge(store / f"{spec.name}.json", run, values, where=("the cache", "the archive")) or grew
+                grew = _merge(store / f"{spec.name}.json", run, measured, where=("the cache", "the archive"),
+                              incoming_is_cache=False) or grew
             except Conflict as conflict:
                 refused.append(f"{entry.name}: {conflict}; the cache's measurements are left as they are")
                 continue
-        if raw is None or values:
+        if raw is None or measured[0]:
             (written if grew else unchanged).append(spec.name)
     return Moved(tuple(written), tuple(unchanged), tuple(refused))
 

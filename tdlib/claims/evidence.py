@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from tdlib.claims.fingerprint import code_identity
 from tdlib.claims.profiles import Profile
 from tdlib.data import FashionMNIST
 from tdlib.files import atomic_write
@@ -44,7 +45,13 @@ from tdlib.spec import RunSpec
 # Bump when a measurement changes meaning, so that stored numbers are measured again.
 # 2: each file is tied to its run's key and files, and checksummed.
 # 3: tied to the run's weight files only (not to its history's seconds), so that it survives a retraining.
-EVIDENCE_FORMAT = 3
+# 4: each value names the identity of the code that measured it (tdlib.claims.fingerprint), so that changing a
+#    measurement makes exactly what it measured stale; a format-3 value is taken as measured by the code of
+#    LEGACY_IDENTITIES (that of 2026-12-06, which measured every format-3 value in git).
+EVIDENCE_FORMAT = 4
+# A file to append every measuring identity used to, taking format-3 values as measured by today's code: how
+# legacy_identities.txt was made, by drawing both committed reports from their archives and a smoke session.
+RECORD_IDENTITIES = "TDLIB_RECORD_IDENTITIES"
 WITHHELD = -1e6  # what a restricted Evidence answers for a condition it does not hold (see Evidence.restricted)
 SWEEP_KINDS = ("weight", "unit", "random_weight", "global")  # drawn for every condition in the report
 
@@ -78,10 +85,12 @@ def _format2_digest(run: Run) -> str:
     return hashlib.sha256(json.dumps(run.record["files"], sort_keys=True).encode()).hexdigest()
 
 
-def evidence_bytes(run: Run, values: dict[str, float]) -> bytes:
-    """An evidence file of ``values`` measured on ``run``: tied to its key and record, and checksummed."""
+def evidence_bytes(run: Run, values: dict[str, float], measured_by: dict[str, str] | None = None) -> bytes:
+    """An evidence file of ``values`` measured on ``run`` (each by the code ``measured_by`` names, where it
+    names one): tied to its key and record, and checksummed."""
     body = {"format": EVIDENCE_FORMAT, "run": run.spec.name, "key": run.spec.key(), "files": _run_digest(run),
-            "values": dict(sorted(values.items()))}
+            "values": dict(sorted(values.items())),
+            "measured_by": {k: v for k, v in sorted((measured_by or {}).items()) if k in values}}
     text = json.dumps(body, sort_keys=True)
     return json.dumps({**body, "sha256": hashlib.sha256(text.encode()).hexdigest()}, indent=0, sort_keys=True).encode()
 
@@ -89,6 +98,12 @@ def evidence_bytes(run: Run, values: dict[str, float]) -> bytes:
 def verified_values(raw: bytes, run: Run) -> dict[str, float]:
     """The values of an evidence file written by :func:`evidence_bytes` for ``run``; raises
     :class:`EvidenceMismatch` saying what is wrong otherwise."""
+    return verified(raw, run)[0]
+
+
+def verified(raw: bytes, run: Run) -> tuple[dict[str, float], dict[str, str]]:
+    """The values of an evidence file for ``run``, and the identity of the code that measured each (none for a
+    value of format 3, before identities were kept); raises :class:`EvidenceMismatch` saying what is wrong."""
     try:
         data = json.loads(raw)
     except ValueError as error:
@@ -102,16 +117,34 @@ def verified_values(raw: bytes, run: Run) -> dict[str, float]:
         raise EvidenceMismatch("its checksum does not match its contents")
     if data.get("format") == 2 and data.get("files") == _format2_digest(run):  # tied to all of the record's files
         data["files"] = _run_digest(run)
-    elif data.get("format") != EVIDENCE_FORMAT:
+    elif data.get("format") not in (3, EVIDENCE_FORMAT):
         raise EvidenceMismatch(f"evidence format {data.get('format')}, this code writes {EVIDENCE_FORMAT}")
     if (data.get("run"), data.get("key")) != (run.spec.name, run.spec.key()):
         raise EvidenceMismatch(f"it measured run {data.get('run')}, not {run.spec.name}")
     if data.get("files") != _run_digest(run):
         raise EvidenceMismatch("it measured other files than the run's record holds now (the run was trained again)")
-    values = data["values"]
+    values, measured_by = data["values"], data.get("measured_by", {})
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
         raise EvidenceMismatch("it holds a value that is not a number")
-    return {k: float(v) for k, v in values.items()}
+    if not isinstance(measured_by, dict) or not all(isinstance(v, str) for v in measured_by.values()):
+        raise EvidenceMismatch("its measured_by is not a table of code identities")
+    return {k: float(v) for k, v in values.items()}, dict(measured_by)
+
+
+def current(measured_by: str | None, identity: str) -> bool:
+    """Whether a value measured by the code ``measured_by`` (None: format 3, before identities were kept) is
+    what the code of ``identity`` measures now."""
+    if measured_by is None and os.environ.get(RECORD_IDENTITIES):  # listing them: format 3 taken as today's code's
+        return True
+    return measured_by == identity or (measured_by is None and identity in LEGACY_IDENTITIES)
+
+
+def _legacy_identities() -> frozenset[str]:
+    path = Path(__file__).with_name("legacy_identities.txt")
+    return frozenset(line.strip() for line in path.read_text().splitlines() if line.strip() and line[0] != "#")
+
+
+LEGACY_IDENTITIES = _legacy_identities()
 
 
 class BrokenEvidence(AssertionError):
@@ -269,10 +302,12 @@ class Evidence:
             return np.full(len(self.seeds), WITHHELD)
         values = []
         tag = self._tag()
+        identity = self._identity(compute)
         for run in self.runs(condition):
             stored = self._stored(
                 run, key + tag, lambda stored: key + tag in stored,
                 lambda run: {k + tag: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()},
+                identity,
             )
             value = stored[key + tag]
             if not np.isfinite(value) and not (undefined_ok and np.isnan(value)):
@@ -298,10 +333,11 @@ class Evidence:
             return {head + name: float(v) for name, v in values.items()}
 
         groups = {}
+        identity = self._identity(compute)
         for seed, run in zip(self.seeds, self.runs(condition), strict=True):
             if seeds is None or seed in seeds:
                 stored = self._stored(run, head + "*", lambda stored: any(k.startswith(head) for k in stored),
-                                      compute_all)
+                                      compute_all, identity)
                 groups[seed] = {k[len(head):]: v for k, v in stored.items() if k.startswith(head)}
         return groups
 
@@ -309,19 +345,31 @@ class Evidence:
         """What a key is suffixed with: a checkpoint's numbers are stored apart from the end's."""
         return "" if self.epoch is None else f"@epoch{self.epoch}"
 
+    @staticmethod
+    def _identity(compute: Callable[..., object]) -> str:
+        identity = code_identity(compute)
+        if record := os.environ.get(RECORD_IDENTITIES):  # for a maintainer listing the code of today's values
+            with open(record, "a") as listing:
+                listing.write(identity + "\n")
+        return identity
+
     def _stored(self, run: Run, what: str, has: Callable[[dict[str, float]], bool],
-                compute: Callable[[Run], dict[str, float]]) -> dict[str, float]:
-        """``run``'s stored measurements, after adding ``compute(run)``'s unless ``has`` finds ``what`` there."""
+                compute: Callable[[Run], dict[str, float]], identity: str) -> dict[str, float]:
+        """``run``'s stored measurements that the code of ``identity`` measured (:func:`current`), after adding
+        ``compute(run)``'s unless ``has`` finds ``what`` among them."""
         path = self.store / f"{run.spec.name}.json"
-        stored = self._read(path, run)
+        every, measured_by = self._read(path, run)
+        stored = {k: v for k, v in every.items() if current(measured_by.get(k), identity)}
         if run.stand_in:  # what it computed for other slots, kept in memory for this session only
             stored = {**stored, **self._unstored.get((run.spec.name, self.epoch), {})}
         if not has(stored):
+            stale = "" if not has(every) else (", measured by other code than measures it now (a change to the "
+                                                "measurement, or to what it calls): it is measured again")
             if self.stored_only and run.weights_here:
-                raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}")
+                raise NotStored(f"{what} of run {run.spec.name} is not stored in {path}{stale}")
             if (self.stored_only or self.stand_ins) and not run.weights_here:
-                raise NotStoredArchived(f"{what} of run {run.spec.name} is not stored in {path}, and the run is "
-                                        "archived without its weights: a session that may train (without "
+                raise NotStoredArchived(f"{what} of run {run.spec.name} is not stored in {path}{stale}, and the run "
+                                        "is archived without its weights: a session that may train (without "
                                         "--claims-stored-only or --claims-measure-finished) trains it again",
                                         run.spec.name)
             new = compute(run)
@@ -329,28 +377,29 @@ class Evidence:
                 self._unstored.setdefault((run.spec.name, self.epoch), {}).update(new)
                 return {**stored, **new}
             with FileLock(str(path) + ".lock"):
-                stored = {**self._read(path, run), **new}
-                for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's, safe under the lock
-                    stale.unlink(missing_ok=True)
-                atomic_write(path, evidence_bytes(run, stored))
+                every, measured_by = self._read(path, run)
+                stored = {**every, **new}
+                for stale_file in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's, safe under the lock
+                    stale_file.unlink(missing_ok=True)
+                atomic_write(path, evidence_bytes(run, stored, {**measured_by, **dict.fromkeys(new, identity)}))
         return stored
 
-    def _read(self, path: Path, run: Run) -> dict[str, float]:
-        """The verified measurements of ``run`` in ``path`` ({} if none); a file that fails a check is named,
-        moved aside and treated as absent."""
+    def _read(self, path: Path, run: Run) -> tuple[dict[str, float], dict[str, str]]:
+        """The verified measurements of ``run`` in ``path``, and the code that measured each ({} if none); a
+        file that fails a check is named, moved aside and treated as absent."""
         if not path.exists():
-            return {}
+            return {}, {}
         try:
-            return verified_values(path.read_bytes(), run)
+            return verified(path.read_bytes(), run)
         except EvidenceMismatch as error:
             aside = self.store / "corrupt" / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
             aside.parent.mkdir(exist_ok=True)
             try:
                 os.replace(path, aside)
             except FileNotFoundError:  # another process moved it first
-                return {}
+                return {}, {}
             warnings.warn(f"evidence file {path}: {error}; moved it to {aside} and measuring again", stacklevel=4)
-            return {}
+            return {}, {}
 
     def accuracy(self, condition: str) -> np.ndarray:
         """Dense test accuracy in percent, per seed."""
@@ -396,7 +445,7 @@ class Evidence:
         rows = []
         for runs in self._runs.values():
             for run in (r for r in runs if not r.stand_in):
-                stored = self._read(self.store / f"{run.spec.name}.json", run)
+                stored = self._read(self.store / f"{run.spec.name}.json", run)[0]
                 rows += [{"condition": run.spec.condition, "seed": run.spec.seed, "epochs": run.spec.epochs,
                           "run": run.spec.name, "key": key, "value": value} for key, value in sorted(stored.items())]
         return rows

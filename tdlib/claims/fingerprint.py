@@ -1,0 +1,160 @@
+"""The identity of the code that takes a measurement, so that a stored number is tied to what computed it.
+
+:func:`code_identity` hashes a measuring function's source together with the source of every function and
+class it reaches through its globals and closures that this project or its user wrote (tdlib, a claims file:
+any module not installed as a library), and the small constants it reads (a tuple of sparsities, a
+threshold). So a change to ``tdlib.metrics.accuracy`` changes the identity of every measurement that calls
+it, and of nothing else; a change to a comment, a docstring or a blank line changes none. The source is
+read as tokens, not as bytecode, so the identity is the same on every Python version that reads the file.
+
+Closure values that are plain data (the ``k`` of a pruning) are left out: a stored key names them already.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import io
+import sys
+import sysconfig
+import textwrap
+import tokenize
+import types
+from collections.abc import Callable
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Any
+
+PLAIN = (bool, int, float, str, bytes, type(None))
+_SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
+FSTRING_START, FSTRING_END = (getattr(tokenize, name, -1) for name in ("FSTRING_START", "FSTRING_END"))
+
+
+def _own(obj: Any) -> bool:
+    """Whether ``obj`` is code this project or its user wrote (tdlib, a claims file, a conftest), not a library's
+    (an installed package, the standard library, a builtin): the code whose changes change a measurement."""
+    module = getattr(obj, "__module__", None) or ""
+    if module == "tdlib" or module.startswith("tdlib."):
+        return True
+    return _user_module(module)
+
+
+@lru_cache(maxsize=1024)
+def _user_module(name: str) -> bool:
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if not file:
+        return False
+    path = Path(file).resolve()
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        return False
+    return not path.is_relative_to(Path(sysconfig.get_paths()["stdlib"]).resolve())
+
+
+@lru_cache(maxsize=4096)
+def _tokens(source: str) -> str:
+    """``source`` as its significant tokens, docstrings, comments and blank lines left out; indentation kept
+    as markers (it is the structure). Joined without separators, so that tokenizers that split an f-string
+    into parts (Python 3.12) give the same text as those that do not. Source that does not tokenize alone (a
+    lambda's lines, cut mid-expression) is kept as its words."""
+    source = textwrap.dedent(source)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        docstrings: set[int] = set()
+    else:
+        docstrings = {node.body[0].lineno for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str)}
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return " ".join(source.split())
+    marks = {tokenize.INDENT: ">", tokenize.DEDENT: "<", tokenize.NEWLINE: "\n"}
+    out, depth = [], 0  # depth: inside an f-string that the tokenizer splits (3.12), whose parts join as one
+    for t in tokens:
+        if t.type in _SKIP or (t.type == tokenize.STRING and t.start[0] in docstrings):
+            continue
+        text = marks.get(t.type, t.string)
+        if t.type == FSTRING_START:
+            depth += 1
+        out.append(text if depth else f"{text} ")
+        if t.type == FSTRING_END:
+            depth -= 1
+            out[-1] += " "
+    return "".join(out)
+
+
+def _source(obj: Any) -> str:
+    try:
+        return _tokens(inspect.getsource(obj))
+    except (OSError, TypeError):
+        return f"<no source: {getattr(obj, '__qualname__', type(obj).__name__)}>"
+
+
+def _code_objects(code: types.CodeType) -> list[types.CodeType]:
+    found = [code]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found += _code_objects(const)
+    return found
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, PLAIN):
+        return True
+    return isinstance(value, tuple | frozenset) and len(value) <= 64 and all(isinstance(v, PLAIN) for v in value)
+
+
+def code_identity(fn: Callable[..., Any]) -> str:
+    """A short hash of ``fn``'s code and of this project's code it reaches (see the module docstring)."""
+    seen: dict[int, str] = {}
+    parts: list[str] = []
+
+    def visit(obj: Any) -> None:
+        obj = inspect.unwrap(obj) if callable(obj) else obj
+        if isinstance(obj, types.MethodType):
+            obj = obj.__func__
+        if isinstance(obj, partial):
+            visit(obj.func)
+            return
+        if id(obj) in seen:
+            return
+        seen[id(obj)] = ""
+        if isinstance(obj, type):
+            parts.append(f"class {obj.__module__}.{obj.__qualname__}:{_source(obj)}")
+            return
+        if not isinstance(obj, types.FunctionType):
+            dispatched = getattr(obj, "py_func", None)  # a numba dispatcher: its Python source is the code
+            if dispatched is not None:
+                visit(dispatched)
+            return
+        parts.append(f"def {obj.__module__}.{obj.__qualname__}:{_source(obj)}")
+        names = {name for code in _code_objects(obj.__code__) for name in code.co_names}
+        for name in sorted(names):
+            if name not in obj.__globals__:
+                continue
+            value = obj.__globals__[name]
+            if isinstance(value, types.ModuleType):
+                if value.__name__.startswith("tdlib"):  # module.attribute: follow the attributes named
+                    for attribute in sorted(names):
+                        inner = getattr(value, attribute, None)
+                        if inner is not None and not isinstance(inner, types.ModuleType) and _own(inner):
+                            visit(inner)
+                continue
+            if _plain(value):
+                parts.append(f"{obj.__module__}.{name}={value!r}")
+            elif _own(value) and (callable(value) or isinstance(value, type)):
+                visit(value)
+        for cell in obj.__closure__ or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(value) and _own(value):
+                visit(value)
+
+    visit(fn)
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
+
