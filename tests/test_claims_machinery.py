@@ -301,3 +301,33 @@ def test_a_value_from_before_identities_is_current_only_for_the_code_of_that_day
     reading = Evidence(TINY, cache)
     reading.stored_only = True
     assert list(reading.accuracy("B")) == [12.5, 12.5, 12.5]  # the code of that day reads them as they are
+
+
+def test_a_forged_archived_number_is_named_once_its_run_is_trained_again(measured: Path, tmp_path: Path) -> None:
+    # An archive whose accuracy was edited with its checksum made to match: read as it is while nothing needs the
+    # run's weights; once something does, the run is trained again (to the same bits), everything read of it is
+    # measured from its weights, and writing the archive names the forged number beside the real one.
+    import hashlib
+    import shutil
+
+    from tdlib.claims.archive import export, restore
+
+    shutil.copytree(measured, tmp_path / "c")
+    export(RunCache(tmp_path / "c", progress=False), tmp_path / "archive")
+    real = Evidence(TINY, RunCache(tmp_path / "c", progress=False)).accuracy("B")
+    forged_run = sorted((tmp_path / "archive").glob("B-s0-*"))[0]
+    data = json.loads((forged_run / "evidence.json").read_text())
+    del data["sha256"]
+    data["values"]["accuracy"] = 40.6
+    data["sha256"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    (forged_run / "evidence.json").write_text(json.dumps(data))
+
+    fresh = RunCache(tmp_path / "fresh", progress=False)
+    restore(tmp_path / "archive", fresh)
+    assert Evidence(TINY, fresh).accuracy("B")[0] == 40.6  # trusted while nothing trains it again
+    with pytest.warns(UserWarning, match=r"trained again to the bits its archive certifies: its stored numbers"):
+        Evidence(TINY, fresh).measure("B", "new-key", lambda run, model: 1.0)  # needs the weights
+    assert list(Evidence(TINY, fresh).accuracy("B")) == list(real)  # measured from the weights
+    moved = export(fresh, tmp_path / "archive")
+    assert any(r.startswith(f"{forged_run.name}: 1 measurement(s) of the same weights differ between the archive and "
+                            f"the cache (in that order): accuracy: 40.6 and {float(real[0])!r}") for r in moved.refused)

@@ -279,8 +279,26 @@ class Evidence:
                 raise NotStored(f"the weights of run {run.spec.name}, which is archived without them: a session "
                                 "that may train (without --claims-stored-only or --claims-measure-finished) trains "
                                 "it again")
+            trained_again = not run.weights_here  # an archived run, which loading trains again
             self._models[key] = run.model() if self.epoch is None else run.checkpoint(self.epoch)
+            if trained_again:
+                self._measure_again(run)
         return self._models[key]
+
+    def _measure_again(self, run: Run) -> None:
+        """After an archived run was trained again to the bits its record certifies, what was stored of it (the
+        archive's numbers) is moved aside, so that every number read of it is measured here from its weights:
+        exporting to the archive then compares each with the archive's, and a forged or mistaken one is named
+        (:func:`tdlib.claims.archive.export`)."""
+        path = self.store / f"{run.spec.name}.json"
+        aside = self.store / "archived" / f"{run.spec.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
+        aside.parent.mkdir(exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                os.replace(path, aside)
+                warnings.warn(f"run {run.spec.name} was trained again to the bits its archive certifies: its "
+                              f"stored numbers (moved to {aside}) are measured again from its weights, and compared "
+                              "with the archive's when the archive is written", stacklevel=3)
 
     def measure(
         self, condition: str, key: str, compute: Callable[[Run, MLP], float], undefined_ok: bool = False
