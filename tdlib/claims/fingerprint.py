@@ -8,6 +8,7 @@ it, and of nothing else; a change to a comment, a docstring or a blank line chan
 read as tokens, not as bytecode, so the identity is the same on every Python version that reads the file.
 
 Closure values that are plain data (the ``k`` of a pruning) are left out: a stored key names them already.
+Module names are left out too: pytest imports a claims file under a name that depends on how it was invoked.
 """
 
 from __future__ import annotations
@@ -123,14 +124,14 @@ def code_identity(fn: Callable[..., Any]) -> str:
             return
         seen[id(obj)] = ""
         if isinstance(obj, type):
-            parts.append(f"class {obj.__module__}.{obj.__qualname__}:{_source(obj)}")
+            parts.append(f"class {obj.__qualname__}:{_source(obj)}")
             return
         if not isinstance(obj, types.FunctionType):
             dispatched = getattr(obj, "py_func", None)  # a numba dispatcher: its Python source is the code
             if dispatched is not None:
                 visit(dispatched)
             return
-        parts.append(f"def {obj.__module__}.{obj.__qualname__}:{_source(obj)}")
+        parts.append(f"def {obj.__qualname__}:{_source(obj)}")
         names = {name for code in _code_objects(obj.__code__) for name in code.co_names}
         for name in sorted(names):
             if name not in obj.__globals__:
@@ -144,7 +145,7 @@ def code_identity(fn: Callable[..., Any]) -> str:
                             visit(inner)
                 continue
             if _plain(value):
-                parts.append(f"{obj.__module__}.{name}={value!r}")
+                parts.append(f"{obj.__qualname__}: {name}={value!r}")
             elif _own(value) and (callable(value) or isinstance(value, type)):
                 visit(value)
         for cell in obj.__closure__ or ():
