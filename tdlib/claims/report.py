@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -417,6 +418,7 @@ def render(
     versions = sorted({r["provenance"]["code_version"] for r in lineage})
     dates = sorted(r["provenance"]["date"] for r in lineage)
     continued = sum(bool(r.get("extended_from")) for r in records)
+    cpus = Counter(r["provenance"].get("cpu", "not recorded (before 2026-12-06)") for r in records)
     profile = ev.profile.describe()
     lines = [
         f"# {TITLE[0]}",
@@ -461,6 +463,8 @@ def render(
         f"| report written | {prov['date']} |",
         f"| torch | {prov['torch']} (Python {prov['python']}) |",
         f"| machine | {prov['machine']} |",
+        f"| CPUs (runs) | {'; '.join(f'{cpu}: {n} runs' for cpu, n in sorted(cpus.items()))} (bits depend on the "
+        "CPU; the seeds' values are realizations of the same training either way) |",
         f"| training time | {seconds['training'] / 60:.1f} min over {len(records)} runs (every epoch they hold, "
         "from their histories) |",
         f"| report wall time | {seconds['session']:.0f} s for this session (measuring, judging, drawing) |",
@@ -771,9 +775,10 @@ def sequence_section(judged: Judged) -> list[str]:
         lines += ["", "Judged on the profile's own seeds only, since their further seeds failed: "
                   + "; ".join(f"{k}: {cell(v)}" for k, v in seq.errors.items()) + "."]
     if seq.cut:
-        lines += ["", "Judged short of their stored seeds, since a later seed needs an archived run's weights that "
-                  "this machine does not reproduce bit for bit (its CPU differs from the record's), and not "
-                  "continued here: " + "; ".join(f"{k}: {cell(v)}" for k, v in seq.cut.items()) + "."]
+        lines += ["", "Judged short of their stored seeds, and not continued: a later seed needs a measurement that "
+                  "an archived run lacks, which only its weights give, and they were not at hand (trained again on "
+                  "another CPU than its record's, a run does not reproduce its bits; a machine like the record's "
+                  "can take it): " + "; ".join(f"{k}: {cell(v)}" for k, v in seq.cut.items()) + "."]
     return [*lines, ""]
 
 
