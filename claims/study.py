@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from tdlib.claims import by_length, savings_report
+from tdlib.claims import by_length, report, savings_report
 from tdlib.claims.conditions import CONDITIONS, Condition, register
 from tdlib.claims.evidence import Evidence
 from tdlib.claims.findings import anchor
@@ -331,6 +331,8 @@ def _map(context: ReportContext) -> SectionOutput:
 
 # ---------------------------------------------------------------- sections
 
+register_section(report.WEIGHTS_SECTION)
+register_section(report.BY_LENGTH_SECTION)
 register_section(Section("gamma_alpha_map", "targeted dropout's gain over B at k = gamma, per gamma and alpha",
                          _map, runs=_map_runs))
 

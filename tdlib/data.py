@@ -53,8 +53,9 @@ class DataError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class FashionMNIST:
-    """The data set as tensors: images (N, 784) float32 in [0, 1], labels (N,) int64."""
+class Data:
+    """A labelled data set as in-memory tensors: inputs (N, ...) float32 and labels (N,) int64 class indices, a
+    training and a test split, and where it came from. Fashion-MNIST's inputs are (N, 784) in [0, 1]."""
 
     train_x: Tensor
     train_y: Tensor
@@ -62,17 +63,20 @@ class FashionMNIST:
     test_y: Tensor
     source: str
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> FashionMNIST:
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Data:
         """A deterministic, class-balanced subset: ``n_train`` training and ``n_test`` test images.
 
         ``None`` keeps a split whole. The same (sizes, seed) always gives the same images, in the
         original order.
         """
-        return FashionMNIST(
+        return Data(
             *_balanced(self.train_x, self.train_y, n_train, seed, "n_train"),
             *_balanced(self.test_x, self.test_y, n_test, seed + 1, "n_test"),
             source=f"{self.source} (subset n_train={n_train}, n_test={n_test}, seed={seed})",
         )
+
+
+FashionMNIST = Data  # what load_fashion_mnist returns
 
 
 def _balanced(x: Tensor, y: Tensor, n: int | None, seed: int, name: str) -> tuple[Tensor, Tensor]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from tdlib.factories import DATASETS, MODELS, DataFactory, ModelFactory, register_dataset, register_model
 from tdlib.spec import RunSpec
 
 Engine = Literal["inprocess", "local", "submitit"]
@@ -72,10 +74,13 @@ def _worker_started(stop: Any, parent: int) -> None:
     threading.Thread(target=watch, name="tdlib-parent-watch", daemon=True).start()
 
 
-def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None) -> Trained:
+def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None,
+              factories: tuple[ModelFactory, DataFactory] | None = None) -> Trained:
     """Train (or load) one run into the cache at ``cache_root``: the job every engine runs.
 
-    Takes the spec as JSON so that it crosses process and cluster boundaries as plain data.
+    Takes the spec as JSON so that it crosses process and cluster boundaries as plain data, with the factories
+    of its model and data set (pickled by reference: a worker imports the module that defines them), which
+    are registered here first, since a worker has not imported the claims file that registered them.
     """
     if _stop is not None and _stop.is_set():
         raise Stopped(f"{spec_json.get('condition')} seed {spec_json.get('seed')}: not started, training was stopped")
@@ -86,6 +91,9 @@ def train_one(spec_json: dict[str, Any], cache_root: str, threads: int | None) -
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)  # a new run trains with it; a resumed one with its recorded count
+    if factories is not None:
+        register_model(factories[0])
+        register_dataset(factories[1])
     try:
         run = RunCache(cache_root, progress=False).get(RunSpec.from_json(spec_json))
     finally:
@@ -114,7 +122,7 @@ def train_all(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    jobs = [(spec.to_json(), str(cache_root), threads) for spec in specs]
+    jobs = [(spec.to_json(), str(cache_root), threads, factories_of(spec, engine != "inprocess")) for spec in specs]
     bar = tqdm(total=len(jobs), desc=f"runs ({engine})", unit="run", disable=not progress)
     results: dict[int, Trained] = {}
     try:
@@ -141,8 +149,8 @@ def _local(jobs: list[tuple], bar: tqdm, workers: int) -> dict[int, Trained]:
                                                   initializer=_worker_started, initargs=(stop, os.getpid()))
     results: dict[int, Trained] = {}
     try:
-        pending = {pool.submit(train_one, spec, root, 1 if t is None else t): i for i, (spec, root, t) in
-                   enumerate(jobs)}
+        pending = {pool.submit(train_one, spec, root, 1 if t is None else t, made): i
+                   for i, (spec, root, t, made) in enumerate(jobs)}
         for done in concurrent.futures.as_completed(pending):
             results[pending[done]] = done.result()
             bar.update()
@@ -169,6 +177,21 @@ def _submitit(jobs: list[tuple], bar: tqdm, folder: str | Path, slurm: dict[str,
         results[i] = job.result()
         bar.update()
     return results
+
+
+def factories_of(spec: RunSpec, to_send: bool) -> tuple[ModelFactory, DataFactory]:
+    """The registered factories of ``spec``'s model and data set; ``ValueError`` in one line for an unregistered
+    name, or, ``to_send`` to another process, for one that cannot be pickled (a lambda, a function defined
+    inside another: a worker imports a factory by its module and name)."""
+    made = (MODELS.named(spec.model), DATASETS.named(spec.dataset))
+    if to_send:
+        for factory in made:
+            try:
+                pickle.dumps(factory)
+            except (pickle.PicklingError, AttributeError, TypeError) as error:
+                raise ValueError(f"the {type(factory).__name__} {factory.name!r} cannot be sent to a worker process "
+                                 f"({error}): define its function at the top level of a module") from None
+    return made
 
 
 def describe(results: Iterable[Trained]) -> str:

@@ -2,7 +2,7 @@
 
 A run's directory, ``<root>/<condition>-s<seed>-<hash>/``, holds
 
-- ``model.pt``: the final weights, as a plain :class:`~tdlib.model.MLP` state dict;
+- ``model.pt``: the final weights, as the plain network's state dict (no dropout);
 - ``checkpoint-epochNNN.pt``: the weights after each epoch the description asks for;
 - ``state.pt``: the final training state (weights with their dropout, optimizer, generator), from which a
   longer run of the same description continues (:meth:`RunSpec.continues`);
@@ -45,10 +45,11 @@ from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
+from torch import nn
 
-from tdlib.data import FashionMNIST, load_fashion_mnist
+from tdlib.data import Data
+from tdlib.factories import check_names, data_of, plain_network
 from tdlib.files import atomic_write, sha256
-from tdlib.model import MLP
 from tdlib.provenance import provenance
 from tdlib.spec import RunSpec
 from tdlib.train import TrainState, initial_state, restore_state, train
@@ -221,11 +222,11 @@ class Run:
                 break
         return records
 
-    def model(self) -> MLP:
+    def model(self) -> nn.Module:
         """The trained network, without dropout, in eval mode."""
         return self._load("model.pt")
 
-    def checkpoint(self, epoch: int) -> MLP:
+    def checkpoint(self, epoch: int) -> nn.Module:
         """The network after ``epoch`` epochs (one of ``spec.checkpoints``), in eval mode."""
         if epoch not in self.spec.checkpoints:
             raise ValueError(
@@ -247,7 +248,7 @@ class Run:
                                         "given to train it again")
             self.cache.materialize(self.spec)
 
-    def _load(self, file: str) -> MLP:
+    def _load(self, file: str) -> nn.Module:
         """The network in ``file``, checked against the record as it is read: the bytes hashed are the bytes
         loaded, so a file changed since the run was looked up is never used."""
         self._weights()
@@ -260,9 +261,7 @@ class Run:
             raise CorruptEntry(f"{self.directory / file}: SHA-256 {found}, but the record of run {self.spec.name} "
                                f"certifies {self.record['files'][file]}: the file changed after the run was "
                                f"checked; remove {self.directory} to train it again")
-        model = MLP(self.spec.hidden, bias=self.spec.bias)
-        model.load_state_dict(torch.load(io.BytesIO(data), weights_only=True, map_location="cpu"))
-        return model.eval()
+        return plain_network(self.spec, torch.load(io.BytesIO(data), weights_only=True, map_location="cpu"))
 
 
 class RunCache:
@@ -280,6 +279,7 @@ class RunCache:
         ``stop_after`` (for tests) interrupts training after that many epochs, as a kill would, by
         raising :class:`KeyboardInterrupt`.
         """
+        check_names(spec)  # before a lock or a directory is made
         directory = self.root / spec.name
         with self._lock(spec):
             if (directory / RECORD).exists():
@@ -394,10 +394,9 @@ class RunCache:
         finally:
             lock.release()
 
-    def data_for(self, spec: RunSpec) -> FashionMNIST:
-        d = spec.data
-        full = load_fashion_mnist(self.data_root)
-        return full if d.n_train is None and d.n_test is None else full.subset(d.n_train, d.n_test, d.seed)
+    def data_for(self, spec: RunSpec) -> Data:
+        """The data ``spec`` trains and is tested on (its registered data set, or a subset of it)."""
+        return data_of(spec, self.data_root)
 
     def _verified(self, spec: RunSpec, directory: Path) -> Run:
         try:

@@ -15,6 +15,10 @@ from tdlib.schedules import Schedule
 #    checkpoints differed from their resumed twins), and a run keeps its final training state.
 TRAINING_FORMAT = 2
 
+# The registered network and data set a run names by default (:mod:`tdlib.factories`): this study's.
+DEFAULT_MODEL = "mlp"
+DEFAULT_DATASET = "fashion-mnist"
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -48,12 +52,14 @@ class RunSpec:
     batch_size: int = 256
     lr: float = 1e-3
     bias: bool = True
-    hidden: tuple[int, ...] = PAPER_HIDDEN
+    hidden: tuple[int, ...] = PAPER_HIDDEN  # the MLP's hidden widths (what the "mlp" model reads)
     dropout: float = 0.0  # standard dropout on hidden units
     targeted: TargetedDropout | None = None
     data: DataSpec = DataSpec()
     checkpoints: tuple[int, ...] = ()  # epochs after which to keep the weights; 0 is the initialisation
     device: str = "cpu"  # where it trains; bit-identical results are promised on the CPU only
+    model: str = DEFAULT_MODEL  # a registered network (tdlib.factories.MODELS)
+    dataset: str = DEFAULT_DATASET  # a registered data set (tdlib.factories.DATASETS)
 
     def __post_init__(self) -> None:
         if (not isinstance(self.condition, str) or not self.condition
@@ -71,6 +77,10 @@ class RunSpec:
             raise ValueError(f"bias must be True or False, got {self.bias!r}")
         if not isinstance(self.hidden, tuple) or not self.hidden or not all(_is_int(h) and h >= 1 for h in self.hidden):
             raise ValueError(f"hidden must be a non-empty tuple of positive integers, got {self.hidden!r}")
+        for name in ("model", "dataset"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or not value.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"{name} must be a registered name of letters, digits, - and _, got {value!r}")
         if not isinstance(self.data, DataSpec):
             raise ValueError(f"data must be a DataSpec, got {self.data!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -105,7 +115,13 @@ class RunSpec:
         )
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Every field, but ``model`` and ``dataset`` only where they are not the defaults: a run of this
+        study's MLP on Fashion-MNIST keeps the key it had before runs could name them."""
+        fields = asdict(self)
+        for name, default in (("model", DEFAULT_MODEL), ("dataset", DEFAULT_DATASET)):
+            if fields[name] == default:
+                del fields[name]
+        return fields
 
     @classmethod
     def from_json(cls, data: dict) -> RunSpec:

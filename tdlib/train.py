@@ -18,18 +18,19 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
-from tdlib.data import FashionMNIST
+from tdlib.data import Data
 from tdlib.dropout import add_targeted_dropout, set_progress
+from tdlib.factories import untrained
 from tdlib.metrics import evaluate
-from tdlib.model import MLP
+from tdlib.prune import prunable
 from tdlib.spec import RunSpec
 
 
@@ -38,7 +39,7 @@ class TrainState:
     """Training after ``epoch`` epochs: the model (with its dropout), optimizer, RNG and history."""
 
     spec: RunSpec
-    model: MLP
+    model: nn.Module
     optimizer: torch.optim.Adam
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -60,8 +61,8 @@ class TrainState:
         return saved
 
     def plain_model_state(self) -> dict[str, Tensor]:
-        """The weights as a plain :class:`MLP` state dict (no dropout parametrizations)."""
-        return {name: value.cpu() for name, value in plain_copy(self.model).state_dict().items()}
+        """The weights as the plain network's state dict (no dropout parametrizations), on the CPU."""
+        return {name: value.cpu() for name, value in plain_state(self.model, self.spec).items()}
 
 
 def _forked_rng(device: str) -> AbstractContextManager[None]:
@@ -81,47 +82,45 @@ def _torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _seeded_model(spec: RunSpec) -> tuple[MLP, Tensor]:
-    """The untrained model of ``spec`` and the generator state right after its initialisation.
+def _seeded_model(spec: RunSpec) -> tuple[nn.Module, Tensor]:
+    """The untrained model of ``spec`` (its registered network, with targeted dropout on every layer that
+    pruning prunes, :func:`tdlib.prune.prunable`) and the generator state right after its initialisation.
 
     Drawn on a forked generator seeded with ``spec.seed``: the caller's global generator is untouched.
     """
     with _forked_rng("cpu"):
         torch.manual_seed(spec.seed)
-        model = MLP(spec.hidden, bias=spec.bias, dropout=spec.dropout)
+        model = untrained(spec)
         if spec.targeted is not None:
-            for layer in model.hidden_layers:
+            for _, layer in prunable(model):
                 add_targeted_dropout(layer, spec.targeted)
         return model, torch.get_rng_state()
 
 
-def build_model(spec: RunSpec) -> MLP:
+def build_model(spec: RunSpec) -> nn.Module:
     """The untrained model of ``spec``, its initialisation fixed by ``spec.seed``."""
     return _seeded_model(spec)[0]
 
 
-def plain_copy(model: MLP) -> MLP:
-    """A copy of ``model`` with no dropout of any kind: the network that is evaluated and pruned.
+def plain_state(model: nn.Module, spec: RunSpec) -> dict[str, Tensor]:
+    """The weights of ``model`` (a network of ``spec`` in training) with no dropout of any kind, as the plain
+    network's ``state_dict`` (a parametrized tensor's ``original``): what is evaluated, pruned and saved.
 
-    Built on the meta device and then given copies of the trained tensors (a parametrized tensor's
-    ``original``), so nothing here draws a random number: taking a copy mid-training cannot disturb the
-    run's generator.
+    The plain network is built on the meta device, for its names and their order alone, so nothing here
+    draws a random number: taking the weights mid-training cannot disturb the run's generator.
     """
-    hidden = [layer.out_features for layer in model.hidden_layers]
-    first, last = model.layers[0], model.layers[-1]
     with torch.device("meta"):
-        plain = MLP(hidden, bias=first.bias is not None, in_features=first.in_features, n_classes=last.out_features)
+        plain = untrained(replace(spec, dropout=0.0, targeted=None))
     state = {}
-    for i, layer in enumerate(model.layers):
-        for name in ("weight", "bias"):
-            if parametrize.is_parametrized(layer, name):
-                tensor = layer.parametrizations[name].original
-            elif (tensor := getattr(layer, name)) is None:
-                continue
-            state[f"layers.{i}.{name}"] = tensor.detach().clone()
-    plain.load_state_dict(state, assign=True)
-    plain.linear_hidden = model.linear_hidden
-    return plain
+    for key in plain.state_dict():
+        owner, _, name = key.rpartition(".")
+        module = model.get_submodule(owner)
+        if parametrize.is_parametrized(module, name):
+            tensor = module.parametrizations[name].original
+        else:
+            tensor = getattr(module, name)
+        state[key] = tensor.detach().clone()
+    return state
 
 
 def initial_state(spec: RunSpec) -> TrainState:
@@ -145,7 +144,7 @@ def restore_state(spec: RunSpec, saved: dict) -> TrainState:
 
 def train(
     state: TrainState,
-    data: FashionMNIST,
+    data: Data,
     on_epoch_end: Callable[[TrainState], None] | None = None,
     progress: bool = True,
 ) -> TrainState:

@@ -15,6 +15,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+# Imported once here, before any in-process pytester run: such a run forgets the modules it imported, and
+# torch, numpy and matplotlib imported a second time in one process fail (whatever tests ran before).
+import tdlib.claims.evidence  # noqa: F401
+import tdlib.claims.report  # noqa: F401
 
 from tdlib.claims.findings import block
 
@@ -135,7 +139,7 @@ def test_a_strangers_claim_file_with_its_own_condition_runs_in_an_empty_director
         (["--claims-archive", "out/archive", "--claims-report", "out/CLAIMS.md"], "lies inside the report's directory"),
         (["--claims-report", ""], "needs a markdown file's path"),
         (["--claims-report", "out.txt"], "give a path ending in .md"),
-        (["--claims-profile", "huge"], "invalid choice: 'huge'"),
+        (["--claims-profile", "huge"], "--claims-profile: profile must be one of default, paper, smoke, got 'huge'"),
         (["--claims-workers", "0"], "--claims-workers must be at least 1"),
         (["--claims-executor", "ray"], "invalid choice: 'ray'"),
         (["--claims-seeds", "98,99,100"], "a profile's own seeds must be under 100"),

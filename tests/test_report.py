@@ -26,7 +26,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     monkeypatch.setattr(report, "weights_figure", weights)
     only_weights = report.SECTIONS.copy()  # whatever a study registered elsewhere in this session
     only_weights.clear()
-    only_weights.register(report.SECTIONS["weights"])
+    only_weights.register(report.WEIGHTS_SECTION)
     monkeypatch.setattr(report, "SECTIONS", only_weights)
     monkeypatch.setattr(report, "render", lambda *a, **k: "new report")
     monkeypatch.setattr(report, "as_json", lambda *a, **k: {"new": True, "undefined": [float("nan"), -float("inf")]})

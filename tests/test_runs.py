@@ -22,7 +22,7 @@ from tdlib.files import atomic_write
 from tdlib.runs import RunCache
 from tdlib.schedules import paper_alpha, paper_gamma
 from tdlib.spec import DataSpec, RunSpec
-from tdlib.train import build_model, plain_copy
+from tdlib.train import build_model, plain_state
 
 SMALL = DataSpec(n_train=600, n_test=300, seed=0)
 
@@ -70,7 +70,7 @@ def test_learns_something(cache: RunCache) -> None:
 def test_checkpoints_hold_the_weights_of_their_epochs(cache: RunCache) -> None:
     spec = small_spec(checkpoints=(0, 1, 3))
     run = cache.get(spec)
-    assert same_weights(run.checkpoint(0).state_dict(), plain_copy(build_model(spec)).state_dict())
+    assert same_weights(run.checkpoint(0).state_dict(), plain_state(build_model(spec), spec))
     assert same_weights(run.checkpoint(3).state_dict(), run.model().state_dict())
     assert not same_weights(run.checkpoint(1).state_dict(), run.model().state_dict())
     with pytest.raises(ValueError, match="no checkpoint at epoch 2"):

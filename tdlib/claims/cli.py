@@ -122,11 +122,13 @@ def train(argv: list[str] | None = None) -> None:
     import argparse
 
     from tdlib.executors import ENGINES, describe, train_all
+    from tdlib.factories import DATASETS, MODELS, check_data
     from tdlib.plan import plan
 
     parser = argparse.ArgumentParser(prog="python -m tdlib train",
                                      description="Train every run of a profile into the run cache (resumable).")
-    parser.add_argument("profile", choices=sorted(PROFILES))
+    parser.add_argument("profile", help="a registered profile: smoke, default, paper, or one the claims directory's "
+                        "conftest.py registers")
     parser.add_argument("--cache", default="cache", help="the run cache (default: cache)")
     parser.add_argument("--seeds", default=None, help="a count (5) or a list (0,3,7); default: the profile's")
     parser.add_argument("--sequence", nargs="?", type=int, const=0, default=None, metavar="N",
@@ -151,9 +153,9 @@ def train(argv: list[str] | None = None) -> None:
                         "and not trained again")
     parser.add_argument("--plan", action="store_true", help="print what would be trained, and stop")
     args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
     load_study(Path(args.claims), required=args.claims != "claims")
     try:
+        profile = PROFILES.named(args.profile)
         if args.seeds is not None and args.sequence is not None:
             raise ValueError("--seeds and --sequence name the seeds two ways: give one of them")
         if args.seeds is not None:
@@ -167,6 +169,8 @@ def train(argv: list[str] | None = None) -> None:
             specs = [profile.spec(name, seed) for name in conditions for seed in seeds]
         else:
             specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
+        for spec in {(s.model, s.dataset): s for s in specs}.values():
+            MODELS.named(spec.model), DATASETS.named(spec.dataset)
         if not args.no_sections and args.sequence is None:
             from tdlib.claims.report import section_runs
 
@@ -187,10 +191,10 @@ def train(argv: list[str] | None = None) -> None:
     if args.plan:
         return
     if planned.to_train:
-        from tdlib.data import DataError, locate
+        from tdlib.data import DataError
 
         try:
-            locate()
+            check_data(list(planned.to_train))
         except DataError as error:
             raise SystemExit(f"python -m tdlib train: {error}") from None
     results = train_all(specs, args.cache, engine=args.engine, workers=args.workers, threads=args.threads)

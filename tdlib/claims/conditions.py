@@ -1,8 +1,9 @@
 """Training conditions as data: a registry of named recipes, each a set of :class:`RunSpec` fields.
 
-A condition says how it trains (bias, standard dropout, targeted dropout, checkpoints); a profile says
-how long, on what data, with which seeds. ``Profile.spec(condition, seed)`` joins the two. Adding a
-condition is one :func:`register` call, in tdlib or in a user's own claim file::
+A condition says what it trains and how (its registered network and data set, bias, standard dropout,
+targeted dropout, checkpoints); a profile says how long, on how much of the data, with which seeds.
+``Profile.spec(condition, seed)`` joins the two. Adding a condition is one :func:`register` call, in tdlib
+or in a user's own claim file::
 
     register(Condition("TW70", "weight-level targeted dropout, gamma 0.7, alpha 0.5",
                        targeted=TargetedDropout.constant("weight", 0.7, 0.5)))
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from tdlib.dropout import TargetedDropout
 from tdlib.registry import Registry
 from tdlib.schedules import paper_alpha, paper_gamma
+from tdlib.spec import DEFAULT_DATASET, DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Condition:
     targeted: TargetedDropout | None = None
     checkpoints: bool = False  # keep the profile's checkpoints (B's, for the claims about training time)
     group: str = "claims"  # "claims": trained on every seed of a profile; any other: a report section's own
+    model: str = DEFAULT_MODEL  # a registered network (tdlib.factories.register_model)
+    dataset: str = DEFAULT_DATASET  # a registered data set (tdlib.factories.register_dataset)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():

@@ -203,7 +203,7 @@ class Evidence:
     def data(self) -> FashionMNIST:
         """The profile's images (its test set is what every accuracy is measured on)."""
         if self._data is None:
-            self._data = self.cache.data_for(self.trained.spec("B", self.seeds[0]))
+            self._data = self.cache.data_for(self.trained.spec(self.trained.baseline, self.seeds[0]))
         return self._data
 
     def restricted(self, conditions: Collection[str] | None) -> Evidence:
@@ -249,22 +249,22 @@ class Evidence:
 
     def _stand_in(self, condition: str, runs: list[Run | None]) -> Run:
         """A finished run to fill a slot of ``condition`` whose own run is not finished: one of its other
-        seeds, else one of another condition's (B's first), marked so that its numbers are not stored."""
-        found = [run for run in runs if run is not None]
+        seeds, else one of another condition's (the baseline's first), marked so that its numbers are not stored."""
+        found, baseline = [run for run in runs if run is not None], self.trained.baseline
         if not found:
-            for other in ["B", *sorted(c for c in self._runs if c != "B")]:
+            for other in [baseline, *sorted(c for c in self._runs if c != baseline)]:
                 found += [run for run in self._runs.get(other, []) if not run.stand_in]
             for seed in self.seeds if not found else ():
-                found += [run for run in [self.cache.cached(self.trained.spec("B", seed, self.device))] if run]
+                found += [run for run in [self.cache.cached(self.trained.spec(baseline, seed, self.device))] if run]
         if not found:
-            raise BrokenEvidence(f"no finished run of {condition} or B in {self.cache.root} to measure")
+            raise BrokenEvidence(f"no finished run of {condition} or {baseline} in {self.cache.root} to measure")
         # One with its weights here, if any: an archived one can only answer what it has stored.
         found.sort(key=lambda run: not run.weights_here)
         return replace(found[0], stand_in=True)
 
     def check_baseline(self) -> None:
-        """Raise :class:`BrokenEvidence` unless every seed of B clears the profile's accuracy floor."""
-        for run in self.runs("B"):
+        """Raise :class:`BrokenEvidence` unless every seed of the baseline clears the profile's accuracy floor."""
+        for run in self.runs(self.profile.baseline):
             if not run.stand_in and not run.final_accuracy >= self.profile.accuracy_floor:
                 raise BrokenEvidence(
                     f"the baseline did not learn: {run.spec.name} reached {run.final_accuracy:.4f} test accuracy, "

@@ -75,8 +75,9 @@ _OPTION_DEFAULTS: dict[str, object] = {}  # each --claims-* option's dest -> its
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("claims", "claim verification (tdlib)")
-    group.addoption("--claims-profile", default="smoke", choices=("smoke", "default", "paper"),
-                    help="training profile of the claims suite (default: smoke)")
+    group.addoption("--claims-profile", default="smoke", metavar="NAME",
+                    help="training profile of the claims suite: smoke (default), default, paper, or one a conftest.py "
+                    "registers (tdlib.claims.profiles.register_profile)")
     group.addoption("--claims-seeds", default=None, metavar="N|LIST",
                     help="a number of seeds (5) or a list (0,3,7); default: the profile's")
     group.addoption("--claims-many-seeds", action="store_true",
@@ -133,7 +134,10 @@ def _settings(config: pytest.Config) -> dict:
     """The options, checked: a bad one is one usage error, raised before any test or training."""
     from tdlib.claims.profiles import PROFILES, parse_seeds
 
-    profile = PROFILES[config.getoption("claims_profile")]
+    try:
+        profile = PROFILES.named(config.getoption("claims_profile"))
+    except ValueError as error:
+        raise pytest.UsageError(f"--claims-profile: {error}") from None
     seeds_text = config.getoption("claims_seeds")
     if seeds_text is not None:
         try:
@@ -267,7 +271,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     settings = _settings_of(config)
     profile, device = settings["profile"], settings["device"]
-    conditions = ["B", *sorted({c for claim_ in selected for c in claim_.conditions} - {"B"})]
+    baseline = profile.baseline
+    conditions = [baseline, *sorted({c for claim_ in selected for c in claim_.conditions} - {baseline})]
     for claim_ in selected:
         for name in claim_.conditions:
             try:
@@ -275,6 +280,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             except ValueError as error:
                 raise pytest.UsageError(f"claim {claim_.id} names an unregistered condition: {error}") from None
     specs = [profile.spec(c, seed, device) for c in conditions for seed in profile.seeds]
+    from tdlib.factories import DATASETS, MODELS
+
+    for spec in {(s.condition, s.model, s.dataset): s for s in specs}.values():
+        try:
+            MODELS.named(spec.model), DATASETS.named(spec.dataset)
+        except ValueError as error:
+            raise pytest.UsageError(f"condition {spec.condition}: {error}") from None
     if settings["report"] is not None or settings["measure_finished"]:
         from tdlib.claims.report import FIGURES, section_runs
 
@@ -312,10 +324,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             f"the cache {settings['cache']} ({names}); train them first (python -m tdlib train, or the report command)"
         )
     if the_plan.to_train:  # before any worker starts, not inside one
-        from tdlib.data import DataError, locate
+        from tdlib.data import DataError
+        from tdlib.factories import check_data
 
         try:
-            locate()
+            check_data(list(the_plan.to_train))
         except DataError as error:
             raise pytest.UsageError(f"claims: {len(the_plan.to_train)} runs to train, but {error}") from None
     config.stash[SPECS] = list(the_plan.to_train)

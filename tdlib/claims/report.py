@@ -261,10 +261,10 @@ def _by_length_section(context: ReportContext) -> SectionOutput:
     return SectionOutput(by_length.markdown(lengths, context.results, context.ev), data)
 
 
-register_section(Section("weights", "hidden weight magnitudes of every condition", _weights_section,
-                         whole_only=False))
-register_section(Section("by_length", "the claims on B alone at each training length a run reaches",
-                         _by_length_section))
+# Offered to a study of the MLP, which registers them (they read its hidden layers, and B's checkpoints).
+WEIGHTS_SECTION = Section("weights", "hidden weight magnitudes of every condition", _weights_section, whole_only=False)
+BY_LENGTH_SECTION = Section("by_length", "the claims on B alone at each training length a run reaches",
+                            _by_length_section)
 
 TITLE = ["Claims report"]  # the report's heading; a study sets its own with set_title
 
