@@ -13,7 +13,7 @@ import torch
 from filelock import FileLock
 
 from tdlib.claims.archive import EVIDENCE_FILE, export, restore
-from tdlib.claims.evidence import Evidence, NotStored, evidence_bytes, verified, verified_values
+from tdlib.claims.evidence import Evidence, NotStored, Reading, evidence_bytes, verified, verified_values
 from tdlib.runs import ARCHIVED, CertificateMismatch, Run, RunCache, weight_digests
 from tdlib.spec import DataSpec, RunSpec
 
@@ -264,8 +264,7 @@ def test_training_a_profile_takes_the_archived_runs_and_trains_only_the_rest(
     assert f"archive {tmp_path / 'archive'}: 1 runs or their measurements taken into the cache, 0 already" in out
     assert "smoke: 2 runs, 1 cached, 1 to train" in out
     # A session that must not train never loads an archived run's weights: it says what is missing.
-    ev = Evidence(PROFILES["smoke"].with_seeds((0,)), RunCache(fresh, progress=False))
-    ev.stored_only = True
+    ev = Evidence(PROFILES["smoke"].with_seeds((0,)), RunCache(fresh, progress=False), reading=Reading.STORED_ONLY)
     with pytest.raises(NotStored, match="archived without them"):
         ev.model("B", 0)
     assert not list(fresh.glob("*/model.pt"))

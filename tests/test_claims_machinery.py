@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tdlib.claims.claim import Claim, Finding, Findings, check_sound, claim
-from tdlib.claims.evidence import BrokenEvidence, Evidence, NotStored
+from tdlib.claims.evidence import BrokenEvidence, Evidence, NotStored, Reading
 from tdlib.claims.profiles import PROFILES, Profile, parse_seeds
 from tdlib.claims.report import seeds_cell
 from tdlib.claims.stats import Comparison, Part, Verdict
@@ -266,8 +266,7 @@ def test_a_stored_number_is_measured_again_when_the_code_that_measured_it_change
     stored = Evidence(TINY, cache).accuracy("B")
     assert all(stored > 0)
     monkeypatch.setattr(evidence_module, "accuracy", lambda model, x, y: 0.0)
-    reading = Evidence(TINY, cache)
-    reading.stored_only = True
+    reading = Evidence(TINY, cache, reading=Reading.STORED_ONLY)
     with pytest.raises(NotStored, match="measured by other code than measures it now"):
         reading.accuracy("B")
     assert list(Evidence(TINY, cache).accuracy("B")) == [0.0, 0.0, 0.0]  # measured again, by the patched code
@@ -293,13 +292,11 @@ def test_a_value_from_before_identities_is_current_only_for_the_code_of_that_day
         path.write_text(json.dumps(data))
     assert Evidence._identity(lambda run, model: 0.0) not in evidence_module.LEGACY_IDENTITIES
     monkeypatch.setattr(evidence_module, "LEGACY_IDENTITIES", frozenset())  # as if the code had changed since
-    reading = Evidence(TINY, cache)
-    reading.stored_only = True
+    reading = Evidence(TINY, cache, reading=Reading.STORED_ONLY)
     with pytest.raises(NotStored, match="measured by other code"):
         reading.accuracy("B")
     monkeypatch.undo()
-    reading = Evidence(TINY, cache)
-    reading.stored_only = True
+    reading = Evidence(TINY, cache, reading=Reading.STORED_ONLY)
     assert list(reading.accuracy("B")) == [12.5, 12.5, 12.5]  # the code of that day reads them as they are
 
 

@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 
 from tdlib.claims import report, savings_report
-from tdlib.claims.evidence import Evidence
+from tdlib.claims.evidence import Evidence, Reading
 from tdlib.claims.profiles import PROFILES, Profile
 from tdlib.runs import RunCache
 from tdlib.spec import DataSpec
@@ -75,8 +75,7 @@ def test_every_figure_draws_when_every_seed_has_the_same_numbers(tmp_path: Path,
     one = RunCache(tmp_path / "one", progress=False)
     for condition in CONDITIONS:
         one.get(TINY.spec(condition, 0))
-    ev = Evidence(TINY.with_seeds((0, 1, 2, 3, 4)), one)
-    ev.stand_ins = True
+    ev = Evidence(TINY.with_seeds((0, 1, 2, 3, 4)), one, reading=Reading.FINISHED)
     measured = study.activation_data
 
     def rounding(ev: Evidence) -> dict:  # five copies of a value whose float mean exceeds it by 7e-15

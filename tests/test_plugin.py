@@ -15,11 +15,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 # Imported once here, before any in-process pytester run: such a run forgets the modules it imported, and
 # torch, numpy and matplotlib imported a second time in one process fail (whatever tests ran before).
-import tdlib.claims.evidence  # noqa: F401
+import tdlib.claims.evidence
 import tdlib.claims.report  # noqa: F401
-
 from tdlib.claims.findings import block
 
 pytest_plugins = ["pytester"]

@@ -33,7 +33,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     return calls
 
 
-EV = SimpleNamespace(used_runs=lambda: [], rows=lambda: [])
+EV = SimpleNamespace(used_runs=lambda: [], rows=lambda: [], profile=SimpleNamespace(baseline="B"))
 JUDGED = Judged(results=[], family=[])
 
 
@@ -84,15 +84,15 @@ def test_measuring_a_report_attempts_every_part_whatever_fails_and_keeps_nothing
     assert not list(tmp_path.iterdir())  # drawn in scratch, and nothing of it kept
 
 
-def test_a_measuring_write_leaves_the_report_there_as_it_was(tmp_path: Path, fake: SimpleNamespace) -> None:
+def test_measuring_leaves_a_report_there_as_it_was(tmp_path: Path, fake: SimpleNamespace,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     old_report(tmp_path / "reports")
-    timings: list[tuple[str, float, str]] = []
-    report.write_report(tmp_path / "reports" / "CLAIMS.md", JUDGED, EV, 0.0,  # type: ignore[arg-type]
-                        timings=timings)
-    assert [what for what, _, _ in timings][-1] == "the report"
+    monkeypatch.setattr(report.tempfile, "tempdir", str(tmp_path / "reports"))  # scratch beside it, even
+    done = report.measure_report(JUDGED, EV, {})  # type: ignore[arg-type]
+    assert [what for what, _, _ in done][-1] == "the report"
     assert (tmp_path / "reports" / "CLAIMS.md").read_text() == "old report"
     assert (tmp_path / "reports" / "figures" / "weights.png").read_bytes() == b"old figure"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["CLAIMS.md", "claims.json", "figures", "paper"]
 
 
 @pytest.mark.parametrize("exchange", [True, False])

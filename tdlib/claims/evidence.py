@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Collection
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -164,11 +165,29 @@ class NotStoredArchived(NotStored):
         self.run = run
 
 
+class Reading(Enum):
+    """How an :class:`Evidence` gets what it reads, fixed when it is made.
+
+    - ``TRAIN``: a run the cache lacks is trained, a number not stored is measured (and stored);
+    - ``STORED_ONLY``: nothing is trained or measured: what the cache lacks raises :class:`NotStored`. A report
+      drawn so is the one its stored evidence gives, whatever the code that would measure it now;
+    - ``FINISHED``: nothing is trained: a run the cache lacks is stood in for by a finished run of the same
+      condition (else of another), whose numbers fill its slot but are never stored as its own; so a whole
+      claims session measures, and stores, all it needs of the runs that are finished, while the others
+      still train elsewhere (``--claims-measure-finished``).
+    """
+
+    TRAIN = "train"
+    STORED_ONLY = "stored-only"
+    FINISHED = "finished"
+
+
 class Evidence:
-    """Per-seed measurements of ``profile``'s runs: arrays with one value per seed, in seed order."""
+    """Per-seed measurements of ``profile``'s runs: arrays with one value per seed, in seed order, read as
+    ``reading`` says (:class:`Reading`)."""
 
     def __init__(self, profile: Profile, cache: RunCache, device: str = "cpu",
-                 conditions: Collection[str] | None = None) -> None:
+                 conditions: Collection[str] | None = None, reading: Reading = Reading.TRAIN) -> None:
         self.profile = profile  # what the claims see (its epochs are the view's: see at_epoch)
         self.trained = profile  # the profile whose runs are read
         self.epoch: int | None = None  # with a value, the models are the runs' checkpoints at that epoch
@@ -180,14 +199,7 @@ class Evidence:
         self.conditions = None if conditions is None else frozenset(conditions)
         self.read: set[str] = set()  # the conditions measured or asked for so far
         self.withheld: set[str] = set()  # those of them answered with the stand-in
-        # With True, nothing is trained or measured: what the cache lacks raises NotStored. A report drawn so
-        # is the one its stored evidence gives, whatever the code that would measure it now.
-        self.stored_only = False
-        # With True, nothing is trained: a run the cache lacks is stood in for by a finished run of the same
-        # condition (else of another), whose numbers fill its slot but are never stored as its own; so a
-        # whole claims session measures, and stores, all it needs of the runs that are finished
-        # (``--claims-measure-finished``), while the others still train elsewhere.
-        self.stand_ins = False
+        self.reading = reading
         self._unstored: dict[tuple[str, int | None], dict[str, float]] = {}  # stand-ins' numbers, by run and epoch
         self._runs: dict[str, list[Run]] = {}
         self._models: dict[tuple[str, int], MLP] = {}
@@ -200,23 +212,35 @@ class Evidence:
         return self.profile.seeds
 
     @property
+    def stored_only(self) -> bool:
+        return self.reading is Reading.STORED_ONLY
+
+    @property
+    def stand_ins(self) -> bool:
+        return self.reading is Reading.FINISHED
+
+    def read_as(self, reading: Reading) -> Evidence:
+        """This evidence (its profile, seeds, conditions and epoch) read as ``reading`` says."""
+        return self.restricted(self.conditions, reading)
+
+    @property
     def data(self) -> FashionMNIST:
         """The profile's images (its test set is what every accuracy is measured on)."""
         if self._data is None:
             self._data = self.cache.data_for(self.trained.spec(self.trained.baseline, self.seeds[0]))
         return self._data
 
-    def restricted(self, conditions: Collection[str] | None) -> Evidence:
-        """This evidence with only ``conditions`` trained or measured (None: all; see the constructor)."""
-        ev = Evidence(self.trained, self.cache, self.device, conditions)
-        ev.profile, ev.epoch, ev._data = self.profile, self.epoch, self._data
-        ev.stored_only, ev.stand_ins, ev._unstored = self.stored_only, self.stand_ins, self._unstored
+    def restricted(self, conditions: Collection[str] | None, reading: Reading | None = None) -> Evidence:
+        """This evidence with only ``conditions`` trained or measured (None: all; see the constructor), read as
+        ``reading`` says (None: as this one is)."""
+        ev = Evidence(self.trained, self.cache, self.device, conditions, reading or self.reading)
+        ev.profile, ev.epoch, ev._data, ev._unstored = self.profile, self.epoch, self._data, self._unstored
         return ev
 
     def with_seeds(self, seeds: tuple[int, ...], conditions: Collection[str] | None = None) -> Evidence:
         """The same profile's evidence over ``seeds`` (with ``conditions``, only those), read as this one is."""
-        ev = Evidence(self.trained.with_seeds(seeds), self.cache, self.device, conditions)
-        ev.stored_only, ev.stand_ins, ev._unstored = self.stored_only, self.stand_ins, self._unstored
+        ev = Evidence(self.trained.with_seeds(seeds), self.cache, self.device, conditions, self.reading)
+        ev._unstored = self._unstored
         return ev
 
     def at_epoch(self, epoch: int) -> Evidence:

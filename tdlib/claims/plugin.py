@@ -50,6 +50,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tdlib.claims.claim import Claim, Findings, Judged
+    from tdlib.claims.session import ClaimsSession
 
 MAX_SEEDS = 50
 XDIST_REFUSED = (
@@ -63,7 +64,7 @@ FAMILY = pytest.StashKey["list[Claim]"]()
 SELECTED = pytest.StashKey["list[Claim]"]()
 JUDGED = pytest.StashKey["Judged"]()
 STARTED = pytest.StashKey[float]()
-SETTINGS = pytest.StashKey[dict]()
+SETTINGS = pytest.StashKey["ClaimsSession"]()
 SPECS = pytest.StashKey[list]()
 REPORT_ERROR = pytest.StashKey[str]()
 CONTINUE_ERROR = pytest.StashKey[str]()
@@ -123,14 +124,14 @@ def _claims_options_given(config: pytest.Config) -> bool:
     return any(config.getoption(dest) != default for dest, default in _OPTION_DEFAULTS.items())
 
 
-def _settings_of(config: pytest.Config) -> dict:
+def _settings_of(config: pytest.Config) -> ClaimsSession:
     """The session's checked options, checked on first use."""
     if SETTINGS not in config.stash:
         config.stash[SETTINGS] = _settings(config)
     return config.stash[SETTINGS]
 
 
-def _settings(config: pytest.Config) -> dict:
+def _settings(config: pytest.Config) -> ClaimsSession:
     """The options, checked: a bad one is one usage error, raised before any test or training."""
     from tdlib.claims.profiles import PROFILES, parse_seeds
 
@@ -203,10 +204,10 @@ def _settings(config: pytest.Config) -> dict:
                 raise pytest.UsageError(f"{option} {str(place)!r} lies inside the report's directory "
                                         f"{str(report_path.parent)!r}, which is replaced whole when the report is "
                                         "written: put it elsewhere")
-    return {"profile": profile, "device": device, "cache": cache_dir, "report": report_path,
-            "executor": config.getoption("claims_executor"), "workers": workers, "continue": follow,
-            "stored_only": stored_only, "measure_finished": measure_finished,
-            "archive": None if archive is None else Path(archive)}
+    from tdlib.claims.session import ClaimsSession
+
+    return ClaimsSession(profile, cache_dir, device, report_path, config.getoption("claims_executor"), workers,
+                         follow, stored_only, measure_finished, None if archive is None else Path(archive))
 
 
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
@@ -270,7 +271,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from tdlib.plan import plan
 
     settings = _settings_of(config)
-    profile, device = settings["profile"], settings["device"]
+    profile, device = settings.profile, settings.device
     baseline = profile.baseline
     conditions = [baseline, *sorted({c for claim_ in selected for c in claim_.conditions} - {baseline})]
     for claim_ in selected:
@@ -287,7 +288,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             MODELS.named(spec.model), DATASETS.named(spec.dataset)
         except ValueError as error:
             raise pytest.UsageError(f"condition {spec.condition}: {error}") from None
-    if settings["report"] is not None or settings["measure_finished"]:
+    if settings.report is not None or settings.measure_finished:
         from tdlib.claims.report import FIGURES, section_runs
 
         for claim_ in selected:
@@ -296,32 +297,32 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                         f"(registered: {', '.join(FIGURES)}; see tdlib.claims.report.register_figure)")
         if len(selected) == len(config.stash[FAMILY]):  # a whole report has the registered sections' runs too
             specs += [s for s in section_runs(profile, device) if s not in specs]
-    if settings["continue"] and len(selected) < len(config.stash[FAMILY]):
+    if settings.follow and len(selected) < len(config.stash[FAMILY]):
         raise pytest.UsageError(
             f"--claims-continue continues the whole registered family; this run selected {len(selected)} of its "
             f"{len(config.stash[FAMILY])} claims (drop -k/-m, or --claims-continue)"
         )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if settings["archive"] is not None:
+    if settings.archive is not None:
         from tdlib.claims.archive import restore
         from tdlib.runs import RunCache
 
-        moved = restore(settings["archive"], RunCache(settings["cache"], progress=False))
+        moved = restore(settings.archive, RunCache(settings.cache, progress=False))
         if reporter is not None:
-            reporter.write_line(moved.restored(settings["archive"]))
-    the_plan = plan(specs, settings["cache"], settings["workers"], settings["executor"])
-    if settings["measure_finished"]:
+            reporter.write_line(moved.restored(settings.archive))
+    the_plan = plan(specs, settings.cache, settings.workers, settings.executor)
+    if settings.measure_finished:
         config.stash[STOOD_IN] = len(the_plan.to_train)
         if reporter is not None:
             reporter.write_line(f"claims: {len(selected)} of {len(config.stash[FAMILY])} registered claims; measuring "
                                 f"the {len(the_plan.cached)} finished of {len(specs)} runs (the other "
                                 f"{len(the_plan.to_train)} are stood in for, and train nothing)")
         return
-    if settings["stored_only"] and the_plan.to_train:
+    if settings.stored_only and the_plan.to_train:
         names = ", ".join(s.name for s in the_plan.to_train[:5]) + (", ..." if len(the_plan.to_train) > 5 else "")
         raise pytest.UsageError(
             f"--claims-stored-only: {len(the_plan.to_train)} of the {len(specs)} runs this session needs are not in "
-            f"the cache {settings['cache']} ({names}); train them first (python -m tdlib train, or the report command)"
+            f"the cache {settings.cache} ({names}); train them first (python -m tdlib train, or the report command)"
         )
     if the_plan.to_train:  # before any worker starts, not inside one
         from tdlib.data import DataError
@@ -340,7 +341,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def evidence(request: pytest.FixtureRequest):
     """The session's :class:`~tdlib.claims.evidence.Evidence`: runs of the chosen profile, trained once and cached."""
-    from tdlib.claims.evidence import Evidence
     from tdlib.runs import RunCache
 
     config = request.config
@@ -350,10 +350,9 @@ def evidence(request: pytest.FixtureRequest):
         from tdlib.executors import train_all
 
         with _uncaptured(config):
-            train_all(to_train, settings["cache"], engine=settings["executor"], workers=settings["workers"])
-    cache = RunCache(settings["cache"], progress=config.getoption("verbose") >= 0)
-    ev = Evidence(settings["profile"], cache, device=settings["device"])
-    ev.stored_only, ev.stand_ins = settings["stored_only"], settings["measure_finished"]
+            train_all(to_train, settings.cache, engine=settings.executor, workers=settings.workers)
+    cache = RunCache(settings.cache, progress=config.getoption("verbose") >= 0)
+    ev = settings.evidence(cache)
     config.stash[EVIDENCE] = ev
     return ev
 
@@ -370,21 +369,21 @@ def findings(request: pytest.FixtureRequest) -> Findings:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if FINDINGS not in config.stash or not config.stash[FINDINGS].items:
-        if SETTINGS in config.stash and config.stash[SETTINGS]["archive"] is not None and EVIDENCE in config.stash:
+        if SETTINGS in config.stash and config.stash[SETTINGS].archive is not None and EVIDENCE in config.stash:
             _export(session)  # what the runs trained is kept, even when no claim could be judged
         return
     settings = _settings_of(config)
     judged = _judge(session)
     config.stash[JUDGED] = judged
-    report = settings["report"]
-    unwhole = _not_whole(config, judged) if settings["stored_only"] else ""
+    report = settings.report
+    unwhole = _not_whole(config, judged) if settings.stored_only else ""
     if report is not None and unwhole:
         how = (" (a partial report is drawn without --claims-stored-only, which measures what it lacks; the whole "
                "one, without -k/-m/--claims-select)" if judged.partial else "")
         config.stash[REPORT_ERROR] = (f"--claims-stored-only: {unwhole}, so the stored evidence gives no whole "
                                       f"report{how}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    elif settings["measure_finished"]:  # all a whole report measures, drawn nowhere
+    elif settings.measure_finished:  # all a whole report measures, drawn nowhere
         from tdlib.claims.report import measure_report
 
         done = measure_report(judged, config.stash[EVIDENCE], _functions(session))  # type: ignore[arg-type]
@@ -401,7 +400,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         except Exception:  # the verdicts are still printed; the old report stays whole
             config.stash[REPORT_ERROR] = traceback.format_exc()
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if settings["archive"] is not None:
+    if settings.archive is not None:
         _export(session)
 
 
@@ -413,20 +412,20 @@ def _export(session: pytest.Session) -> None:
 
     config = session.config
     settings = _settings_of(config)
-    profile = settings["profile"]
+    profile = settings.profile
 
     def of_profile(spec) -> bool:
         return (spec.epochs, spec.batch_size, spec.data) == (profile.epochs, profile.batch_size, profile.data)
 
     try:
-        moved = export(RunCache(settings["cache"], progress=False), settings["archive"], keep=of_profile)
-        config.stash[ARCHIVED] = (f"archive {settings['archive']}: {len(moved.written)} runs written or grown, "
+        moved = export(RunCache(settings.cache, progress=False), settings.archive, keep=of_profile)
+        config.stash[ARCHIVED] = (f"archive {settings.archive}: {len(moved.written)} runs written or grown, "
                                   f"{len(moved.unchanged)} unchanged"
                                   + "".join(f"\n  NOT written {r}" for r in moved.refused))
         if moved.refused:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     except Exception:
-        config.stash[ARCHIVED] = f"archive {settings['archive']}: NOT written\n{traceback.format_exc()}"
+        config.stash[ARCHIVED] = f"archive {settings.archive}: NOT written\n{traceback.format_exc()}"
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -467,7 +466,7 @@ def _judge(session: pytest.Session) -> Judged:
     findings, settings = config.stash[FINDINGS], _settings_of(config)
     family = config.stash.get(FAMILY, None)
     ev = config.stash[EVIDENCE]
-    alpha = settings["profile"].alpha
+    alpha = settings.profile.alpha
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def log(line: str) -> None:
@@ -476,12 +475,12 @@ def _judge(session: pytest.Session) -> Judged:
 
     try:
         with _uncaptured(config):
-            if settings["continue"]:
+            if settings.follow:
                 judged, _ = continue_sequence(findings, _functions(session), ev, family, alpha,  # type: ignore
-                                              engine=settings["executor"], workers=settings["workers"], log=log)
+                                              engine=settings.executor, workers=settings.workers, log=log)
                 return judged
             return judge_sequence(findings, _functions(session), ev, family, alpha,  # type: ignore[arg-type]
-                                  Sequence(settings["profile"].sequence()))
+                                  Sequence(settings.profile.sequence()))
     except Exception:
         config.stash[CONTINUE_ERROR] = traceback.format_exc()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -492,7 +491,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if ARCHIVED in config.stash:
         terminalreporter.write_line(config.stash[ARCHIVED], red="NOT written" in config.stash[ARCHIVED])
     if JUDGED not in config.stash:
-        report = config.stash[SETTINGS]["report"] if SETTINGS in config.stash else None
+        report = config.stash[SETTINGS].report if SETTINGS in config.stash else None
         ran = any(terminalreporter.stats.get(what) for what in ("passed", "failed", "error"))
         if report is not None and config.stash.get(SELECTED, []) and ran:  # else a usage error said why
             terminalreporter.write_line(f"report: NOT written to {report}: no claim could be judged (their tests "
@@ -518,8 +517,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(config.stash[CONTINUE_ERROR], red=True)
         terminalreporter.write_line("sequence: FAILED (the error above); the verdicts are those of the profile's own "
                                     "seeds", red=True)
-    report = _settings_of(config)["report"]
-    if config.stash[SETTINGS]["measure_finished"]:
+    report = _settings_of(config).report
+    if config.stash[SETTINGS].measure_finished:
         terminalreporter.write_line(config.stash.get(MEASURED, "measured: nothing"))
         if REPORT_ERROR in config.stash:
             terminalreporter.write_line(config.stash[REPORT_ERROR], red=True)

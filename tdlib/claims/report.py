@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -538,73 +538,71 @@ def check_report_path(text: str | Path) -> Path:
 T = TypeVar("T")
 
 
+Attempt = Callable[[str, Callable[[], Any]], Any]  # (what, draw) -> what draw gave (None: it failed)
+
+
+def _strictly(what: str, draw: Callable[[], T]) -> T:
+    """How a written report draws each part: a failure stops it (and the old report stays)."""
+    return draw()
+
+
+def _draw_parts(judged: Judged, ev: Evidence, functions: dict[str, Callable[[Evidence], Finding]],
+                figure_dir: Path, every: bool, attempt: Attempt) -> tuple[dict[str, SectionOutput], bool]:
+    """Draw into ``figure_dir`` every figure the claims name and every registered section that the report
+    has (``every``: each one a whole report of the family could have, the failed claims' figures too), each
+    through ``attempt``. Returns the sections' outputs by name, and whether every section attempted gave one."""
+    results = [r for r in judged.results if every or not r.error]
+    conditions = report_conditions(results, ev)
+    for name in sorted({name for r in results for name in r.claim.figures}):
+        attempt(f"figure {name}", partial(FIGURES.named(name).draw, ev, figure_dir / f"{name}.png", conditions))
+    context = ReportContext(ev, judged, functions, figure_dir, conditions)
+    attempted = {s.name: attempt(f"section {s.name}", partial(s.write, context)) for s in SECTIONS.values()
+                 if every or not s.whole_only or (results and not judged.partial)}
+    sections = {name: output for name, output in attempted.items() if output is not None}
+    return sections, len(sections) == len(attempted)
+
+
+def report_conditions(results: list[ClaimResult], ev: Evidence) -> list[str]:
+    """The conditions a report shows: those its claims read, in registration order (else the baseline)."""
+    return [c for c in CONDITIONS if any(c in r.claim.conditions for r in results)] or [ev.profile.baseline]
+
+
+def _write_document(staging: Path, name: str, judged: Judged, ev: Evidence, sections: dict[str, SectionOutput],
+                    session_seconds: float, every: bool = False) -> None:
+    """The report's markdown ``name``, ``claims.json`` and ``evidence.csv`` into ``staging`` (their tables read
+    measurements too; ``every``: the conditions of the failed claims too)."""
+    seconds = {"training": sum(run.training_seconds for run in every_run(judged, ev)), "session": session_seconds}
+    prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
+    conditions = report_conditions([r for r in judged.results if every or not r.error], ev)
+    (staging / name).write_text(render(judged, ev, prov, seconds, conditions, sections))
+    payload = as_json(judged, ev, prov)
+    payload.update({name: output.data for name, output in sections.items() if output.data is not None})
+    (staging / "claims.json").write_text(json.dumps(plain_json(payload), indent=1, default=str, allow_nan=False))
+    with open(staging / "evidence.csv", "w", newline="") as table:  # every stored measurement, one per row
+        writer = csv.DictWriter(table, fieldnames=["condition", "seed", "epochs", "run", "key", "value"])
+        writer.writeheader()
+        writer.writerows(every_row(judged, ev))
+
+
 def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: float,
-                 functions: dict[str, Callable[[Evidence], Finding]] | None = None,
-                 timings: list[tuple[str, float, str]] | None = None) -> None:
+                 functions: dict[str, Callable[[Evidence], Finding]] | None = None) -> None:
     """Write ``path`` (markdown), ``claims.json``, ``evidence.csv`` (every stored measurement of the runs
     used, one per row) and ``figures/`` beside it, all at once.
 
     Everything is written into a temporary directory beside the report's, which is then swapped in, so a
     reader sees the old report or the new one, whole, never a mix; a failure leaves the old one as it was.
     Subdirectories that are reports of their own (``reports/paper/``) are carried over.
-
-    With ``timings`` (how :func:`measure_report` measures), every part a whole report of the family could
-    have is drawn (the figures of claims that failed too, and every section), each attempted whatever the
-    others do, and (what, seconds, error or '') of each is appended to ``timings``, in the order drawn;
-    nothing is swapped in.
     """
     started = time.perf_counter()
     path = check_report_path(path)
     directory = path.parent
     directory.parent.mkdir(parents=True, exist_ok=True)
-    if timings is None:
-        recover_swap(directory)
-    every = timings is not None
-    results = [r for r in judged.results if every or not r.error]
-    conditions = [c for c in CONDITIONS if any(c in r.claim.conditions for r in results)] or ["B"]
-
-    def attempt(what: str, draw: Callable[[], T]) -> T | None:
-        if timings is None:
-            return draw()
-        began = time.perf_counter()
-        try:
-            output, error = draw(), ""
-        except Exception as failure:
-            output, error = None, f"{type(failure).__name__}: {failure}"
-        timings.append((what, time.perf_counter() - began, error))
-        return output
-
+    recover_swap(directory)
     staging = with_umask(Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-")))
     try:
-        figure_dir = staging / "figures"
-        figure_dir.mkdir()
-        for name in sorted({name for r in results for name in r.claim.figures}):
-            attempt(f"figure {name}", partial(FIGURES.named(name).draw, ev, figure_dir / f"{name}.png", conditions))
-        context = ReportContext(ev, judged, functions or {}, figure_dir, conditions)
-        attempted = {s.name: attempt(f"section {s.name}", partial(s.write, context)) for s in SECTIONS.values()
-                     if every or not s.whole_only or (results and not judged.partial)}
-        sections = {name: output for name, output in attempted.items() if output is not None}
-
-        def document() -> None:  # its tables read measurements too
-            seconds = {"training": sum(run.training_seconds for run in every_run(judged, ev)),
-                       "session": session_seconds + time.perf_counter() - started}
-            prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
-            (staging / path.name).write_text(render(judged, ev, prov, seconds, conditions, sections))
-            payload = as_json(judged, ev, prov)
-            payload.update({name: output.data for name, output in sections.items() if output.data is not None})
-            (staging / "claims.json").write_text(json.dumps(plain_json(payload), indent=1, default=str,
-                                                            allow_nan=False))
-            with open(staging / "evidence.csv", "w", newline="") as table:  # every stored measurement, one per row
-                writer = csv.DictWriter(table, fieldnames=["condition", "seed", "epochs", "run", "key", "value"])
-                writer.writeheader()
-                writer.writerows(every_row(judged, ev))
-
-        if timings is not None and len(sections) < len(attempted):  # a section failed: no document to draw
-            timings.append(("the report", 0.0, "not drawn: a section above failed"))
-            return
-        attempt("the report", document)
-        if timings is not None:  # measured, not kept
-            return
+        (staging / "figures").mkdir()
+        sections, _ = _draw_parts(judged, ev, functions or {}, staging / "figures", False, _strictly)
+        _write_document(staging, path.name, judged, ev, sections, session_seconds + time.perf_counter() - started)
         if directory.exists():
             for nested in directory.iterdir():  # other reports inside this one's directory
                 if nested.is_dir() and nested.name != "figures" and (nested / "claims.json").exists():
@@ -617,14 +615,31 @@ def write_report(path: Path, judged: Judged, ev: Evidence, session_seconds: floa
 def measure_report(judged: Judged, ev: Evidence, functions: dict[str, Callable[[Evidence], Finding]]
                    ) -> list[tuple[str, float, str]]:
     """Measure all that a whole report of the family would, without keeping it: every figure a claim names
-    and every registered section, each attempted whatever the others do, then the report itself (its
-    tables read measurements too), all drawn into a scratch directory that is thrown away.
+    (those of claims that failed too) and every registered section, each attempted whatever the others do,
+    then the report itself (its tables read measurements too), all drawn into a scratch directory that is
+    thrown away.
 
     Returns (what, seconds, error or '') for each part, in the order drawn.
     """
     done: list[tuple[str, float, str]] = []
+
+    def recording(what: str, draw: Callable[[], T]) -> T | None:
+        began = time.perf_counter()
+        try:
+            output, error = draw(), ""
+        except Exception as failure:
+            output, error = None, f"{type(failure).__name__}: {failure}"
+        done.append((what, time.perf_counter() - began, error))
+        return output
+
     with tempfile.TemporaryDirectory(prefix="claims-measured-") as scratch:
-        write_report(Path(scratch) / "report" / "CLAIMS.md", judged, ev, 0.0, functions, timings=done)
+        (Path(scratch) / "figures").mkdir()
+        sections, whole = _draw_parts(judged, ev, functions, Path(scratch) / "figures", True, recording)
+        if not whole:  # a section failed: no document to draw
+            done.append(("the report", 0.0, "not drawn: a section above failed"))
+        else:
+            recording("the report", partial(_write_document, Path(scratch), "CLAIMS.md", judged, ev, sections, 0.0,
+                                            every=True))
     return done
 
 
