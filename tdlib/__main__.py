@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     drawing.add_argument("report", help="where the report goes, e.g. reports/CLAIMS.md")
     drawing.add_argument("--claims", nargs="+", default=["claims"], help="the claim files or directories (default: "
                          "claims)")
-    drawing.add_argument("--profile", default="default", choices=("smoke", "default", "paper"),
-                         help="the profile the report was trained under (default: default)")
+    drawing.add_argument("--profile", default="default",
+                         help="the profile the report was trained under: smoke, default (the default), paper, or one "
+                         "the claims' conftest.py registers")
     drawing.add_argument("--seeds", default=None, help="as pytest's --claims-seeds (default: the profile's)")
     drawing.add_argument("--cache", default=None, help="the run cache (default: cache/ under pytest's rootdir)")
     drawing.add_argument("--archive", default=None, help="a run archive to take the runs the cache lacks from "
@@ -168,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     checking.add_argument("--sample", type=cli.positive, default=None, help="verify N runs drawn at random")
     checking.add_argument("--seed", type=int, default=None, help="the seed of the draw (default: a random one, "
                           "printed, so that the same draw can be asked for again)")
-    checking.add_argument("--profile", default=None, choices=("smoke", "default", "paper"),
-                          help="the profile the runs were trained under (default: the one whose training they share)")
+    checking.add_argument("--profile", default=None,
+                          help="the profile the runs were trained under: smoke, default, paper, or one the claims' "
+                          "conftest.py registers (default: the one whose training they share)")
     checking.add_argument("--claims", nargs="+", default=["claims"], help="the claim files or directories that "
                           "measure them (default: claims)")
     checking.set_defaults(handler=cli.verify)

@@ -19,6 +19,11 @@ from tdlib.claims.findings import block, markers
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "reports" / "paper"
 FIFTEEN = ROOT / "reports"
+EXAMPLE = ROOT / "examples" / "fashion_cnn"
+# (profile, the report, its archive, its claims)
+REPORTS = [("paper", PAPER, ROOT / "archive" / "paper", ROOT / "claims"),
+           ("default", FIFTEEN, ROOT / "archive" / "default", ROOT / "claims"),
+           ("cnn", EXAMPLE / "reports", EXAMPLE / "archive", EXAMPLE)]
 # What depends on when and with which commit the report was drawn, not on the runs.
 DRAWN = ("| code version (report) |", "| report written |", "| report wall time |")
 
@@ -27,13 +32,14 @@ def without_drawing(markdown: str) -> list[str]:
     return [line for line in markdown.splitlines() if not line.startswith(DRAWN)]
 
 
-@pytest.mark.parametrize(("profile", "report"), [("paper", PAPER), ("default", FIFTEEN)])
-def test_a_committed_report_is_drawn_again_from_its_archive_alone(tmp_path: Path, profile: str, report: Path) -> None:
+@pytest.mark.parametrize(("profile", "report", "archived", "claims"), REPORTS, ids=[r[0] for r in REPORTS])
+def test_a_committed_report_is_drawn_again_from_its_archive_alone(tmp_path: Path, profile: str, report: Path,
+                                                                  archived: Path, claims: Path) -> None:
     archive = tmp_path / "archive"
-    shutil.copytree(ROOT / "archive" / profile, archive)  # a copy: drawing must not write into the repository
+    shutil.copytree(archived, archive)  # a copy: drawing must not write into the repository
     out = tmp_path / profile / "CLAIMS.md"
     drawn = subprocess.run([sys.executable, "-m", "tdlib", "report", str(out), "--profile", profile, "--cache",
-                            str(tmp_path / "cache"), "--archive", str(archive)],
+                            str(tmp_path / "cache"), "--archive", str(archive), "--claims", str(claims)],
                            capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
     assert not list((tmp_path / "cache").glob("*/model.pt"))  # drawn without a single weight
@@ -54,12 +60,15 @@ def test_the_readmes_findings_blocks_are_the_committed_reports() -> None:
         assert readme[readme.index(start):readme.index(end) + len(end)] == block(report, ROOT, name), name
 
 
-@pytest.mark.parametrize(("profile", "report"), [("paper", PAPER), ("default", FIFTEEN)])
-def test_every_verdict_of_a_committed_report_is_derived_again_from_its_per_seed_values(profile: str,
-                                                                                        report: Path) -> None:
+@pytest.mark.parametrize(("profile", "report", "archived", "claims"), REPORTS, ids=[r[0] for r in REPORTS])
+def test_every_verdict_of_a_committed_report_is_derived_again_from_its_per_seed_values(
+        profile: str, report: Path, archived: Path, claims: Path) -> None:
     """From ``claims.json`` alone (every comparison's values, in sequence order, with its seeds, threshold, side
     and its part's combination), the engine reaches the committed report's verdicts and p-values again."""
+    from tdlib.claims.cli import load_study
     from tdlib.claims.profiles import PROFILES
+
+    load_study(claims)  # the example's profile is registered by its conftest.py
     from tdlib.claims.stats import Comparison, Part, combine, judge_parts
 
     data = json.loads((report / "claims.json").read_text())

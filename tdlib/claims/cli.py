@@ -78,9 +78,14 @@ def verify(args: argparse.Namespace) -> int:
             return 0
         names = choose(like_here, args.runs, args.sample, seed) if not args.runs else choose(
             list(specs), args.runs, None, seed)
-        profile = PROFILES[args.profile] if args.profile else profile_of([specs[n] for n in names])
         if unknown := [str(c) for c in args.claims if not Path(c).exists()]:
             raise VerifyError(f"--claims: no such file or directory: {', '.join(unknown)}")
+        for claims in (Path(c) for c in args.claims):  # what they register (a profile, a model) is needed here too
+            load_study(claims if claims.is_dir() else claims.parent)
+        try:
+            profile = PROFILES.named(args.profile) if args.profile else profile_of([specs[n] for n in names])
+        except ValueError as error:
+            raise VerifyError(f"--profile: {error}") from None
         locate()
     except (VerifyError, DataError) as error:
         print(f"python -m tdlib verify: {error}", file=sys.stderr)
