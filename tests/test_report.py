@@ -156,3 +156,25 @@ def test_importing_the_report_leaves_matplotlibs_backend_alone() -> None:
            "print(matplotlib.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "svg"
+
+
+def test_the_sweeps_figure_draws_a_panel_for_every_registered_sweep(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from tdlib.claims import sweeps
+
+    monkeypatch.setattr(sweeps, "SWEEPS", dict(sweeps.SWEEPS))
+    monkeypatch.setattr(report, "SWEEPS", sweeps.SWEEPS)
+    sweeps.register_sweep("unit_l1", "unit L1 norm, bias kept")
+    with pytest.raises(ValueError, match="already drawn as"):
+        sweeps.register_sweep("unit", "another title")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        sweeps.register_sweep("no-such-kind", "x")
+    saved = []
+    monkeypatch.setattr(report.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    ev = SimpleNamespace(pruned=lambda c, kind, k: np.array([50.0, 60.0]), profile=SimpleNamespace(name="t"),
+                         seeds=(0, 1))
+    report.sweeps_figure(ev, tmp_path / "sweeps.png", ["B"])  # type: ignore[arg-type]
+    shown = [ax.get_title() for ax in saved[0].axes if ax.get_visible()]
+    assert shown == list(sweeps.SWEEPS.values()) and len(shown) == 5

@@ -29,6 +29,7 @@ from filelock import FileLock
 
 from tdlib.claims.fingerprint import code_identity
 from tdlib.claims.profiles import Profile
+from tdlib.claims.sweeps import SWEEPS
 from tdlib.data import FashionMNIST
 from tdlib.files import atomic_write
 from tdlib.metrics import (
@@ -54,7 +55,6 @@ EVIDENCE_FORMAT = 4
 # legacy_identities.txt was made, by drawing both committed reports from their archives and a smoke session.
 RECORD_IDENTITIES = "TDLIB_RECORD_IDENTITIES"
 WITHHELD = -1e6  # what a restricted Evidence answers for a condition it does not hold (see Evidence.restricted)
-SWEEP_KINDS = ("weight", "unit", "random_weight", "global")  # drawn for every condition in the report
 
 
 # What a timing decides: the seconds a measurement took, a speed-up, the layouts chosen by timing them (fused,
@@ -452,7 +452,7 @@ class Evidence:
         """Test accuracy in percent after pruning ``k``% by ``kind``, per seed (random kinds use the seed)."""
         x, y = self.data.test_x, self.data.test_y
         # One ranking serves a whole sweep: for the kinds the report draws, measure it all at once.
-        ks = sorted({*SWEEP, k}) if kind in SWEEP_KINDS else [k]
+        ks = sorted({*SWEEP, k}) if kind in SWEEPS else [k]
 
         def sweep(run: Run, model: MLP) -> dict[str, float]:
             accuracies = pruning_sweep(model, kind, x, y, ks, seed=run.spec.seed)

@@ -27,11 +27,12 @@ from matplotlib.figure import Figure
 from tdlib.claims import by_length
 from tdlib.claims.claim import ClaimResult, Finding, Judged
 from tdlib.claims.conditions import CONDITIONS
-from tdlib.claims.evidence import SWEEP_KINDS, Evidence
+from tdlib.claims.evidence import Evidence
 from tdlib.claims.findings import heading_anchor
 from tdlib.claims.profiles import Profile
 from tdlib.claims.sequences import smallest_p
 from tdlib.claims.stats import JudgedPart, Judgement, Verdict, mean_interval
+from tdlib.claims.sweeps import SWEEPS
 from tdlib.files import with_umask
 from tdlib.metrics import SWEEP
 from tdlib.model import MLP
@@ -40,13 +41,6 @@ from tdlib.provenance import provenance
 from tdlib.registry import Registry
 from tdlib.runs import Run
 from tdlib.spec import RunSpec
-
-SWEEP_TITLES = {
-    "weight": "weight magnitude, per layer",
-    "unit": "unit L2 norm (whole unit)",
-    "random_weight": "random weights (control)",
-    "global": "weight magnitude, global",
-}
 
 
 def colour(condition: str) -> tuple[float, ...]:
@@ -92,11 +86,13 @@ def seeds_cell(vals: tuple[float, ...], seeds: tuple[int, ...] = (), all_seeds: 
 
 def sweeps_figure(ev: Evidence, path: Path, conditions: list[str]) -> None:
     """Accuracy against sparsity, one panel per pruning kind, a line (mean) and band (range) per condition."""
-    fig = Figure(figsize=(12, 8.5))
-    axes = fig.subplots(2, 2, sharey=True)
+    rows = math.ceil(len(SWEEPS) / 2)
+    fig = Figure(figsize=(12, 4.25 * rows))
+    axes = fig.subplots(rows, 2, sharey=True, squeeze=False)
     positions = np.arange(len(SWEEP))
-    for ax, kind in zip(axes.flat, SWEEP_KINDS):
-        title = SWEEP_TITLES[kind]
+    for ax in axes.flat[len(SWEEPS):]:  # an odd number of kinds leaves one panel empty
+        ax.set_visible(False)
+    for ax, (kind, title) in zip(axes.flat, SWEEPS.items()):
         for condition in conditions:
             curves = np.stack([ev.pruned(condition, kind, k) for k in SWEEP], axis=1)  # (seeds, ks)
             ax.plot(positions, curves.mean(0), marker="o", ms=3, color=colour(condition), label=condition)
