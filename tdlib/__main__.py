@@ -27,7 +27,7 @@ from pathlib import Path
 from tdlib.claims import cli
 from tdlib.prune import PRUNINGS
 from tdlib.runs import ARCHIVED, RECORD, RunCache
-from tdlib.spec import RunSpec
+from tdlib.spec import DEFAULT_MODEL, RunSpec
 
 
 def _cached_specs(cache: Path) -> list[tuple[Path, RunSpec | None, str]]:
@@ -84,6 +84,10 @@ def compress_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as error:
         print(f"{directory}: not a finished run of the cache ({error})", file=sys.stderr)
         return 1
+    if spec.model != DEFAULT_MODEL:
+        print(f"{directory}: a run of the model {spec.model!r}; compress shrinks tdlib's MLP ({DEFAULT_MODEL!r}) only",
+              file=sys.stderr)
+        return 2
     run = RunCache(directory.parent, progress=False).cached(spec)
     if run is None:
         print(f"{directory}: the run fails its checks; train it again first", file=sys.stderr)

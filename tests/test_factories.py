@@ -140,3 +140,15 @@ def test_an_unregistered_profile_is_one_usage_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == ("ERROR: --claims-profile: profile must be one of cnn, cnn-smoke, default, paper, "
                                    "smoke, got 'cnn-huge'")
     assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
+
+
+def test_compress_refuses_a_run_of_another_network_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tdlib.__main__ import main
+
+    spec = cnn_spec(epochs=1)
+    RunCache(tmp_path, progress=False).get(spec)
+    assert main(["compress", spec.name, "--cache", str(tmp_path), "--kind", "unit", "--k", "50", "-o",
+                 str(tmp_path / "small.safetensors")]) == 2
+    assert capsys.readouterr().err.strip().endswith("a run of the model 'tiny-cnn'; compress shrinks tdlib's MLP "
+                                                    "('mlp') only")
+    assert not (tmp_path / "small.safetensors").exists()
