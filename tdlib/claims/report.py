@@ -192,6 +192,7 @@ class ReportContext:
     functions: dict[str, Callable[[Evidence], Finding]]
     figures: Path  # the report's figures/ directory
     conditions: list[str]  # the conditions the judged claims use, in registration order
+    drawn: Drawn | None = None  # for the document's own sections: what it is drawn with
 
     @property
     def results(self) -> list[ClaimResult]:
@@ -400,22 +401,18 @@ def first_deciding(level: float) -> int:
     return n
 
 
-def render(
-    judged: Judged,
-    ev: Evidence,
-    prov: dict[str, str],
-    seconds: dict[str, float],
-    conditions: list[str],
-    sections: dict[str, SectionOutput] | None = None,
-) -> str:
-    results = judged.results
-    records = every_record(judged, ev)
-    lineage = every_record(judged, ev, lineage=True)  # with the shorter runs that trained their first epochs
-    versions = sorted({r["provenance"]["code_version"] for r in lineage})
-    dates = sorted(r["provenance"]["date"] for r in lineage)
-    continued = sum(bool(r.get("extended_from")) for r in records)
-    cpus = Counter(r["provenance"].get("cpu", "not recorded (before 2026-12-06)") for r in records)
-    profile = ev.profile.describe()
+@dataclass(frozen=True)
+class Drawn:
+    """What the document's own sections read beyond the context: when and with what it is drawn, and the
+    registered sections' outputs, drawn before it."""
+
+    prov: dict[str, str]  # provenance(): the code version, date and machine drawing it
+    seconds: dict[str, float]  # "training" (every epoch of the runs used), "session" (this session's)
+    sections: dict[str, SectionOutput]  # the registered sections' outputs, shown after the claims
+
+
+def _heading(context: ReportContext) -> SectionOutput:
+    judged, profile = context.judged, context.ev.profile.describe()
     lines = [
         f"# {TITLE[0]}",
         "",
@@ -432,25 +429,45 @@ def render(
             "undecided, so no verdict here is stronger than in a full run.",
             "",
         ]
+    return SectionOutput(lines)
+
+
+def _summary(context: ReportContext) -> SectionOutput:
     # The verdicts come first, the provenance after them: the first screen answers the question.
-    lines += [
+    return SectionOutput([
         "## Summary",
         "",
         "| claim | | verdict | effect |",
         "|---|---|---|---|",
         *(f"| [{r.claim.id}](#{anchor(r)}) | {cell(r.claim.title)} | "
-          f"**{r.verdict.value if not r.error else 'NOT JUDGED'}** | {cell(summary_effect(r))} |" for r in results),
+          f"**{r.verdict.value if not r.error else 'NOT JUDGED'}** | {cell(summary_effect(r))} |"
+          for r in context.judged.results),
         "",
         "Effects: how many seeds land on the claim's side and the median (what is judged); each claim's section "
         "has the rule, every seed, the mean with its 95% interval, and what decided it or would.",
         "",
-        guarantee(judged),
+        guarantee(context.judged),
         "",
+    ])
+
+
+def _provenance(context: ReportContext) -> SectionOutput:
+    judged, ev, drawn = context.judged, context.ev, context.drawn
+    assert drawn is not None
+    prov, seconds = drawn.prov, drawn.seconds
+    records = every_record(judged, ev)
+    lineage = every_record(judged, ev, lineage=True)  # with the shorter runs that trained their first epochs
+    versions = sorted({r["provenance"]["code_version"] for r in lineage})
+    dates = sorted(r["provenance"]["date"] for r in lineage)
+    continued = sum(bool(r.get("extended_from")) for r in records)
+    cpus = Counter(r["provenance"].get("cpu", "not recorded (before 2026-12-06)") for r in records)
+    return SectionOutput([
         "## Provenance",
         "",
         "| | |",
         "|---|---|",
-        *(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in profile.items()),
+        *(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else v} |"
+          for k, v in ev.profile.describe().items()),
         f"| code version (report) | {prov['code_version']} |",
         f"| code version (runs) | {', '.join(versions)}"
         + (f" ({continued} of the {len(records)} runs continue shorter runs: both counted)" if continued else "")
@@ -465,24 +482,59 @@ def render(
         "from their histories) |",
         f"| report wall time | {seconds['session']:.0f} s for this session (measuring, judging, drawing) |",
         "",
-        *how_judged(judged),
+    ])
+
+
+def _how_judged(context: ReportContext) -> SectionOutput:
+    return SectionOutput(how_judged(context.judged))
+
+
+def _conditions(context: ReportContext) -> SectionOutput:
+    ev = context.ev
+    return SectionOutput([
         "## Training conditions",
         "",
         f"| id | what | dense test accuracy (%), mean [95% CI] over seeds {', '.join(map(str, ev.seeds))} |",
         "|---|---|---|",
-        *(f"| {k} | {CONDITIONS[k].description} | {_dense_cell(ev, k)} |" for k in conditions),
+        *(f"| {k} | {CONDITIONS[k].description} | {_dense_cell(ev, k)} |" for k in context.conditions),
         "",
-        "## Claims",
-        "",
-    ]
-    shown: dict[str, str] = {}
-    for r in results:
-        lines += _claim_section(r, ev.seeds, shown)
-    if judged.sequence is not None:
-        lines += sequence_section(judged)
-    for output in (sections or {}).values():
-        lines += output.markdown
-    return "\n".join(lines)
+    ])
+
+
+def _claims(context: ReportContext) -> SectionOutput:
+    lines, shown = ["## Claims", ""], {}
+    for r in context.judged.results:
+        lines += _claim_section(r, context.ev.seeds, shown)
+    return SectionOutput(lines)
+
+
+def _sequence(context: ReportContext) -> SectionOutput:
+    return SectionOutput(sequence_section(context.judged) if context.judged.sequence is not None else [])
+
+
+def _registered(context: ReportContext) -> SectionOutput:
+    assert context.drawn is not None
+    return SectionOutput([line for output in context.drawn.sections.values() for line in output.markdown])
+
+
+# The document, in order: its own sections, then the registered ones (drawn before it: their figures and data),
+# all of one protocol. The sections after the claims are a study's (register_section).
+DOCUMENT = (
+    Section("heading", "the title, the profile, and whether the report is partial", _heading),
+    Section("summary", "every claim's verdict and effect, and the guarantee", _summary),
+    Section("provenance", "the profile, code versions, dates, machine and times", _provenance),
+    Section("how_judged", "how a verdict is reached, and what it guarantees", _how_judged),
+    Section("conditions", "the training conditions the claims read, with their dense accuracy", _conditions),
+    Section("claims", "each claim: its rule, every seed, the verdict and what decided it", _claims),
+    Section("sequence", "the sequence of seeds each condition was trained and judged along", _sequence),
+    Section("registered", "the sections registered after the claims (register_section)", _registered),
+)
+
+
+def render(context: ReportContext) -> str:
+    """The report's markdown: the :data:`DOCUMENT`'s sections in order, for ``context`` with what it is drawn
+    with (``context.drawn``)."""
+    return "\n".join(line for section in DOCUMENT for line in section.write(context).markdown)
 
 
 def _dense_cell(ev: Evidence, condition: str) -> str:
@@ -570,7 +622,8 @@ def _write_document(staging: Path, name: str, judged: Judged, ev: Evidence, sect
     seconds = {"training": sum(run.training_seconds for run in every_run(judged, ev)), "session": session_seconds}
     prov = provenance()  # once, so that CLAIMS.md and claims.json name the same date and code version
     conditions = report_conditions([r for r in judged.results if every or not r.error], ev)
-    (staging / name).write_text(render(judged, ev, prov, seconds, conditions, sections))
+    context = ReportContext(ev, judged, {}, staging / "figures", conditions, Drawn(prov, seconds, sections))
+    (staging / name).write_text(render(context))
     payload = as_json(judged, ev, prov)
     payload.update({name: output.data for name, output in sections.items() if output.data is not None})
     (staging / "claims.json").write_text(json.dumps(plain_json(payload), indent=1, default=str, allow_nan=False))
