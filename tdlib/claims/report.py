@@ -355,6 +355,8 @@ def summary_effect(result: ClaimResult) -> str:
 
 def how_judged(judged: Judged) -> list[str]:
     m, alpha = judged.family_parts, judged.alpha
+    anyway = sorted({r.claim.id for r in judged.results for p in r.parts if p.part.how == "any"})
+    examples = f" ({', '.join(anyway)})" if anyway else ""
     return [
         "## How a verdict is reached, and what it guarantees",
         "",
@@ -376,8 +378,8 @@ def how_judged(judged: Judged) -> list[str]:
         "comparison counts the seeds strictly on the claim's side, and each direction is an exact test of that "
         "rate against 1/2 that stays valid however many seeds are added and whenever one looks (a test "
         "martingale, `tdlib/claims/sequences.py`). A part whose comparisons must all hold is supported by "
-        "intersection-union and refuted by Bonferroni over its comparisons; a part that needs any one of them "
-        f"(C6) the other way round. Holm's method runs over the {m} parts at {alpha / 2:g} for support and "
+        "intersection-union and refuted by Bonferroni over its comparisons; a part that needs any one of them"
+        f"{examples} the other way round. Holm's method runs over the {m} parts at {alpha / 2:g} for support and "
         f"{alpha / 2:g} for refutation. A claim is SUPPORTED when all its parts are and REFUTED when any is.",
         "",
         f"**Limits of the tests.** With n seeds the smallest p is (n + 1) / (2^(n+1) - 1): {smallest_p(5):.3f} at "
