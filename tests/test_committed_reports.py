@@ -62,7 +62,7 @@ def test_the_readmes_findings_blocks_are_the_committed_reports() -> None:
 
 @pytest.mark.parametrize(("profile", "report", "archived", "claims"), REPORTS, ids=[r[0] for r in REPORTS])
 def test_every_verdict_of_a_committed_report_is_derived_again_from_its_per_seed_values(
-        profile: str, report: Path, archived: Path, claims: Path) -> None:
+        profile: str, report: Path, archived: Path, claims: Path, isolated_registries: None) -> None:
     """From ``claims.json`` alone (every comparison's values, in sequence order, with its seeds, threshold, side
     and its part's combination), the engine reaches the committed report's verdicts and p-values again."""
     from tdlib.claims.cli import load_study

@@ -152,3 +152,12 @@ def test_compress_refuses_a_run_of_another_network_in_one_line(tmp_path: Path, c
     assert capsys.readouterr().err.strip().endswith("a run of the model 'tiny-cnn'; compress shrinks tdlib's MLP "
                                                     "('mlp') only")
     assert not (tmp_path / "small.safetensors").exists()
+
+
+def test_the_train_command_trains_a_registered_profile_of_its_own_conditions(
+        tmp_path: Path, capsys: pytest.CaptureFixture, isolated_registries: None) -> None:
+    from tdlib.claims.cli import train
+
+    train(["cnn-smoke", "--claims", str(ROOT / "examples" / "fashion_cnn"), "--cache", str(tmp_path), "--plan"])
+    out = capsys.readouterr().out
+    assert "cnn-smoke: 4 runs, 0 cached, 4 to train" in out  # CNN and CNN-TU at 2 seeds: none of the study's

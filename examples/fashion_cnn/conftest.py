@@ -26,9 +26,10 @@ register(Condition("CNN-TU", "the small CNN with unit-level targeted dropout on 
 # minute a run on one CPU thread), judged on all 10,000 test images; seeds 0-4, then the fresh seeds 100, 101, ...
 # up to 12 a condition while the claim is undecided (8 seeds, all on one side, decide it: the report says how).
 register_profile(Profile("cnn", epochs=3, seeds=(0, 1, 2, 3, 4), batch_size=64, data=DataSpec(n_train=20_000),
-                         accuracy_floor=0.8, budget=12, baseline="CNN",
+                         accuracy_floor=0.8, budget=12, baseline="CNN", group="cnn",
                          description="the small CNN: 3 epochs on 20,000 Fashion-MNIST images"))
 # For CI: every path at a toy size (its report shows that the example runs, not what it finds).
 register_profile(Profile("cnn-smoke", epochs=1, seeds=(0, 1), batch_size=64,
-                         data=DataSpec(n_train=1000, n_test=500), accuracy_floor=0.3, baseline="CNN", timing=0.01,
+                         data=DataSpec(n_train=1000, n_test=500), accuracy_floor=0.3, baseline="CNN", group="cnn",
+                         timing=0.01,
                          description="the small CNN for CI: 1 epoch on 1,000 images"))

@@ -145,7 +145,8 @@ def train(argv: list[str] | None = None) -> None:
                         help="a claims directory whose conftest.py registers its study's conditions and report "
                         "sections, as under pytest (default: claims, if it has one)")
     parser.add_argument("--conditions", default=None,
-                        help="comma-separated registered conditions (default: every condition of group 'claims')")
+                        help="comma-separated registered conditions (default: every condition of the profile's group, "
+                        "'claims' for this study's profiles)")
     parser.add_argument("--no-sections", action="store_true",
                         help="leave out the runs of the report's registered sections (the study's gamma x alpha "
                         "map: one seed per cell, in runs of at most 15 epochs; included by default)")
@@ -165,7 +166,7 @@ def train(argv: list[str] | None = None) -> None:
             raise ValueError("--seeds and --sequence name the seeds two ways: give one of them")
         if args.seeds is not None:
             profile = profile.with_seeds(parse_seeds(args.seeds))
-        names = args.conditions or ",".join(c.name for c in CONDITIONS.values() if c.group == "claims")
+        names = args.conditions or ",".join(c.name for c in CONDITIONS.values() if c.group == profile.group)
         conditions = [c.strip() for c in names.split(",") if c.strip()]
         if args.sequence is not None:
             if args.sequence < 0:

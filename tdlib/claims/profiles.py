@@ -47,6 +47,7 @@ class Profile:
     # The condition whose every seed must clear ``accuracy_floor`` (the evidence is broken otherwise), and
     # whose runs stand in for a condition not yet finished when finished runs are measured.
     baseline: str = "B"
+    group: str = "claims"  # the conditions python -m tdlib train trains by default: those of this group
     description: str = ""
 
     def with_seeds(self, seeds: tuple[int, ...]) -> Profile:
