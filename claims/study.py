@@ -309,7 +309,7 @@ MAP_MAX_EPOCHS = PROFILES["default"].epochs
 
 
 def _map_runs(profile: Profile, device: str) -> list[RunSpec]:
-    if profile.epochs > MAP_MAX_EPOCHS:
+    if profile.epochs > MAP_MAX_EPOCHS or profile.group != "claims":  # another study's profile trains no map
         return []
     return [profile.spec(name, profile.seeds[0], device) for name in dict.fromkeys(MAP.values())]
 
