@@ -107,10 +107,16 @@ def untrained(spec: RunSpec) -> nn.Module:
     return MODELS.named(spec.model).build(spec)
 
 
+def plain_skeleton(spec: RunSpec) -> nn.Module:
+    """The network of ``spec`` without dropout of any kind, on the meta device: its names, shapes and order,
+    no values, and no random number drawn."""
+    with torch.device("meta"):
+        return MODELS.named(spec.model).build(replace(spec, dropout=0.0, targeted=None))
+
+
 def plain_network(spec: RunSpec, state: dict[str, torch.Tensor]) -> nn.Module:
     """The network of ``spec`` without dropout of any kind, holding the tensors of ``state`` (its
-    ``state_dict``), in eval mode. Built on the meta device, so it draws no random number."""
-    with torch.device("meta"):
-        model = MODELS.named(spec.model).build(replace(spec, dropout=0.0, targeted=None))
+    ``state_dict``), in eval mode (:func:`plain_skeleton` given them)."""
+    model = plain_skeleton(spec)
     model.load_state_dict(state, assign=True)
     return model.eval()

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from tdlib.data import Data
 from tdlib.dropout import add_targeted_dropout, set_progress
-from tdlib.factories import untrained
+from tdlib.factories import plain_skeleton, untrained
 from tdlib.metrics import evaluate
 from tdlib.prune import prunable
 from tdlib.spec import RunSpec
@@ -109,10 +109,8 @@ def plain_state(model: nn.Module, spec: RunSpec) -> dict[str, Tensor]:
     The plain network is built on the meta device, for its names and their order alone, so nothing here
     draws a random number: taking the weights mid-training cannot disturb the run's generator.
     """
-    with torch.device("meta"):
-        plain = untrained(replace(spec, dropout=0.0, targeted=None))
     state = {}
-    for key in plain.state_dict():
+    for key in plain_skeleton(spec).state_dict():
         owner, _, name = key.rpartition(".")
         module = model.get_submodule(owner)
         if parametrize.is_parametrized(module, name):

@@ -127,7 +127,7 @@ def train(argv: list[str] | None = None) -> None:
     import argparse
 
     from tdlib.executors import ENGINES, describe, train_all
-    from tdlib.factories import DATASETS, MODELS, check_data
+    from tdlib.factories import check_data, check_names
     from tdlib.plan import plan
 
     parser = argparse.ArgumentParser(prog="python -m tdlib train",
@@ -176,7 +176,7 @@ def train(argv: list[str] | None = None) -> None:
         else:
             specs = [profile.spec(name, seed) for seed in profile.seeds for name in conditions]
         for spec in {(s.model, s.dataset): s for s in specs}.values():
-            MODELS.named(spec.model), DATASETS.named(spec.dataset)
+            check_names(spec)
         if not args.no_sections and args.sequence is None:
             from tdlib.claims.report import section_runs
 

@@ -219,10 +219,6 @@ class Evidence:
     def stand_ins(self) -> bool:
         return self.reading is Reading.FINISHED
 
-    def read_as(self, reading: Reading) -> Evidence:
-        """This evidence (its profile, seeds, conditions and epoch) read as ``reading`` says."""
-        return self.restricted(self.conditions, reading)
-
     @property
     def data(self) -> FashionMNIST:
         """The profile's images (its test set is what every accuracy is measured on)."""
@@ -230,10 +226,9 @@ class Evidence:
             self._data = self.cache.data_for(self.trained.spec(self.trained.baseline, self.seeds[0]))
         return self._data
 
-    def restricted(self, conditions: Collection[str] | None, reading: Reading | None = None) -> Evidence:
-        """This evidence with only ``conditions`` trained or measured (None: all; see the constructor), read as
-        ``reading`` says (None: as this one is)."""
-        ev = Evidence(self.trained, self.cache, self.device, conditions, reading or self.reading)
+    def restricted(self, conditions: Collection[str] | None) -> Evidence:
+        """This evidence with only ``conditions`` trained or measured (None: all; see the constructor)."""
+        ev = Evidence(self.trained, self.cache, self.device, conditions, self.reading)
         ev.profile, ev.epoch, ev._data, ev._unstored = self.profile, self.epoch, self._data, self._unstored
         return ev
 

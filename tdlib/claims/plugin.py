@@ -281,11 +281,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             except ValueError as error:
                 raise pytest.UsageError(f"claim {claim_.id} names an unregistered condition: {error}") from None
     specs = [profile.spec(c, seed, device) for c in conditions for seed in profile.seeds]
-    from tdlib.factories import DATASETS, MODELS
+    from tdlib.factories import check_names
 
     for spec in {(s.condition, s.model, s.dataset): s for s in specs}.values():
         try:
-            MODELS.named(spec.model), DATASETS.named(spec.dataset)
+            check_names(spec)
         except ValueError as error:
             raise pytest.UsageError(f"condition {spec.condition}: {error}") from None
     if settings.report is not None or settings.measure_finished:
