@@ -22,10 +22,14 @@ def data() -> FashionMNIST:
 
 
 def against(info: dict) -> str:
-    """``info``'s median ratio against its target, if it has one: ", target at most 1.10x: met"."""
+    """``info``'s ratio against its target, if it has one: ", target at most 1.10x: met" on the median, or
+    on the figure ``info["judged on"]`` names (its upper quartile)."""
     target = info.get("target")
     if target is None:
         return ""
+    if info.get("judged on") == "upper quartile":
+        upper = info["quartiles"][1]
+        return f", upper quartile {upper:.3f}x against at most {target:.2f}x: {'met' if upper <= target else 'MISSED'}"
     return f", target at most {target:.2f}x: {'met' if info['ratio'] <= target else 'MISSED'}"
 
 
@@ -43,7 +47,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         info = bench.extra_info["paired"]
         low, high = info["quartiles"]
         terminalreporter.write_line(
-            f"{bench.group}: {bench.name}: tdlib {info['ours'] * 1e6:.1f} us, "
+            f"{bench.group}: {bench.name.split('[')[-1].rstrip(']')}: tdlib {info['ours'] * 1e6:.1f} us, "
             f"ONNX Runtime {info['theirs'] * 1e6:.1f} us: {info['ratio']:.3f}x the time "
             f"(quartiles {low:.3f}-{high:.3f}; {info['form']}){against(info)}")
     for bench in session.benchmarks:

@@ -11,8 +11,9 @@ group's thread count.
 Targets (issue 4), read off the printed ratios, never asserted: unit-pruned speed-up >= 0.8 of the FLOP
 ratio at batch 256; 99% weight pruning >= 5x faster than dense at batch 1.
 
-Against the peer (issue 14): the compressed model no slower than ONNX Runtime at batch 1, on one thread,
-on uniform random inputs and on Fashion-MNIST images.
+Against the peer: the compressed model no slower than ONNX Runtime at batch 1, 16 and 256, on one thread
+and two, on unit-pruned (50, 80, 90%) and weight-pruned (90, 99%) networks, on uniform random inputs and
+on Fashion-MNIST images, judged on the upper quartile of the paired rounds' ratios.
 Benchmarks run one after another, and on a shared machine the speed drifts by tens of percent within
 seconds, so a ratio of two medians taken a minute apart can say either. ``test_against_onnx_runtime``
 times the two in alternating blocks instead, so that a drift touches both alike, and reports the median
@@ -95,7 +96,7 @@ def masks(model: MLP) -> dict[tuple[str, float], Masks]:
 
 
 @pytest.mark.parametrize("threads", [1, torch.get_num_threads()], ids=lambda t: f"{t}thread")
-@pytest.mark.parametrize("batch", [1, 256], ids=lambda b: f"batch{b}")
+@pytest.mark.parametrize("batch", [1, 16, 256], ids=lambda b: f"batch{b}")
 @pytest.mark.parametrize(("name", "kind", "k", "layout"), CASES, ids=[c[0] for c in CASES])
 def test_inference(benchmark, model: MLP, masks: dict[tuple[str, float], Masks], name: str, kind: str | None,
                    k: float, layout: str, batch: int, threads: int, exported: Path) -> None:
@@ -131,7 +132,7 @@ def test_inference(benchmark, model: MLP, masks: dict[tuple[str, float], Masks],
         torch.set_num_threads(previous)
 
 
-PEERS = [("unit", 50), ("unit", 80), ("unit", 90), ("weight", 99)]
+PEERS = [("unit", 50), ("unit", 80), ("unit", 90), ("weight", 90), ("weight", 99)]
 PAIRED_ROUNDS = 120
 
 
@@ -144,23 +145,29 @@ def block_seconds(fn, inputs: list) -> float:
 
 
 @pytest.mark.parametrize("inputs", ["uniform", "images"])
-@pytest.mark.parametrize("batch", [1, 256], ids=lambda b: f"batch{b}")
+@pytest.mark.parametrize("threads", sorted({1, 2}), ids=lambda t: f"{t}thread")
+@pytest.mark.parametrize("batch", [1, 16, 256], ids=lambda b: f"batch{b}")
 @pytest.mark.parametrize(("kind", "k"), PEERS, ids=[f"{kind} {k}%" for kind, k in PEERS])
 def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, float], Masks], data: FashionMNIST,
-                              kind: str, k: float, batch: int, inputs: str, exported: Path) -> None:
+                              kind: str, k: float, batch: int, threads: int, inputs: str, exported: Path) -> None:
     """The compressed model, in the form measured fastest, and ONNX Runtime on the same network (the
-    compressed model's plain modules, exported), one thread each, timed in alternating blocks, on uniform
-    random inputs (none of them 0) or on Fashion-MNIST test images (about half their pixels are 0, which a
-    first layer held by columns skips; the form is then chosen on 256 training images)."""
+    compressed model's plain modules, exported), on ``threads`` threads each, timed in alternating blocks,
+    on uniform random inputs (none of them 0) or on Fashion-MNIST test images (about half their pixels are
+    0, which a first layer held by columns skips; the form is then chosen on 256 training images).
+    Target: no slower than ONNX Runtime in three rounds of four, the rounds' upper quartile of the ratio
+    at most 1."""
     pytest.importorskip("onnxruntime")
     images = inputs == "images"
-    net = compressed(benchmark, model, masks[(kind, k)], "fastest", batch, 1, data.train_x[:256] if images else None)
-    session = onnx_session(compress(model, masks[(kind, k)], "dense"), 1, exported / f"{kind}-{k:g}.onnx")
-    calls = 50 if batch == 1 else 3  # a block of a few milliseconds
+    if threads > torch.get_num_threads():
+        pytest.skip(f"{threads} threads asked for, {torch.get_num_threads()} here")
+    net = compressed(benchmark, model, masks[(kind, k)], "fastest", batch, threads,
+                     data.train_x[:256] if images else None)
+    session = onnx_session(compress(model, masks[(kind, k)], "dense"), threads, exported / f"{kind}-{k:g}.onnx")
+    calls = {1: 50, 16: 20}.get(batch, 3)  # a block of a few milliseconds: a first call's cold caches weigh little
     xs = list(data.test_x[:calls * batch].split(batch)) if images else [torch.rand(batch, 784)] * calls
     feeds = [{"x": x.numpy()} for x in xs]
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     ours: list[float] = []
     theirs: list[float] = []
 
@@ -176,7 +183,7 @@ def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, floa
                 one_round()
             ours.clear()
             theirs.clear()
-            benchmark.group = f"against ONNX Runtime, batch {batch}, 1 thread, {inputs} inputs"
+            benchmark.group = f"against ONNX Runtime, batch {batch}, {threads} thread(s), {inputs} inputs"
             benchmark.pedantic(one_round, rounds=PAIRED_ROUNDS, iterations=1)
     finally:
         torch.set_num_threads(previous)
@@ -184,5 +191,5 @@ def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, floa
     benchmark.extra_info["paired"] = {
         "ours": float(np.median(ours)), "theirs": float(np.median(theirs)),
         "ratio": float(np.median(ratios)), "quartiles": np.percentile(ratios, [25, 75]).tolist(),
-        "form": net.form, "target": 1.0 if batch == 1 else None,  # issue 14: no slower than ORT at batch 1
+        "form": net.form, "target": 1.0, "judged on": "upper quartile",
     }
