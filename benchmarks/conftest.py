@@ -5,7 +5,9 @@ A benchmark names its baseline with ``benchmark.extra_info["baseline"] = True``;
 one ``benchmark.group`` ran in the same session, so the ratios compare like with like. A benchmark that
 timed two things in alternation (``benchmark.extra_info["paired"]``) prints their own ratio, and one
 that timed several in turns (``benchmark.extra_info["round_robin"]``) each one's ratio to the first; either
-may give a ratio's ``"target"``, printed with whether the median met it.
+may give a ratio's ``"target"``, printed with whether the median met it. A benchmark that measured an
+epoch against the time of its matrix products (``benchmark.extra_info["gemm floor"]``) prints that
+fraction and a profile of where the rest went.
 """
 
 from __future__ import annotations
@@ -59,6 +61,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             over = f", {info['over the first'] * 1e3:+.0f} ms" if "over the first" in info else ""
             terminalreporter.write_line(f"{name}: {info['seconds'] * 1e3:.2f} ms, {info['ratio']:.3f}x{over} "
                                         f"(quartiles {low:.3f}-{high:.3f}){against(info)}")
+    for bench in session.benchmarks:
+        floor = bench.extra_info.get("gemm floor")
+        if floor is None:
+            continue
+        terminalreporter.section(f"{bench.group}: an epoch against its matrix products alone")
+        met = "met" if floor["fraction of the limit"] >= floor["target"] else "not met: where the rest goes below"
+        terminalreporter.write_line(
+            f"epoch {floor['epoch seconds']:.2f} s; its matrix products alone {floor['floor seconds']:.2f} s at "
+            f"{floor['GFLOP/s']:.0f} GFLOP/s, this CPU's rate on those shapes: {floor['fraction of the limit']:.2f} "
+            f"of the limit (target at least {floor['target']:.2f}: {met})")
+        terminalreporter.write_line("60 steps by phase: " + ", ".join(
+            f"{name} {share:.0%}" for name, share in floor["phases"].items()))
+        terminalreporter.write_line("own time of each operator, 60 steps (torch profiler): " + ", ".join(
+            f"{name} {share:.0%}" for name, share in floor["profile"]))
     terminalreporter.section("ratios to baseline (median time, same run)")
     for group, benches in sorted(groups.items()):
         baseline = next((b for b in benches if b.extra_info.get("baseline")), None)

@@ -51,7 +51,11 @@ CASES = [
 
 def onnx_session(net: nn.Module, threads: int, path: Path):
     """ONNX Runtime's session (CPU, ``threads`` intra-op threads) of ``net``'s plain modules, exported to
-    ``path`` unless a file is there already (the same network, exported by an earlier case)."""
+    ``path`` unless a file is there already (the same network, exported by an earlier case).
+
+    Its threads do not spin between runs: by default they busy-wait for the next run, and timed in turns
+    with tdlib on 2 threads of 2 cores, that spinning took the cores tdlib's turns ran on (the rounds'
+    ratios scattered up to 8x, upper quartiles 1.2-7.9, and ONNX Runtime's own time grew too)."""
     import onnxruntime
 
     if not path.exists():
@@ -59,6 +63,7 @@ def onnx_session(net: nn.Module, threads: int, path: Path):
                           dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -4,12 +4,17 @@
   thread and on all (targets, issue 14: weight level at most 1.25x at gamma 0.5 and 1.35x at gamma 0.99,
   unit level at most 1.1x);
 - one tdlib training epoch on all 60,000 images against a bare hand-written loop on the same tensors
-  (target: at most 1.1x).
+  (target: at most 1.1x);
+- one tdlib training epoch against the time its matrix products alone take at this machine's measured
+  FP32 GEMM rate on the same shapes (the limit; target: at least 0.8 of it, or a profile of where the
+  rest goes, printed beside it).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -163,3 +168,86 @@ def test_runs_per_hour_by_workers_and_threads(benchmark, tmp_path_factory: pytes
     benchmark.pedantic(train_fresh, rounds=1, iterations=1)
     second_epochs = [json.loads((caches[-1] / s.name / "history.json").read_text())[1]["seconds"] for s in specs]
     benchmark.extra_info["steady epochs/min"] = round(60 * workers / (sum(second_epochs) / len(second_epochs)), 2)
+
+
+def epoch_products(model: MLP, images: int, batch: int, test_images: int) -> Counter[tuple[int, int, int]]:
+    """The matrix products (m, k, n), (m, k) @ (k, n), of one training epoch of ``model`` and their counts:
+    each step's forward product per layer, its weight gradient per layer and its input gradient for every
+    layer but the first (the last step's batch is what is left), then the test set's forward products."""
+    products: Counter[tuple[int, int, int]] = Counter()
+    steps = math.ceil(images / batch)
+    for rows, count in ((batch, steps - 1), (images - batch * (steps - 1), 1)):
+        for i, layer in enumerate(model.layers):
+            out, into = layer.weight.shape
+            products[(rows, into, out)] += count  # forward: x @ W^T
+            products[(out, rows, into)] += count  # the weight's gradient: g^T @ x
+            if i:
+                products[(rows, out, into)] += count  # the input's gradient: g @ W
+    for layer in model.layers:
+        out, into = layer.weight.shape
+        products[(test_images, into, out)] += 1
+    return products
+
+
+def test_epoch_against_the_gemm_floor(benchmark, data: FashionMNIST) -> None:
+    """A tdlib epoch of B on one thread (as each worker of a profile trains) against the time its matrix
+    products alone take, each timed on its own in torch (MKL here) on the same shapes: the floor an epoch
+    of this network cannot go under on this CPU. Where the rest goes: 60 steps timed by phase (forward,
+    backward, the optimizer's step), and 60 more profiled (torch's profiler, each operator's own time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from tdlib.compress import median_seconds
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    spec = RunSpec("B", 0, 1)
+    try:
+        products = epoch_products(build_model(spec), len(data.train_y), BATCH, len(data.test_y))
+        quick = 1e-4 if benchmark.disabled else 0.05
+
+        def product_seconds(m: int, k: int, n: int) -> float:
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            return median_seconds(lambda x: torch.mm(x, b), a, 1, min_run_time=quick)
+
+        floor = sum(count * product_seconds(*shape) for shape, count in products.items())
+        flops = sum(2 * count * m * k * n for (m, k, n), count in products.items())
+
+        def setup():
+            return (initial_state(spec), data), {"progress": False}
+
+        benchmark.group = "training epoch against the GEMM floor, 1 thread"
+        benchmark.pedantic(train, setup=setup, rounds=1 if benchmark.disabled else 3, iterations=1)
+        state = initial_state(spec)
+        model, optimizer = state.model, state.optimizer
+        order = torch.randperm(len(data.train_y))
+        phases = dict.fromkeys(("forward and loss", "backward", "Adam's step"), 0.0)
+
+        def steps(first: int, timed: bool) -> None:
+            for step in range(first, first + 60):
+                rows = order[step * BATCH:(step + 1) * BATCH]
+                started = time.perf_counter()
+                loss = F.cross_entropy(model(data.train_x[rows]), data.train_y[rows])
+                optimizer.zero_grad(set_to_none=True)
+                forward = time.perf_counter()
+                loss.backward()
+                backward = time.perf_counter()
+                optimizer.step()
+                if timed:
+                    phases["forward and loss"] += forward - started
+                    phases["backward"] += backward - forward
+                    phases["Adam's step"] += time.perf_counter() - backward
+
+        steps(0, timed=True)
+        with profile(activities=[ProfilerActivity.CPU]) as profiled:
+            steps(60, timed=False)
+    finally:
+        torch.set_num_threads(previous)
+    events = sorted(profiled.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    epoch = benchmark.stats.stats.median if not benchmark.disabled else float("nan")
+    benchmark.extra_info["gemm floor"] = {
+        "floor seconds": floor, "epoch seconds": epoch, "fraction of the limit": floor / epoch,
+        "GFLOP/s": flops / floor / 1e9, "target": 0.8,
+        "profile": [(e.key, e.self_cpu_time_total / total) for e in events[:8]],
+        "phases": {name: seconds / sum(phases.values()) for name, seconds in phases.items()},
+    }
