@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdlib.compress.chain import COLUMNS, DENSE, DEPTH, PANEL, TILE, Chain
+from tdlib.compress.chain import COLUMNS, DENSE, DEPTH, HALF, PANEL, TILE, Chain
 
 
 def csr(rows: int, cols: int, density: float, generator: torch.Generator) -> torch.Tensor:
@@ -111,3 +111,29 @@ def test_what_the_kernel_cannot_run_is_named() -> None:
     for wrong in (torch.ones(2, 2), torch.ones(2, 4), torch.ones(3)):  # the kernel would read out of bounds
         with pytest.raises(ValueError, match=r"inputs must be \(batch, 3\)"):
             chain(wrong)
+
+
+def test_the_tiled_kernel_gives_the_same_bits_on_two_threads() -> None:
+    """On more than one torch thread, dense layers of a batch run on numba's threads, panel by panel: each
+    output is summed in the same order, so the bits are those of one thread; torch's count is left alone."""
+    generator = torch.Generator().manual_seed(2)
+    shapes = [(3 * PANEL + HALF, DEPTH + 5), (PANEL, 3 * PANEL + HALF), (3, PANEL)]
+    weights = [torch.randn(rows, cols, generator=generator) for rows, cols in shapes]
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    chain = Chain.pack(weights, biases, [True, True, False], tiled=True)
+    x = torch.randn(2 * TILE + 3, DEPTH + 5, generator=generator)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = chain(x)
+        torch.set_num_threads(2)
+        two = chain(x)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(one, two)
+    expected = x
+    for w, b, relu in zip(weights, biases, [True, True, False]):
+        expected = F.linear(expected, w, b)
+        expected = expected.relu() if relu else expected
+    assert torch.allclose(two, expected, atol=1e-4, rtol=1e-4)

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 from torch import Tensor
 
 from tdlib.compress import simd
+from tdlib.kernel_threads import kernel_threads
 
 DENSE, CSR, COLUMNS = 0, 1, 2  # a layer's form: dense by rows, CSR, dense by columns (transposed)
 # Rows of Chain.layout, each (layers + 1,) int64: where each layer's slices begin (and the last ends).
@@ -304,30 +305,49 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu):  # pragma:
         return
     passes = (n + DEPTH - 1) // DEPTH
     depth = (n + passes - 1) // passes  # equal passes: a last short one would pay a tile's overhead for little
-    finish = 2 if relu else 1  # how the last pass ends: bias and ReLU, or bias
     for k0 in range(0, n, depth):
-        k1 = min(n, k0 + depth)
-        ending = finish if k1 == n else 0
         for p in range(0, width, PANEL):
-            panel = start + p * n
             for j0 in range(0, batch, TILE):
-                # Rows past the batch read its last row again, and are not stored
-                rows_at = (j0 * stride, min(j0 + 1, batch - 1) * stride, min(j0 + 2, batch - 1) * stride,
-                           min(j0 + 3, batch - 1) * stride, min(j0 + 4, batch - 1) * stride,
-                           min(j0 + 5, batch - 1) * stride, min(j0 + 6, batch - 1) * stride,
-                           min(j0 + 7, batch - 1) * stride)
-                rows = min(TILE, batch - j0)
-                if p + PANEL <= width:
-                    _tile(h, rows_at, k0, k1, panels, panel, out, j0 * width + p, width, rows, bias, p, ending)
-                else:
-                    _half_tile(h, rows_at, k0, k1, panels, panel, out, j0 * width + p, width, rows, bias, p, ending)
+                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + depth), p, j0)
+
+
+@njit(fastmath=REASSOCIATE, cache=True, parallel=True)
+def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu):  # pragma: no cover - compiled
+    """:func:`_dense_rows` on numba's threads, each taking whole panels (every pass and tile of it); its
+    caller has zero-size layers run by :func:`_dense_rows`."""
+    batch = out.shape[0] // width
+    passes = (n + DEPTH - 1) // DEPTH
+    depth = (n + passes - 1) // passes
+    for q in prange((width + PANEL - 1) // PANEL):
+        for k0 in range(0, n, depth):
+            for j0 in range(0, batch, TILE):
+                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + depth),
+                         q * PANEL, j0)
+
+
+@njit(fastmath=REASSOCIATE, cache=True, inline="always")
+def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, k1, p, j0):  # pragma: no cover
+    """The tile of rows ``j0`` on of the panel of outputs ``p`` on, features ``k0`` to ``k1``: a whole
+    panel's or a half one's."""
+    ending = (2 if relu else 1) if k1 == n else 0  # the last pass adds the bias, and rectifies
+    # Rows past the batch read its last row again, and are not stored
+    rows_at = (j0 * stride, min(j0 + 1, batch - 1) * stride, min(j0 + 2, batch - 1) * stride,
+               min(j0 + 3, batch - 1) * stride, min(j0 + 4, batch - 1) * stride,
+               min(j0 + 5, batch - 1) * stride, min(j0 + 6, batch - 1) * stride,
+               min(j0 + 7, batch - 1) * stride)
+    rows = min(TILE, batch - j0)
+    if p + PANEL <= width:
+        _tile(h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width, rows, bias, p, ending)
+    else:
+        _half_tile(h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width, rows, bias, p, ending)
 
 
 @njit(fastmath=REASSOCIATE, cache=True)
-def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_bias):  # pragma: no cover - compiled
+def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_bias, threads):  # pragma: no cover
     """Inputs ``x`` (batch, in) float32, C-contiguous, through each layer: (batch, out) float32.
 
-    A dense layer runs by :func:`_dense_rows` on its weight panels at ``panels[panel_at[0, layer]:]`` and
+    A dense layer runs by :func:`_dense_rows` (on ``threads`` > 1, :func:`_dense_rows_threads`) on its
+    weight panels at ``panels[panel_at[0, layer]:]`` and
     its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]`` (:meth:`Chain.panels`); a CSR layer
     (``panel_at[0, layer] == -1``) gathers each input's entries row by row. Between layers, activations
     are (batch, width), width padded with zeros to whole vectors of 16."""
@@ -339,7 +359,10 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
         n = layout[INPUTS, layer]
         width = (rows + simd.LANES - 1) // simd.LANES * simd.LANES
         out = simd.aligned_empty(batch * width)
-        if panel_at[0, layer] >= 0:
+        if panel_at[0, layer] >= 0 and threads > 1 and n and width:
+            _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
+                                width, relu[layer])
+        elif panel_at[0, layer] >= 0:
             _dense_rows(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out, width,
                         relu[layer])
         else:
@@ -507,5 +530,8 @@ class Chain:
         if h.shape[0] == 1:
             return torch.from_numpy(_run_one(h, *self._arrays))
         if self.tiled:
-            return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels))
+            if torch.get_num_threads() == 1:
+                return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, 1))
+            with kernel_threads() as threads:
+                return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, threads))
         return torch.from_numpy(_run_batch(np.ascontiguousarray(h.T), *self._arrays)).T.contiguous()
