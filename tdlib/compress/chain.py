@@ -305,8 +305,8 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu):  # pragma:
         return
     passes = (n + DEPTH - 1) // DEPTH
     depth = (n + passes - 1) // passes  # equal passes: a last short one would pay a tile's overhead for little
-    for k0 in range(0, n, depth):
-        for p in range(0, width, PANEL):
+    for p in range(0, width, PANEL):  # a panel at a time: its outputs stay in cache from pass to pass
+        for k0 in range(0, n, depth):
             for j0 in range(0, batch, TILE):
                 _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + depth), p, j0)
 
