@@ -26,13 +26,14 @@ from __future__ import annotations
 import os
 import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
-
-from tdlib.kernel_threads import kernel_threads
 
 DROP_RESOLUTION = 1 << 15  # a drop rate is applied as round(alpha * 2**15) / 2**15
 CHUNKS_PER_THREAD = 4  # blocks of rows per kernel thread: enough to even out rows searched in full
@@ -50,6 +51,34 @@ def uniform15(n: int, device: torch.device | str = "cpu") -> Tensor:
     return words.view(torch.int16)[:n] & (DROP_RESOLUTION - 1)
 
 
+@contextmanager
+def _kernel_threads() -> Iterator[int]:
+    """Run a kernel on no more threads than torch may use (``torch.set_num_threads``), and leave torch's
+    count as it was; yields numba's count.
+
+    numba's own default is every core. A worker given one torch thread beside other workers would then
+    start threads that wait on cores those workers use, and on 2 cores two such workers trained weight-level
+    runs at about half speed (180 against 95 ms a step). The drops do not depend on the thread count.
+
+    numba starts its OpenMP thread pool at its first parallel call in a process, and that call sets the
+    OpenMP thread count, the one torch reads, to every core. A worker given one torch thread then trained
+    its first weight-level run on two from the first step on: 4x slower beside a second worker, and not on
+    the thread count its run records. (Six such runs, retrained on one thread, came out byte-identical,
+    but torch does not promise the same bits on another thread count.) torch's count is put back after
+    every call.
+    """
+    torch_threads = torch.get_num_threads()
+    wanted = min(torch_threads, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != wanted:  # numba's setting is per calling thread
+        numba.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+
+
+kernel_threads = _kernel_threads  # for the compressed models' threaded kernels too (tdlib.compress.tiled)
 
 
 def _cache_safe(kernel):
@@ -218,7 +247,7 @@ class _FusedDrop(torch.autograd.Function):
         (keep,) = ctx.saved_tensors
         grad = grad.contiguous()
         out = torch.empty_like(grad)
-        with kernel_threads():
+        with _kernel_threads():
             _mask_grad(grad.numpy(), keep.numpy(), out.numpy())
         return out, None, None, None
 
@@ -301,7 +330,7 @@ class RowBand:
         out = np.empty_like(w)
         keep = np.empty(w.shape, np.bool_)
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-        with kernel_threads() as threads:
+        with _kernel_threads() as threads:
             self.full_sorts = _drop_rows(w, count, self.kth, self.width, warm, round(alpha * DROP_RESOLUTION),
                                          seed, out, keep, CHUNKS_PER_THREAD * threads)
         if previous is not None:

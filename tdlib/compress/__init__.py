@@ -5,7 +5,8 @@ nor faster. :func:`compress` turns a model and its masks into a :class:`Compress
 ``nn.Sequential`` of ``nn.Linear`` and ``nn.ReLU`` whose outputs equal ``apply_masks(model, masks)``'s to
 float tolerance, without the units the masks left constant or unread (:mod:`.surgery`), and runs it for
 inference layer by layer, each layer dense or CSR, or as one compiled chain of such layers, whichever is
-measured faster, on a sample of real inputs if given (:mod:`.module`, :mod:`.autotune`, :mod:`.chain`).
+measured faster, on a sample of real inputs if given (:mod:`.module`, :mod:`.autotune`, :mod:`.chain`);
+:func:`fastest_tiled` also tries batches by rows through a register-tiled matrix-product kernel (:mod:`.tiled`).
 :func:`save` and :func:`load` keep it in a checked safetensors file (:mod:`.fileformat`); :func:`export_onnx`
 writes it as an ONNX file that takes any batch size (:mod:`.export`).
 """
@@ -22,6 +23,7 @@ from tdlib.compress.export import export_onnx
 from tdlib.compress.fileformat import FILE_FORMAT, FILE_VERSION, CompressedFileError, load, save
 from tdlib.compress.module import LAYOUTS, CompressedMLP, Layout
 from tdlib.compress.surgery import shrink
+from tdlib.compress.tiled import TiledMLP, fastest_tiled, tiled
 from tdlib.model import MLP
 from tdlib.prune import Masks
 
@@ -60,7 +62,23 @@ def dense_flops(model: MLP) -> int:
 
 
 __all__ = [
-    "FILE_FORMAT", "FILE_VERSION", "LAYOUTS", "CompressedFileError", "CompressedMLP", "Layout", "compress",
-    "dense_flops", "export_onnx", "fastest", "fastest_layouts", "load", "median_seconds", "save", "shrink",
+    "FILE_FORMAT",
+    "FILE_VERSION",
+    "LAYOUTS",
+    "CompressedFileError",
+    "CompressedMLP",
+    "Layout",
+    "TiledMLP",
+    "compress",
+    "dense_flops",
+    "export_onnx",
+    "fastest",
+    "fastest_layouts",
+    "fastest_tiled",
+    "load",
+    "median_seconds",
+    "save",
+    "shrink",
+    "tiled",
     "timing_inputs",
 ]

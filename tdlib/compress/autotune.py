@@ -95,8 +95,7 @@ def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
             seconds: Seconds = _quick_seconds, sample: Tensor | None = None) -> CompressedMLP:
     """``model``'s layers run in the form ``seconds`` measures fastest at ``batch`` inputs on ``threads``
     threads: layer by layer through torch, or as one compiled chain where it can run (CPU, float32), each
-    layer's layout chosen by :func:`fastest_layouts`, and at ``batch`` above one also the chain that runs
-    a batch by rows, its dense layers by the tiled kernel.
+    layer's layout chosen by :func:`fastest_layouts`.
 
     ``sample``: (rows, in_features) inputs like those the model will run on, such as a few hundred
     training images. Everything is then timed on them (see :func:`timing_inputs`), and the chain may
@@ -110,8 +109,6 @@ def fastest(model: CompressedMLP, batch: int, threads: int | None = None,
         return layered
     by_rows = fastest_layouts(model, batch, threads, seconds, fused=True, sample=sample)
     candidates = [layered, model.fuse(by_rows)]
-    if batch > 1:  # by rows, dense layers tiled: with the layouts chosen for the chain, and all dense
-        candidates += [model.fuse(by_rows, tiled=True), model.fuse(["dense"] * len(by_rows), tiled=True)]
     if sample is not None:  # the first layer alone decides whether holding it by columns pays
         first = CompressedMLP(model.linears[:1], model.relus[:1])
         by_columns = fastest_layouts(first, batch, threads, seconds, fused=True, sample=sample, sparse_inputs=True)

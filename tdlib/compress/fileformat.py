@@ -3,7 +3,7 @@
 Each weight is stored in whichever form is smaller, dense (``{i}.weight``) or CSR with int32 indices
 (``{i}.crow``, ``{i}.col``, ``{i}.values``); biases as ``{i}.bias``. The metadata holds the format and
 version, the shapes, layouts, ReLU flags, whether the model runs fused (and its first layer by columns,
-to skip inputs that are 0, and its batches by rows through the tiled kernel), and a SHA-256 over all of it and
+to skip inputs that are 0), and a SHA-256 over all of it and
 every tensor's name, dtype, shape and bytes. :func:`load` checks every one of these and names the first
 that fails, and never trusts a file's CSR indices.
 """
@@ -24,11 +24,9 @@ from tdlib.compress.surgery import linear
 from tdlib.files import atomic_write
 
 FILE_FORMAT = "tdlib-compressed-mlp"
-# 5: tiled; 4: sparse_inputs; 3: safetensors; 2: a torch pickle whose header says whether it runs fused
-FILE_VERSION = 5
-FIELDS = ("shapes", "layouts", "relus", "fused", "sparse_inputs", "tiled", "stored")
-# The versions read, and what older ones imply
-READABLE = {"3": {"sparse_inputs": "false", "tiled": "false"}, "4": {"tiled": "false"}, str(FILE_VERSION): {}}
+FILE_VERSION = 4  # 4: sparse_inputs; 3: safetensors; 2: a torch pickle whose header says whether it runs fused
+FIELDS = ("shapes", "layouts", "relus", "fused", "sparse_inputs", "stored")
+READABLE = {"3": {"sparse_inputs": "false"}, str(FILE_VERSION): {}}  # versions read, and what older ones imply
 
 
 class CompressedFileError(ValueError):
@@ -65,7 +63,7 @@ def save(model: CompressedMLP, path: str | Path) -> None:
     metadata = {"format": FILE_FORMAT, "version": str(FILE_VERSION), "shapes": json.dumps(model.shapes),
                 "layouts": json.dumps(model.layouts), "relus": json.dumps(list(model.relus)),
                 "fused": json.dumps(model.fused), "sparse_inputs": json.dumps(model.sparse_inputs),
-                "tiled": json.dumps(model.tiled), "stored": json.dumps(stored)}
+                "stored": json.dumps(stored)}
     metadata["sha256"] = digest(metadata, tensors)
     # Through bytes: safetensors' own save_file writes 0600 whatever the umask, and not atomically.
     atomic_write(Path(path), safetensors_bytes(tensors, metadata=metadata))
@@ -134,10 +132,9 @@ def _model(fields: dict, tensors: dict[str, Tensor]) -> CompressedMLP:
         if bias is not None and tuple(bias.shape) != (shape[0],):
             raise ValueError(f"layer {i} has a bias of shape {tuple(bias.shape)} for {shape[0]} units")
         linears.append(linear(weight, bias))
-    flags = [("fused", fields["fused"]), ("sparse_inputs", fields["sparse_inputs"]), ("tiled", fields["tiled"]),
+    flags = [("fused", fields["fused"]), ("sparse_inputs", fields["sparse_inputs"]),
              *((f"relus[{i}]", r) for i, r in enumerate(fields["relus"]))]
     for name, value in flags:
         if not isinstance(value, bool):  # json.loads gives a bool for true and false, and only for them
             raise ValueError(f"{name} is {value!r}, not true or false")
-    return CompressedMLP(linears, fields["relus"], fields["layouts"], fields["fused"], fields["sparse_inputs"],
-                         fields["tiled"])
+    return CompressedMLP(linears, fields["relus"], fields["layouts"], fields["fused"], fields["sparse_inputs"])

@@ -12,9 +12,7 @@ weights:
 - ``fused``: the whole chain in one compiled call, each layer dense or CSR as ``layouts`` says
   (:mod:`tdlib.compress.chain`; float32 on the CPU, and layer by layer otherwise, after a cast or a
   move); with ``sparse_inputs``, a dense first layer is held by columns and skips the inputs that are 0
-  (faster on images with a blank background, slower on others); ``tiled``, a batch of more than one
-  runs by rows, each dense layer by a register-tiled matrix-product kernel on weights laid out for it
-  once, as ONNX Runtime lays out its own (:func:`tdlib.compress.chain._dense_rows`).
+  (faster on images with a blank background, slower on others).
 
 A backend is rebuilt when the weights change in place (an optimizer step, ``load_state_dict``) and
 dropped when the module is moved or cast; while compiling, tracing or exporting, and whenever autograd
@@ -93,14 +91,13 @@ class CompressedMLP(nn.Sequential):
     """``nn.Linear`` layers, each but the last followed by ``nn.ReLU`` unless it is linear; inputs
     (batch, in_features) or (in_features,), logits (batch, classes) or (classes,).
 
-    ``layouts`` (one per linear layer), ``fused``, ``sparse_inputs`` and ``tiled`` (fused only) choose the
-    inference backend (see the module doc); all-dense and unfused is the plain module. Fused without ``layouts``,
+    ``layouts`` (one per linear layer), ``fused`` and ``sparse_inputs`` (fused only) choose the inference
+    backend (see the module doc); all-dense and unfused is the plain module. Fused without ``layouts``,
     each layer is held in the form that takes fewer bytes (:func:`compact_layouts`).
     """
 
     def __init__(self, linears: Sequence[nn.Linear], relus: Sequence[bool],
-                 layouts: Sequence[Layout] | None = None, fused: bool = False, sparse_inputs: bool = False,
-                 tiled: bool = False) -> None:
+                 layouts: Sequence[Layout] | None = None, fused: bool = False, sparse_inputs: bool = False) -> None:
         if len(linears) != len(relus) or not linears:
             raise ValueError(f"{len(linears)} linear layers and {len(relus)} ReLU flags: one flag per layer")
         modules: list[nn.Module] = []
@@ -116,8 +113,6 @@ class CompressedMLP(nn.Sequential):
         if sparse_inputs and (not fused or layouts[0] != "dense"):
             raise ValueError("sparse_inputs is a form of the fused chain's dense first layer; it needs fused=True "
                              f"and a dense first layer, got fused={fused} and layouts {list(layouts)}")
-        if tiled and not fused:
-            raise ValueError("tiled is a form of the fused chain's batches; it needs fused=True")
         if fused:
             weight = linears[0].weight
             if not Chain.runs(weight):
@@ -127,7 +122,6 @@ class CompressedMLP(nn.Sequential):
         self._layouts: tuple[Layout, ...] = layouts
         self._fused = fused
         self._sparse_inputs = bool(sparse_inputs)
-        self._tiled = bool(tiled)
         self._plain = not fused and set(layouts) == {"dense"}  # no backend: the nn.Sequential itself
         self._backend: object | None = None
         self._built_for: tuple[tuple[nn.Module, ...], tuple[tuple[dict, str, Tensor | None, int], ...]] = ((), ())
@@ -153,12 +147,6 @@ class CompressedMLP(nn.Sequential):
         return self._sparse_inputs
 
     @property
-    def tiled(self) -> bool:
-        """Whether the fused chain runs a batch of more than one input by rows, dense layers by the tiled
-        kernel."""
-        return self._tiled
-
-    @property
     def layouts(self) -> list[Layout]:
         return list(self._layouts)
 
@@ -168,8 +156,7 @@ class CompressedMLP(nn.Sequential):
         layers = "/".join(self._layouts)
         if not self._fused:
             return f"layers {layers}"
-        return (f"fused, layers {layers}" + (", the first by columns" if self._sparse_inputs else "")
-                + (", batches by rows, tiled" if self._tiled else ""))
+        return f"fused, layers {layers}" + (", the first by columns" if self._sparse_inputs else "")
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -191,12 +178,11 @@ class CompressedMLP(nn.Sequential):
         form this model runs in (:meth:`fuse` for the chain)."""
         return CompressedMLP(self.linears, self._relus, layouts)
 
-    def fuse(self, layouts: Sequence[Layout] | None = None, sparse_inputs: bool = False,
-             tiled: bool = False) -> CompressedMLP:
+    def fuse(self, layouts: Sequence[Layout] | None = None, sparse_inputs: bool = False) -> CompressedMLP:
         """The same layers (shared) run as one compiled chain (CPU, float32 only), layer ``i`` in
         ``layouts[i]``, by default the form that stores fewer numbers; a dense first layer by columns if
-        ``sparse_inputs``; a batch by rows, dense layers by the tiled kernel, if ``tiled``."""
-        return CompressedMLP(self.linears, self._relus, layouts, fused=True, sparse_inputs=sparse_inputs, tiled=tiled)
+        ``sparse_inputs``."""
+        return CompressedMLP(self.linears, self._relus, layouts, fused=True, sparse_inputs=sparse_inputs)
 
     # ---------------------------------------------------------------- running
 
@@ -233,7 +219,7 @@ class CompressedMLP(nn.Sequential):
             weight = steps[0].weight
             if self._fused and Chain.runs(weight):
                 self._backend = Chain.pack([s.weight for s in steps], [s.bias for s in steps], list(self._relus),
-                                           self._sparse_inputs, self._tiled)
+                                           self._sparse_inputs)
             else:
                 self._backend = steps
             self._built_for = self._watch()

@@ -1,0 +1,366 @@
+"""A batch run by rows, each dense layer through a register-tiled matrix-product kernel.
+
+The compiled chain (:mod:`.chain`) runs a batch of more than one input by features, each weight applied to
+the whole batch, which suits CSR layers and wastes most of a dense layer's arithmetic. Here a dense layer is
+a matrix product in the way BLAS libraries and ONNX Runtime do it: the weights laid out once in panels of
+PANEL outputs (each feature's PANEL weights together, 64-byte aligned), and a tile of TILE inputs x PANEL
+outputs held in registers as 8 x 2 sixteen-lane sums (:mod:`.simd`) while DEPTH features pass; on more than
+one torch thread the panels are shared among numba's threads. CSR layers gather each input's entries.
+
+:class:`TiledMLP` is a :class:`~tdlib.compress.CompressedMLP` run this way at batches above one (a batch of
+one runs through the chain's own matrix-vector kernel, which measured faster), and :func:`fastest_tiled`
+picks it where it measures faster than what :func:`~tdlib.compress.fastest` picks. ``fastest`` itself, and
+so ``compress(..., "fastest")``, keeps to the forms it had: the committed reports' stored speed-ups were
+measured through it, and a change to the code a measurement reaches makes the stored value stale
+(:mod:`tdlib.claims.fingerprint`), while the archived runs keep no weights to measure them again.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor
+
+from tdlib.compress import simd
+from tdlib.compress.autotune import Seconds, _quick_seconds, fastest, timing_inputs
+from tdlib.compress.chain import BIAS, CROW, CSR, DENSE, INPUTS, REASSOCIATE, VALUES, Chain
+from tdlib.compress.module import CompressedMLP, Layout, compact_layouts
+from tdlib.fused import kernel_threads
+
+# The dense layers of a batch, by tiles of TILE inputs x PANEL outputs: 8 x 2 sixteen-lane sums held in
+# registers (of AVX-512's 32) while DEPTH input features pass; DEPTH x PANEL weights (32 KiB) stay in a
+# 48 KiB L1 cache while every tile of the batch reads them. A layer's last panel is half as wide if its
+# outputs leave 16 or fewer to it. Chosen by measuring tiles of 6, 8, 12 and 14 inputs, panels of 32 and
+# 64 outputs and depths of 128, 256 and all (8 x 32 at 256 was fastest at batches of 16 and 256).
+PANEL, TILE, DEPTH = 32, 8, 256
+HALF = PANEL // 2
+
+
+@njit(fastmath=REASSOCIATE, cache=True, inline="always")
+def _tile(h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b, ending):  # pragma: no cover
+    """One tile of :func:`_dense_rows`: inputs ``h[rows_at[i] + c]`` for its 8 rows and features ``c`` in
+    [k0, k1), the panel's 32 weights of feature ``c`` at ``panels[panel + 32 c]``; the sums are added to
+    those in ``out`` at ``o0 + i * width`` (for the rows below ``rows``) unless ``k0`` is 0, and stored
+    there; ``ending`` 1 adds the bias at ``bias[b:]``, 2 adds it and rectifies (the last pass), 0 neither."""
+    r0, r1, r2, r3, r4, r5, r6, r7 = rows_at
+    last = rows - 1
+    if k0 == 0:
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = simd.zeros()
+        a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = simd.zeros()
+    else:  # rows past the batch load its last row's sums, and are not stored
+        o = o0
+        a00, a01 = simd.load(out, o), simd.load(out, o + 16)
+        o = o0 + min(1, last) * width
+        a10, a11 = simd.load(out, o), simd.load(out, o + 16)
+        o = o0 + min(2, last) * width
+        a20, a21 = simd.load(out, o), simd.load(out, o + 16)
+        o = o0 + min(3, last) * width
+        a30, a31 = simd.load(out, o), simd.load(out, o + 16)
+        o = o0 + min(4, last) * width
+        a40, a41 = simd.load(out, o), simd.load(out, o + 16)
+        o = o0 + min(5, last) * width
+        a50, a51 = simd.load(out, o), simd.load(out, o + 16)
+        o = o0 + min(6, last) * width
+        a60, a61 = simd.load(out, o), simd.load(out, o + 16)
+        o = o0 + min(7, last) * width
+        a70, a71 = simd.load(out, o), simd.load(out, o + 16)
+    for c in range(k0, k1):
+        w0 = simd.load(panels, panel + c * PANEL)
+        w1 = simd.load(panels, panel + c * PANEL + 16)
+        x = simd.broadcast(h, r0 + c)
+        a00, a01 = simd.fma(a00, w0, x), simd.fma(a01, w1, x)
+        x = simd.broadcast(h, r1 + c)
+        a10, a11 = simd.fma(a10, w0, x), simd.fma(a11, w1, x)
+        x = simd.broadcast(h, r2 + c)
+        a20, a21 = simd.fma(a20, w0, x), simd.fma(a21, w1, x)
+        x = simd.broadcast(h, r3 + c)
+        a30, a31 = simd.fma(a30, w0, x), simd.fma(a31, w1, x)
+        x = simd.broadcast(h, r4 + c)
+        a40, a41 = simd.fma(a40, w0, x), simd.fma(a41, w1, x)
+        x = simd.broadcast(h, r5 + c)
+        a50, a51 = simd.fma(a50, w0, x), simd.fma(a51, w1, x)
+        x = simd.broadcast(h, r6 + c)
+        a60, a61 = simd.fma(a60, w0, x), simd.fma(a61, w1, x)
+        x = simd.broadcast(h, r7 + c)
+        a70, a71 = simd.fma(a70, w0, x), simd.fma(a71, w1, x)
+    if ending:
+        b0, b1 = simd.load(bias, b), simd.load(bias, b + 16)
+        rectify = ending == 2
+        a00, a01 = simd.add_relu(a00, b0, rectify), simd.add_relu(a01, b1, rectify)
+        a10, a11 = simd.add_relu(a10, b0, rectify), simd.add_relu(a11, b1, rectify)
+        a20, a21 = simd.add_relu(a20, b0, rectify), simd.add_relu(a21, b1, rectify)
+        a30, a31 = simd.add_relu(a30, b0, rectify), simd.add_relu(a31, b1, rectify)
+        a40, a41 = simd.add_relu(a40, b0, rectify), simd.add_relu(a41, b1, rectify)
+        a50, a51 = simd.add_relu(a50, b0, rectify), simd.add_relu(a51, b1, rectify)
+        a60, a61 = simd.add_relu(a60, b0, rectify), simd.add_relu(a61, b1, rectify)
+        a70, a71 = simd.add_relu(a70, b0, rectify), simd.add_relu(a71, b1, rectify)
+    simd.store(out, o0, a00)
+    simd.store(out, o0 + 16, a01)
+    if rows > 1:
+        simd.store(out, o0 + width, a10)
+        simd.store(out, o0 + width + 16, a11)
+    if rows > 2:
+        simd.store(out, o0 + 2 * width, a20)
+        simd.store(out, o0 + 2 * width + 16, a21)
+    if rows > 3:
+        simd.store(out, o0 + 3 * width, a30)
+        simd.store(out, o0 + 3 * width + 16, a31)
+    if rows > 4:
+        simd.store(out, o0 + 4 * width, a40)
+        simd.store(out, o0 + 4 * width + 16, a41)
+    if rows > 5:
+        simd.store(out, o0 + 5 * width, a50)
+        simd.store(out, o0 + 5 * width + 16, a51)
+    if rows > 6:
+        simd.store(out, o0 + 6 * width, a60)
+        simd.store(out, o0 + 6 * width + 16, a61)
+    if rows > 7:
+        simd.store(out, o0 + 7 * width, a70)
+        simd.store(out, o0 + 7 * width + 16, a71)
+
+
+@njit(fastmath=REASSOCIATE, cache=True, inline="always")
+def _half_tile(h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b, ending):  # pragma: no cover
+    """:func:`_tile` for a panel of 16 outputs, its 16 weights of feature ``c`` at ``panels[panel + 16 c]``."""
+    r0, r1, r2, r3, r4, r5, r6, r7 = rows_at
+    last = rows - 1
+    if k0 == 0:
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = simd.zeros()
+    else:
+        a0 = simd.load(out, o0)
+        a1 = simd.load(out, o0 + min(1, last) * width)
+        a2 = simd.load(out, o0 + min(2, last) * width)
+        a3 = simd.load(out, o0 + min(3, last) * width)
+        a4 = simd.load(out, o0 + min(4, last) * width)
+        a5 = simd.load(out, o0 + min(5, last) * width)
+        a6 = simd.load(out, o0 + min(6, last) * width)
+        a7 = simd.load(out, o0 + min(7, last) * width)
+    for c in range(k0, k1):
+        w = simd.load(panels, panel + c * HALF)
+        a0 = simd.fma(a0, w, simd.broadcast(h, r0 + c))
+        a1 = simd.fma(a1, w, simd.broadcast(h, r1 + c))
+        a2 = simd.fma(a2, w, simd.broadcast(h, r2 + c))
+        a3 = simd.fma(a3, w, simd.broadcast(h, r3 + c))
+        a4 = simd.fma(a4, w, simd.broadcast(h, r4 + c))
+        a5 = simd.fma(a5, w, simd.broadcast(h, r5 + c))
+        a6 = simd.fma(a6, w, simd.broadcast(h, r6 + c))
+        a7 = simd.fma(a7, w, simd.broadcast(h, r7 + c))
+    if ending:
+        b0 = simd.load(bias, b)
+        rectify = ending == 2
+        a0, a1, a2, a3 = (simd.add_relu(a0, b0, rectify), simd.add_relu(a1, b0, rectify),
+                          simd.add_relu(a2, b0, rectify), simd.add_relu(a3, b0, rectify))
+        a4, a5, a6, a7 = (simd.add_relu(a4, b0, rectify), simd.add_relu(a5, b0, rectify),
+                          simd.add_relu(a6, b0, rectify), simd.add_relu(a7, b0, rectify))
+    simd.store(out, o0, a0)
+    if rows > 1:
+        simd.store(out, o0 + width, a1)
+    if rows > 2:
+        simd.store(out, o0 + 2 * width, a2)
+    if rows > 3:
+        simd.store(out, o0 + 3 * width, a3)
+    if rows > 4:
+        simd.store(out, o0 + 4 * width, a4)
+    if rows > 5:
+        simd.store(out, o0 + 5 * width, a5)
+    if rows > 6:
+        simd.store(out, o0 + 6 * width, a6)
+    if rows > 7:
+        simd.store(out, o0 + 7 * width, a7)
+
+
+@njit(fastmath=REASSOCIATE, cache=True)
+def _dense_rows(h, stride, n, panels, start, bias, out, width, relu):  # pragma: no cover - compiled
+    """One dense layer of a batch, inputs by rows: ``out`` (batch, width) = ``h`` (batch, n) @ W^T + bias,
+    rectified if ``relu``.
+
+    ``h``: the inputs, flat, row ``j`` at ``h[j * stride:]``; ``panels[start:]``: the weight W (width, n),
+    its outputs padded with zeros to ``width`` (a multiple of 16), by panels of PANEL outputs (the last of
+    HALF if ``width`` leaves it that), each (n, its outputs) row-major; ``bias`` (width,); ``out``: flat,
+    (batch, width) row-major.
+    """
+    if width == 0:
+        return
+    batch = out.shape[0] // width
+    if n == 0:  # no inputs left: the bias alone
+        for i in range(out.shape[0]):
+            value = bias[i % width]
+            out[i] = max(value, np.float32(0.0)) if relu else value
+        return
+    passes = (n + DEPTH - 1) // DEPTH
+    depth = (n + passes - 1) // passes  # equal passes: a last short one would pay a tile's overhead for little
+    for p in range(0, width, PANEL):  # a panel at a time: its outputs stay in cache from pass to pass
+        for k0 in range(0, n, depth):
+            for j0 in range(0, batch, TILE):
+                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + depth), p, j0)
+
+
+@njit(fastmath=REASSOCIATE, cache=True, parallel=True)
+def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu):  # pragma: no cover - compiled
+    """:func:`_dense_rows` on numba's threads, each taking whole panels (every pass and tile of it); its
+    caller has zero-size layers run by :func:`_dense_rows`."""
+    batch = out.shape[0] // width
+    passes = (n + DEPTH - 1) // DEPTH
+    depth = (n + passes - 1) // passes
+    for q in prange((width + PANEL - 1) // PANEL):
+        for k0 in range(0, n, depth):
+            for j0 in range(0, batch, TILE):
+                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + depth),
+                         q * PANEL, j0)
+
+
+@njit(fastmath=REASSOCIATE, cache=True, inline="always")
+def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, k1, p, j0):  # pragma: no cover
+    """The tile of rows ``j0`` on of the panel of outputs ``p`` on, features ``k0`` to ``k1``: a whole
+    panel's or a half one's."""
+    ending = (2 if relu else 1) if k1 == n else 0  # the last pass adds the bias, and rectifies
+    # Rows past the batch read its last row again, and are not stored
+    rows_at = (j0 * stride, min(j0 + 1, batch - 1) * stride, min(j0 + 2, batch - 1) * stride,
+               min(j0 + 3, batch - 1) * stride, min(j0 + 4, batch - 1) * stride,
+               min(j0 + 5, batch - 1) * stride, min(j0 + 6, batch - 1) * stride,
+               min(j0 + 7, batch - 1) * stride)
+    rows = min(TILE, batch - j0)
+    if p + PANEL <= width:
+        _tile(h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width, rows, bias, p, ending)
+    else:
+        _half_tile(h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width, rows, bias, p, ending)
+
+
+@njit(fastmath=REASSOCIATE, cache=True)
+def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_bias, threads):  # pragma: no cover
+    """Inputs ``x`` (batch, in) float32, C-contiguous, through each layer: (batch, out) float32.
+
+    A dense layer runs by :func:`_dense_rows` (on ``threads`` > 1, :func:`_dense_rows_threads`) on its
+    weight panels at ``panels[panel_at[0, layer]:]`` and
+    its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]`` (:func:`panels_of`); a CSR layer
+    (``panel_at[0, layer] == -1``) gathers each input's entries row by row. Between layers, activations
+    are (batch, width), width padded with zeros to whole vectors of 16."""
+    batch = x.shape[0]
+    h = x.reshape(-1)
+    stride = x.shape[1]
+    for layer in range(relu.shape[0]):
+        rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
+        n = layout[INPUTS, layer]
+        width = (rows + simd.LANES - 1) // simd.LANES * simd.LANES
+        out = simd.aligned_empty(batch * width)
+        if panel_at[0, layer] >= 0 and threads > 1 and n and width:
+            _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
+                                width, relu[layer])
+        elif panel_at[0, layer] >= 0:
+            _dense_rows(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out, width,
+                        relu[layer])
+        else:
+            start = layout[VALUES, layer]
+            pointers = crow[layout[CROW, layer]:layout[CROW, layer + 1]]
+            b = bias[layout[BIAS, layer]:layout[BIAS, layer + 1]]
+            for j in range(batch):
+                for r in range(rows):
+                    acc = b[r]
+                    for p in range(start + pointers[r], start + pointers[r + 1]):
+                        acc += values[p] * h[j * stride + col[p]]
+                    out[j * width + r] = max(acc, np.float32(0.0)) if relu[layer] else acc
+        h = out
+        stride = width
+    rows = layout[BIAS, relu.shape[0]] - layout[BIAS, relu.shape[0] - 1]
+    result = np.empty((batch, rows), np.float32)
+    for j in range(batch):
+        result[j] = h[j * stride:j * stride + rows]
+    return result
+
+
+def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``chain``'s dense layers as :func:`_dense_rows` reads them: ``(panels, at, bias)``. Layer ``l``'s weight
+    (out, in), its outputs padded with zeros to a multiple of 16, panel by panel (PANEL outputs each,
+    the last HALF if the padded outputs leave it that), each (in, its outputs) row-major, starts at
+    ``panels[at[0, l]]``, its bias padded alike at ``bias[at[1, l]]``; a CSR layer has ``at[:, l] ==
+    -1``. Both arrays start on 64-byte boundaries."""
+    blocks, biases = [], []
+    at = np.full((2, len(chain.relu)), -1, np.int64)
+    offsets = [0, 0]
+    for layer, form in enumerate(chain.forms):
+        if form == CSR:
+            continue
+        rows, n = int(chain.layout[BIAS, layer + 1] - chain.layout[BIAS, layer]), int(chain.layout[INPUTS, layer])
+        flat = chain.values[chain.layout[VALUES, layer]:chain.layout[VALUES, layer + 1]]
+        weight = flat.reshape(rows, n) if form == DENSE else flat.reshape(n, rows).T
+        width = -(-rows // HALF) * HALF
+        padded = np.zeros((width, n), np.float32)
+        padded[:rows] = weight
+        full = width // PANEL * PANEL  # whole panels, then a half one if width leaves it
+        blocks.append(np.concatenate([padded[:full].reshape(full // PANEL, PANEL, n).transpose(0, 2, 1).ravel(),
+                                      padded[full:].T.ravel()]))
+        bias = np.zeros(width, np.float32)
+        bias[:rows] = chain.bias[chain.layout[BIAS, layer]:chain.layout[BIAS, layer + 1]]
+        biases.append(bias)
+        at[:, layer] = offsets
+        offsets = [offsets[0] + blocks[-1].size, offsets[1] + width]
+    panels, bias = simd.aligned_empty(offsets[0]), simd.aligned_empty(offsets[1])
+    if blocks:
+        panels[:], bias[:] = np.concatenate(blocks), np.concatenate(biases)
+    return panels, at, bias
+
+
+class TiledChain(Chain):
+    """A :class:`Chain` whose batches of more than one run by rows through :func:`_run_rows`; a batch of
+    one through the chain's own kernel."""
+
+    @functools.cached_property
+    def panels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return panels_of(self)
+
+    def __getstate__(self) -> dict:  # the panels are laid out again where needed, on 64-byte boundaries
+        return {k: v for k, v in self.__dict__.items() if k != "panels"}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[0] == 1 or x.dtype is not torch.float32 or not x.is_cpu:
+            return super().__call__(x)  # which checks the inputs, and runs a batch of one
+        h = (x.detach() if x.requires_grad else x).numpy()
+        if h.shape[1] != self._in_features:  # the kernel does not check its indices
+            raise ValueError(f"inputs must be (batch, {self._in_features}), got {tuple(x.shape)}")
+        if torch.get_num_threads() == 1:
+            return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, 1))
+        with kernel_threads() as threads:
+            return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, threads))
+
+
+class TiledMLP(CompressedMLP):
+    """A compressed model run as one compiled chain (float32, on the CPU), its batches by rows, dense
+    layers by the tiled kernel (:class:`TiledChain`). Everything else is :class:`CompressedMLP`'s; saved,
+    it loads as the fused chain it is (the file holds no run-time choice of kernel)."""
+
+    def __init__(self, linears, relus, layouts: list[Layout] | tuple[Layout, ...] | None = None) -> None:
+        super().__init__(linears, relus, layouts, fused=True)
+
+    @property
+    def form(self) -> str:
+        return f"{super().form}, by rows, tiled"
+
+    def _ensure_backend(self) -> object | None:
+        backend = super()._ensure_backend()
+        if type(backend) is Chain:  # built again: the same arrays, run by rows
+            backend = self._backend = TiledChain(**{f: getattr(backend, f) for f in Chain.__dataclass_fields__})
+        return backend
+
+
+def tiled(model: CompressedMLP, layouts: list[Layout] | tuple[Layout, ...] | None = None) -> TiledMLP:
+    """``model``'s layers (shared, not copied) run as a :class:`TiledMLP`, layer ``i`` in ``layouts[i]``
+    (by default the form that stores fewer numbers)."""
+    return TiledMLP(model.linears, model.relus, layouts)
+
+
+def fastest_tiled(model: CompressedMLP, batch: int, threads: int | None = None,
+                  seconds: Seconds = _quick_seconds, sample: Tensor | None = None) -> CompressedMLP:
+    """What :func:`~tdlib.compress.fastest` picks, or ``model`` tiled (every layer dense, or each in the
+    form that stores fewer numbers), whichever ``seconds`` measures fastest at ``batch`` inputs on
+    ``threads`` threads (on ``sample``'s rows, if given). A batch of one, or weights the chain cannot run
+    (not float32 on the CPU), get what ``fastest`` picks."""
+    chosen = fastest(model, batch, threads, seconds, sample=sample)
+    weight = model.linears[0].weight
+    if batch == 1 or not Chain.runs(weight):
+        return chosen
+    candidates = [chosen, tiled(model, ["dense"] * len(model.linears)), tiled(model, compact_layouts(model.linears))]
+    x = timing_inputs(sample, batch, model.shapes[0][1], weight)
+    return min(candidates, key=lambda candidate: seconds(candidate, x, threads))

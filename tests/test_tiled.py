@@ -1,0 +1,139 @@
+"""Batches by rows through the register-tiled kernel compute what torch computes, on one thread or two, and
+the tiled model is an ordinary compressed model otherwise."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
+from tdlib.compress.chain import Chain
+from tdlib.compress.tiled import DEPTH, HALF, PANEL, TILE, TiledChain
+from tdlib.metrics import masks_for
+from tdlib.model import MLP
+
+WIDTHS = [1, 15, 16, 17, PANEL - 1, PANEL, PANEL + 1, PANEL + 16, PANEL + 17, 3 * PANEL + 5, DEPTH + 3]
+
+
+def csr(rows: int, cols: int, density: float, generator: torch.Generator) -> torch.Tensor:
+    dense = torch.randn(rows, cols, generator=generator) * (torch.rand(rows, cols, generator=generator) < density)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CSR support is in beta"
+        return dense.to_sparse_csr()
+
+
+def tiled_chain(weights: list[torch.Tensor], biases: list[torch.Tensor | None], relus: list[bool]) -> TiledChain:
+    chain = Chain.pack(weights, biases, relus)
+    return TiledChain(**{f: getattr(chain, f) for f in Chain.__dataclass_fields__})
+
+
+def reference(x: torch.Tensor, weights, biases, relus) -> torch.Tensor:
+    for w, b, relu in zip(weights, biases, relus):
+        x = (w @ x.T).T + (0 if b is None else b)
+        x = x.relu() if relu else x
+    return x
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(widths=st.lists(st.sampled_from(WIDTHS), min_size=2, max_size=4),
+       batch=st.sampled_from([1, 2, TILE - 1, TILE, TILE + 1, 2 * TILE + 3, 64]), csr_every=st.sampled_from([0, 2, 3]),
+       seed=st.integers(0, 2**16))
+def test_a_batch_by_rows_equals_torch(widths: list[int], batch: int, csr_every: int, seed: int) -> None:
+    """Every edge of the tiles: output widths around a panel and half a panel, inputs past one pass of
+    DEPTH features, batches around a tile of TILE rows (and of one, which runs by features), CSR layers
+    between dense ones, layers with and without a bias or a ReLU."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = list(zip(widths[1:], widths[:-1]))
+    weights = [csr(rows, cols, 0.3, generator) if csr_every and i % csr_every == 1 else
+               torch.randn(rows, cols, generator=generator) for i, (rows, cols) in enumerate(shapes)]
+    biases = [torch.randn(rows, generator=generator) if i % 2 == 0 else None for i, (rows, _) in enumerate(shapes)]
+    relus = [i % 3 != 1 for i in range(len(shapes))]
+    x = torch.randn(batch, widths[0], generator=generator).relu()  # half of them 0, as after a ReLU
+    out = tiled_chain(weights, biases, relus)(x)
+    expected = reference(x, weights, biases, relus)
+    assert out.shape == expected.shape and out.is_contiguous()
+    assert torch.allclose(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_layers_with_no_units_or_no_inputs_left() -> None:
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(7, 5), (0, 7), (4, 0), (3, 4)]
+    weights = [torch.randn(rows, cols, generator=generator) for rows, cols in shapes]
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    relus = [True, True, False, False]
+    x = torch.randn(9, 5, generator=generator)
+    assert torch.allclose(tiled_chain(weights, biases, relus)(x), reference(x, weights, biases, relus), atol=1e-5)
+
+
+def test_two_threads_give_the_bits_of_one() -> None:
+    """On more than one torch thread, dense layers of a batch run on numba's threads, panel by panel: each
+    output is summed in the same order, so the bits are those of one thread; torch's count is left alone."""
+    generator = torch.Generator().manual_seed(2)
+    shapes = [(3 * PANEL + HALF, DEPTH + 5), (PANEL, 3 * PANEL + HALF), (3, PANEL)]
+    weights = [torch.randn(rows, cols, generator=generator) for rows, cols in shapes]
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    relus = [True, True, False]
+    chain = tiled_chain(weights, biases, relus)
+    x = torch.randn(2 * TILE + 3, DEPTH + 5, generator=generator)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # first: a later call could find the memory of an earlier one's result
+        two = chain(x)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        one = chain(x)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(one, two)
+    assert torch.allclose(two, reference(x, weights, biases, relus), atol=1e-4, rtol=1e-4)
+
+
+def test_a_tiled_model_is_an_ordinary_compressed_model(tmp_path) -> None:
+    """It equals the masked model's compression, pickles, follows cast and in-place changes, saves and loads
+    as the fused chain it is; bad inputs are named as the chain names them."""
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    plain = compress(model, masks_for(model, "unit", 50), "dense")
+    small = tiled(plain, ["dense", "dense", "dense"])
+    assert isinstance(small, CompressedMLP) and small.form == "fused, layers dense/dense/dense, by rows, tiled"
+    x = torch.randn(5, 30)
+    with torch.no_grad():
+        before = small(x)
+        assert torch.allclose(before, plain(x), atol=1e-5) and isinstance(small._backend, TiledChain)
+        pickled = io.BytesIO()
+        torch.save(small, pickled)
+        pickled.seek(0)
+        assert torch.equal(torch.load(pickled, weights_only=False)(x), before)
+        assert torch.allclose(small.double()(x.double()).float(), before, atol=1e-5)  # layer by layer in float64
+        small.float()
+        small[0].weight.mul_(2.0)  # in place: the panels are laid out again
+        assert torch.allclose(small(x), torch.nn.Sequential(*small)(x), atol=1e-5)
+    save(small, tmp_path / "m.safetensors")
+    again = load(tmp_path / "m.safetensors")
+    assert type(again) is CompressedMLP and again.fused and again.layouts == small.layouts
+    with torch.no_grad(), pytest.raises(ValueError, match=r"inputs must be \(batch, 30\), got \(5, 29\)"):
+        small(torch.randn(5, 29))
+
+
+def test_fastest_tiled_takes_the_tiled_model_only_where_it_measures_faster() -> None:
+    torch.manual_seed(0)
+    model = MLP((60, 40), in_features=30, n_classes=4).eval()
+    plain = compress(model, masks_for(model, "unit", 50), "dense")
+
+    def tiled_faster(fn, x, threads) -> float:
+        return 0.5 if isinstance(fn, TiledMLP) and fn.layouts == ["dense"] * 3 else 1.0
+
+    assert isinstance(fastest_tiled(plain, 16, seconds=tiled_faster), TiledMLP)
+    assert not isinstance(fastest_tiled(plain, 1, seconds=tiled_faster), TiledMLP)  # a batch of one: not tried
+    assert not isinstance(fastest_tiled(plain, 16, seconds=lambda fn, x, t: 2.0 if isinstance(fn, TiledMLP)
+                                        else 1.0), TiledMLP)
+    in_double = compress(model.double(), masks_for(model, "unit", 50), "dense")
+    assert not isinstance(fastest_tiled(in_double, 16, seconds=tiled_faster), TiledMLP)
+    x = torch.randn(16, 30)
+    with torch.no_grad():
+        assert torch.allclose(fastest_tiled(plain, 16)(x), plain(x), atol=1e-5)  # really timed
