@@ -34,8 +34,7 @@ def csr(rows: int, cols: int, density: float, generator: torch.Generator) -> tor
 
 
 def tiled_chain(weights: list[torch.Tensor], biases: list[torch.Tensor | None], relus: list[bool]) -> TiledChain:
-    chain = Chain.pack(weights, biases, relus)
-    return TiledChain(**{f: getattr(chain, f) for f in Chain.__dataclass_fields__})
+    return TiledChain.of(Chain.pack(weights, biases, relus))
 
 
 def reference(x: torch.Tensor, weights, biases, relus) -> torch.Tensor:

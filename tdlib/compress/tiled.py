@@ -307,6 +307,11 @@ class TiledChain(Chain):
     """A :class:`Chain` whose batches of more than one run by rows through :func:`_run_rows`; a batch of
     one through the chain's own kernel."""
 
+    @classmethod
+    def of(cls, chain: Chain) -> TiledChain:
+        """``chain``'s arrays (shared, not copied), run by rows."""
+        return cls(**{field: getattr(chain, field) for field in Chain.__dataclass_fields__})
+
     @functools.cached_property
     def panels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return panels_of(self)
@@ -341,7 +346,7 @@ class TiledMLP(CompressedMLP):
     def _ensure_backend(self) -> object | None:
         backend = super()._ensure_backend()
         if type(backend) is Chain:  # built again: the same arrays, run by rows
-            backend = self._backend = TiledChain(**{f: getattr(backend, f) for f in Chain.__dataclass_fields__})
+            backend = self._backend = TiledChain.of(backend)
         return backend
 
 
@@ -361,6 +366,7 @@ def fastest_tiled(model: CompressedMLP, batch: int, threads: int | None = None,
     weight = model.linears[0].weight
     if batch == 1 or not Chain.runs(weight):
         return chosen
-    candidates = [chosen, tiled(model, ["dense"] * len(model.linears)), tiled(model, compact_layouts(model.linears))]
+    layouts = dict.fromkeys([("dense",) * len(model.linears), compact_layouts(model.linears)])  # each once
+    candidates = [chosen, *(tiled(model, each) for each in layouts)]
     x = timing_inputs(sample, batch, model.shapes[0][1], weight)
     return min(candidates, key=lambda candidate: seconds(candidate, x, threads))
