@@ -33,6 +33,7 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 from torch import Tensor
 
 DROP_RESOLUTION = 1 << 15  # a drop rate is applied as round(alpha * 2**15) / 2**15
@@ -154,13 +155,33 @@ def _band_kth(vals, idx, m, need, scratch):  # pragma: no cover - compiled
     return v, idx[0]  # unreachable: the k-th smallest value is in the band
 
 
+RANK_BAND = 48  # bands up to this size are ranked by counting (m * m compares, vectorised), not selected
+
+
+@njit(cache=True)
+def _rank_kth(vals, idx, m, need):  # pragma: no cover - compiled
+    """As :func:`_band_kth` for a small band of non-NaN values: entry i's place in the order (|w|, column)
+    is the number of entries below it plus the equal ones before it, since ``idx`` increases."""
+    for i in range(m):
+        v = vals[i]
+        place = 0
+        for j in range(m):
+            place += np.int32(vals[j] < v)
+        for j in range(i):
+            place += np.int32(vals[j] == v)
+        if place == need - 1:
+            return v, idx[i]
+    return vals[0], idx[0]  # unreachable: some entry is the need-th
+
+
 @_cache_safe
 @njit(parallel=True, cache=True)
 def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks):  # pragma: no cover - compiled
     """Per row of ``w`` (R, n) float32: target the ``count`` smallest |w|, drop each w.p. threshold/2**15.
 
     Writes the dropped weights to ``out`` (R, n), the keep mask to ``keep`` (R, n) bool and each row's
-    k-th smallest |w| to ``kth`` (R,). With ``warm``, searches the band ``kth ± width`` first.
+    k-th smallest |w| to ``kth`` (R,). With ``warm``, searches the band ``kth ± width`` first, then sets
+    ``width`` (R,) for the next call from how far each k-th value moved.
     Rows are split into ``chunks`` blocks, one per parallel task, each with its own scratch; every row's
     result depends on the row alone. Returns the number of rows that had to be searched in full.
 
@@ -170,6 +191,7 @@ def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks): 
     rows, n = w.shape
     limit = np.int32(threshold)
     groups = (n + 3) // 4  # four 15-bit uniforms from each 64-bit draw
+    words8 = n // 8
     per = (rows + chunks - 1) // chunks
     sorts = np.zeros(chunks, np.int64)
     for chunk in prange(chunks):
@@ -177,6 +199,7 @@ def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks): 
         idx = np.empty(n, np.int32)
         scratch = np.empty(n, np.float32)
         flags = np.empty(n, np.bool_)
+        flag_words = flags[: 8 * words8].view(np.uint64)  # the flags eight at a time
         words = np.empty(groups, np.uint64)
         uniform = words.view(np.uint16)  # little-endian: draw g holds the uniforms of columns 4g .. 4g + 3
         for r in range(chunk * per, min(rows, (chunk + 1) * per)):
@@ -197,13 +220,27 @@ def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks): 
                     flags[j] = flag
                 need = count - below
                 if 1 <= need <= inside:
+                    # The band is a few dozen of the row's weights: visit only its flags, eight flag bytes
+                    # at a time, each set flag found by its lowest set bit (a branch per weight on the
+                    # comparisons mispredicted about half the time; one per flag, once per 8-byte word).
                     m = 0
-                    for j in range(n):  # a branch on the flags is rarely taken, so well predicted; on the
-                        if flags[j]:  # comparisons themselves it mispredicted about half the time
+                    for q in range(words8):
+                        word = flag_words[q]
+                        while word != 0:
+                            j = 8 * q + (trailing_zeros(word) >> 3)  # little-endian: byte b is bits 8b ..
                             vals[m] = abs(row[j])
                             idx[m] = j
                             m += 1
-                    v, jstar = _band_kth(vals, idx, m, need, scratch)
+                            word &= word - np.uint64(1)
+                    for j in range(8 * words8, n):
+                        if flags[j]:
+                            vals[m] = abs(row[j])
+                            idx[m] = j
+                            m += 1
+                    if m <= RANK_BAND:
+                        v, jstar = _rank_kth(vals, idx, m, need)
+                    else:
+                        v, jstar = _band_kth(vals, idx, m, need, scratch)
                     found = True
             if not found:  # the whole row is the band
                 sorts[chunk] += 1
@@ -211,6 +248,8 @@ def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks): 
                     vals[j] = abs(row[j])
                     idx[j] = j
                 v, jstar = _band_kth(vals, idx, n, count, scratch)
+            if warm:
+                width[r] = abs(v - kth[r])  # the row's move, until the widths are set below
             kth[r] = v
             counter = np.uint64(seed) + np.uint64(r) * np.uint64(groups)
             for g in range(groups):
@@ -223,6 +262,12 @@ def _drop_rows(w, count, kth, width, warm, threshold, seed, out, keep, chunks): 
                 dropped = targeted & (np.int32(uniform[j] & np.uint16(0x7FFF)) < limit)
                 row_keep[j] = not dropped
                 row_out[j] = row[j] * np.float32(1 - dropped)
+    if warm:
+        # The next band: twice each row's last move, plus four times the layer's mean move, so that a row
+        # that stood still for a step keeps a band wide enough for the next one. Only speed depends on it.
+        mean = np.float32(width.mean())
+        for r in range(rows):
+            width[r] = np.float32(2.0) * width[r] + np.float32(4.0) * mean + np.float32(1e-30)
     return sorts.sum()
 
 
@@ -283,7 +328,7 @@ def _drop_units(scores, count, uniform, limit, dropped, keep):  # pragma: no cov
 
 
 # Every kernel compiled with cache=True: a damaged cache of any is cleared with all of them (see _cache_safe).
-CACHED = (_band_kth, _drop_rows.__wrapped__, _mask_grad.__wrapped__, _drop_units.__wrapped__)
+CACHED = (_band_kth, _rank_kth, _drop_rows.__wrapped__, _mask_grad.__wrapped__, _drop_units.__wrapped__)
 
 
 def fused_unit_drop(scores: Tensor, count: int, alpha: float) -> tuple[Tensor, Tensor]:
@@ -323,7 +368,6 @@ class RowBand:
         rows = w.shape[0]
         # After a change of count (a ramp) the band misses and rows are searched whole: still exact.
         warm = self.kth is not None and self.kth.shape[0] == rows
-        previous = self.kth.copy() if warm else None
         if not warm:
             self.kth = np.zeros(rows, np.float32)
             self.width = np.zeros(rows, np.float32)
@@ -333,11 +377,6 @@ class RowBand:
         with _kernel_threads() as threads:
             self.full_sorts = _drop_rows(w, count, self.kth, self.width, warm, round(alpha * DROP_RESOLUTION),
                                          seed, out, keep, CHUNKS_PER_THREAD * threads)
-        if previous is not None:
-            # Twice each row's last move, plus four times the layer's mean move, so that a row that stood
-            # still for a step keeps a band wide enough for the next one.
-            moved = np.abs(self.kth - previous)
-            self.width = (2.0 * moved + 4.0 * moved.mean() + np.float32(1e-30)).astype(np.float32)
         return torch.from_numpy(out), torch.from_numpy(keep)
 
 

@@ -129,6 +129,34 @@ def test_warm_row_band_stays_exact_over_an_integer_random_walk() -> None:
         assert_band_exact(band, w, 3 if i < 1000 else 5)
 
 
+def test_warm_row_band_stays_exact_on_wide_rows_of_ties() -> None:
+    """Wide rows of small integers: a band that holds only the k-th value has dozens of entries, some
+    over ``RANK_BAND`` (selected) and some under (ranked), and the flags are read eight at a time with a
+    tail (203 columns)."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randint(-3, 4, (8, 203), generator=g).float()
+    band = RowBand()
+    for i in range(120):
+        change = torch.rand(w.shape, generator=g) < 0.02
+        w = torch.where(change, torch.randint(-3, 4, w.shape, generator=g).float(), w)
+        assert_band_exact(band, w, (20, 60, 101, 150)[i // 30])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=fused.RANK_BAND), st.data())
+def test_a_small_band_is_ranked_as_a_stable_sort_orders_it(values: list[int], data: st.DataObject) -> None:
+    """``_rank_kth`` and ``_band_kth`` return the same entry of a band with many ties: the need-th in the
+    order (value, column), which a stable sort gives."""
+    m = len(values)
+    vals = np.array(values, np.float32) / np.float32(4)
+    idx = np.array(sorted(data.draw(st.sets(st.integers(0, 10_000), min_size=m, max_size=m))), np.int32)
+    need = data.draw(st.integers(1, m))
+    order = sorted(range(m), key=lambda i: (vals[i], idx[i]))
+    expected = (vals[order[need - 1]], idx[order[need - 1]])
+    assert fused._rank_kth(vals, idx, m, need) == expected
+    assert fused._band_kth(vals, idx, m, need, np.empty(m, np.float32)) == expected
+
+
 def test_slow_drift_stays_on_the_fast_path() -> None:
     torch.manual_seed(0)
     weight = torch.randn(200, 300)
