@@ -24,10 +24,9 @@ and the same result bit for bit, so runs trained either way are identical.
 from __future__ import annotations
 
 import os
+import threading
 import traceback
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -52,10 +51,9 @@ def uniform15(n: int, device: torch.device | str = "cpu") -> Tensor:
     return words.view(torch.int16)[:n] & (DROP_RESOLUTION - 1)
 
 
-@contextmanager
-def _kernel_threads() -> Iterator[int]:
+class _KernelThreads:
     """Run a kernel on no more threads than torch may use (``torch.set_num_threads``), and leave torch's
-    count as it was; yields numba's count.
+    count as it was; ``as`` gives numba's count.
 
     numba's own default is every core. A worker given one torch thread beside other workers would then
     start threads that wait on cores those workers use, and on 2 cores two such workers trained weight-level
@@ -67,19 +65,33 @@ def _kernel_threads() -> Iterator[int]:
     the thread count its run records. (Six such runs, retrained on one thread, came out byte-identical,
     but torch does not promise the same bits on another thread count.) torch's count is put back after
     every call.
+
+    numba's count (per calling thread) is set when the wanted count differs from the one set here last,
+    not read back: reading it takes two locks, about 20 us a call inside a training step, twice a layer.
+    A count that other code sets on numba in between stays until torch's count changes (speed only).
     """
-    torch_threads = torch.get_num_threads()
-    wanted = min(torch_threads, numba.config.NUMBA_NUM_THREADS)
-    if numba.get_num_threads() != wanted:  # numba's setting is per calling thread
-        numba.set_num_threads(wanted)
-    try:
-        yield wanted
-    finally:
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
+
+    __slots__ = ("torch_threads",)
+
+    def __enter__(self) -> int:
+        self.torch_threads = torch.get_num_threads()
+        wanted = min(self.torch_threads, NUMBA_THREADS)
+        if getattr(_numba_threads_set, "count", None) != wanted:
+            numba.set_num_threads(wanted)
+            _numba_threads_set.count = wanted
+        return wanted
+
+    def __exit__(self, *exc: object) -> None:
+        if torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
 
 
-kernel_threads = _kernel_threads  # for the compressed models' threaded kernels too (tdlib.compress.tiled)
+NUMBA_THREADS = numba.config.NUMBA_NUM_THREADS  # the threads numba may start, fixed when it is imported
+_numba_threads_set = threading.local()  # numba's count as set by _kernel_threads, in each calling thread
+
+
+_kernel_threads = _KernelThreads
+kernel_threads = _KernelThreads  # for the compressed models' threaded kernels too (tdlib.compress.tiled)
 
 
 def _cache_safe(kernel):
