@@ -47,8 +47,13 @@ def compiled_for(tensor: Tensor) -> bool:
 def uniform15(n: int, device: torch.device | str = "cpu") -> Tensor:
     """``n`` uniform integers in [0, 2**15), (n,) int16: four from each 63-bit word drawn from torch's global
     generator (so ``torch.manual_seed`` fixes them)."""
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
-    return words.view(torch.int16)[:n] & (DROP_RESOLUTION - 1)
+    return _words(n, device).view(torch.int16)[:n] & (DROP_RESOLUTION - 1)
+
+
+def _words(n: int, device: torch.device | str = "cpu") -> Tensor:
+    """The random words of :func:`uniform15`, ((n + 3) // 4,) int64: its uniforms are the 15 low bits of
+    each 16-bit lane, in order (on a little-endian machine)."""
+    return torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
 
 
 class _KernelThreads:
@@ -311,10 +316,11 @@ class _FusedDrop(torch.autograd.Function):
 
 @_cache_safe
 @njit(cache=True)
-def _drop_units(scores, count, uniform, limit, dropped, keep):  # pragma: no cover - compiled
+def _drop_units(scores, count, lanes, limit, dropped, keep):  # pragma: no cover - compiled
     """Target the ``count`` first of ``scores`` (n,) float32 in the order (score, index), as a stable
     ascending sort puts them (every NaN after +inf, and -0.0 tied with 0.0); drop each targeted unit whose
-    ``uniform`` (n,) int16 is below ``limit``. Writes ``dropped`` (n,) bool and ``keep`` (n,) float32.
+    uniform, the 15 low bits of ``lanes`` (>= n,) int16, is below ``limit``. Writes ``dropped`` (n,) bool
+    and ``keep`` (n,) float32.
 
     Each score becomes one integer key, its float's bits in an order-preserving form above its index, so
     every key is distinct and the ``count`` targeted units are those with keys up to the ``count``-th
@@ -334,7 +340,7 @@ def _drop_units(scores, count, uniform, limit, dropped, keep):  # pragma: no cov
         keys[i] = (np.uint64(b) << np.uint64(32)) | np.uint64(i)
     kth = np.partition(keys, count - 1)[count - 1]
     for i in range(n):
-        d = (keys[i] <= kth) & (np.int32(uniform[i]) < limit)
+        d = (keys[i] <= kth) & (np.int32(lanes[i] & np.int16(0x7FFF)) < limit)
         dropped[i] = d
         keep[i] = np.float32(1 - d)
 
@@ -359,10 +365,11 @@ def fused_unit_drop(scores: Tensor, count: int, alpha: float) -> tuple[Tensor, T
         raise ValueError(f"count must lie in [1, {n}], got {count}")
     threshold = round(alpha * DROP_RESOLUTION)
     # alpha rounding to 1 drops every targeted unit, and then draws nothing, as bernoulli_mask does
-    uniform = uniform15(n) if threshold < DROP_RESOLUTION else torch.zeros(n, dtype=torch.int16)
+    # The words as 16-bit lanes, masked to uniform15's values in the kernel (a torch operator fewer here)
+    lanes = _words(n).numpy().view(np.int16) if threshold < DROP_RESOLUTION else np.zeros(n, np.int16)
     dropped = torch.empty(n, dtype=torch.bool)
     keep = torch.empty(n, dtype=torch.float32)
-    _drop_units(scores.contiguous().numpy(), count, uniform.numpy(), threshold, dropped.numpy(), keep.numpy())
+    _drop_units(scores.contiguous().numpy(), count, lanes, threshold, dropped.numpy(), keep.numpy())
     return dropped, keep
 
 
