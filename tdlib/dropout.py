@@ -26,6 +26,7 @@ targeted sets are exactly the same; at unit level the drops are too, bit for bit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -143,7 +144,7 @@ class TargetedWeightDropout(_DropMask):
         self.band = RowBand()
 
     def candidates(self, weight: Tensor) -> int:
-        return weight[0].numel()
+        return math.prod(weight.shape[1:])  # a row's entries, without indexing a tensor each step
 
     def drop(self, weight: Tensor, count: int, alpha: float) -> Tensor:
         rows = weight if weight.dim() == 2 else weight.flatten(1)  # (out, fan_in)

@@ -380,6 +380,7 @@ class RowBand:
         self.kth: np.ndarray | None = None  # (R,) float32
         self.width: np.ndarray | None = None  # (R,) float32
         self.full_sorts = 0  # rows searched in full (the band missed) at the last call, for benchmarks and tests
+        self.seed = torch.empty((), dtype=torch.int64)  # each call's seed: torch.randint(0, 2**62, ()) in place
 
     def drop(self, weight: Tensor, count: int, alpha: float) -> tuple[Tensor, Tensor]:
         """(dropped weights, keep mask) for ``weight`` (R, n) float32 on the CPU; 0 < count <= n."""
@@ -392,7 +393,7 @@ class RowBand:
             self.width = np.zeros(rows, np.float32)
         out = np.empty_like(w)
         keep = np.empty(w.shape, np.bool_)
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        seed = self.seed.random_(0, 2**62).item()
         with _kernel_threads() as threads:
             self.full_sorts = _drop_rows(w, count, self.kth, self.width, warm, round(alpha * DROP_RESOLUTION),
                                          seed, out, keep, CHUNKS_PER_THREAD * threads)
