@@ -1,17 +1,25 @@
 """What pruning buys at inference: a pruned model's size on disk, parameters, FLOPs and measured speed.
 
 A masked model (``torch.nn.utils.prune``) is the dense model plus masks; :func:`tdlib.compress.compress`
-is what makes it smaller and faster. :func:`saving` measures one pruned model in all three forms, and
-:func:`speedup_curve` the speed-up over a range of sparsities. Speed-ups are ratios of median wall times
-measured in the same call (:func:`tdlib.compress.median_seconds`), so they compare like with like.
+is what makes it smaller and faster. :func:`saving` measures one pruned model in all three forms.
+
+:func:`timings` times pruned models against every dense runtime of the same network: the torch module
+(what a pruned model runs as until it is compressed), ONNX Runtime (where installed), and the compressed
+control, the unpruned model in the compressed form. The control shows what the form alone buys: a speed-up
+over the torch module counts per-call overhead that the form removes as a gain of pruning, while a
+speed-up over the fastest dense runtime is what pruning itself buys. All are timed in the same paired
+rounds (:func:`tdlib.compress.paired_seconds`) on real inputs, and a speed-up is the median of the rounds'
+ratios, with their quartiles. :func:`speed` and :func:`speedup_curve` are the short form: the torch
+module against the compressed model, as a ratio of medians.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,13 +27,31 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from tdlib.compress import CompressedMLP, compress, dense_flops, fastest, median_seconds, save
+from tdlib.compress import (
+    CompressedMLP,
+    OnnxRuntime,
+    TiledMLP,
+    compress,
+    dense_flops,
+    fastest,
+    fastest_tiled,
+    median_seconds,
+    paired_seconds,
+    save,
+    timing_inputs,
+)
 from tdlib.metrics import PruneKind, masks_at
 from tdlib.model import MLP, eval_mode
 from tdlib.prune import Masks, apply_masks, install_with_torch_prune
 
 MIN_RUN_TIME = 0.2  # seconds of repeated calls behind each model's timing
 CHOICE_RUN_TIME = 0.02  # seconds behind each candidate layout's timing: enough to tell them apart where it matters
+TIMING_SECONDS = 1.0  # seconds of calls behind each runtime's times in :func:`timings`, over all its rounds
+TIMING_ROUNDS = 21
+TIMING_CHOICE_SECONDS = 0.05  # seconds behind each candidate form's timing when :func:`timings` chooses it
+DENSE_RUNTIMES = ("module", "onnxruntime", "control")  # what a pruned model is timed against
+RUNTIME_NAMES = {"module": "torch module", "onnxruntime": "ONNX Runtime", "control": "compressed control",
+                 "compressed": "compressed"}
 
 
 @dataclass(frozen=True)
@@ -120,3 +146,90 @@ def speedup_curve(
     """The measured speed-up (:func:`speed`) of ``model`` pruned by ``kind`` at each of ``ks`` (%), ranking it once."""
     return {k: speed(model, compress(model, masks, "dense"), batch, threads, min_run_time)
             for k, masks in masks_at(model, kind, ks)}
+
+
+@dataclass(frozen=True)
+class Form:
+    """How a compressed model ran when it was timed: the form measured fastest at the batch size."""
+
+    flop_ratio: float  # dense multiply-adds / compressed multiply-adds as run (inf: nothing left to run)
+    layouts: tuple[str, ...]  # per layer, "dense" or "csr"
+    fused: bool  # one compiled chain rather than layer by layer
+    tiled: bool  # the chain by rows of the batch through the register-tiled kernel
+
+    @classmethod
+    def of(cls, dense: MLP, fast: CompressedMLP) -> Form:
+        flops = fast.flops()
+        return cls(flop_ratio=dense_flops(dense) / flops if flops else math.inf, layouts=tuple(fast.layouts),
+                   fused=fast.fused, tiled=isinstance(fast, TiledMLP))
+
+    @property
+    def short(self) -> str:
+        """"tiled", "fused", or the layers' layouts as letters (C = CSR, D = dense), first to last."""
+        return "tiled" if self.tiled else "fused" if self.fused else "".join(x[0].upper() for x in self.layouts)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A compressed model and the dense runtimes of its network, timed in the same paired rounds at one
+    batch size (:func:`timings`)."""
+
+    batch: int
+    seconds: dict[str, tuple[float, ...]]  # per-call seconds in each round: "compressed" and each dense runtime
+    form: Form
+
+    def median(self, runtime: str) -> float:
+        return statistics.median(self.seconds[runtime])
+
+    def speedup(self, over: str) -> tuple[float, float, float]:
+        """The compressed model's speed-up over the runtime ``over``: the quartiles (lower, median, upper)
+        of the ratios of ``over``'s time to the compressed model's, round by round."""
+        ratios = [a / b for a, b in zip(self.seconds[over], self.seconds["compressed"], strict=True)]
+        lower, median, upper = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+        return lower, median, upper
+
+    @property
+    def fastest_dense(self) -> str:
+        """The dense runtime with the shortest median time."""
+        return min((r for r in DENSE_RUNTIMES if r in self.seconds), key=self.median)
+
+
+def dense_runtimes(model: MLP, batch: int, threads: int = 1, sample: Tensor | None = None,
+                   choice_seconds: float = TIMING_CHOICE_SECONDS) -> dict[str, Callable[[Tensor], Tensor]]:
+    """The dense ``model``'s runtimes, by the names of :data:`DENSE_RUNTIMES`: itself (a torch module), ONNX
+    Runtime on its layers (left out where onnxruntime is not installed), and its compressed control, in the
+    form measured fastest at ``batch`` on ``threads`` threads (chosen on ``sample``, as :func:`timings` does)."""
+    control = compress(model, {}, "dense")
+    runtimes: dict[str, Callable[[Tensor], Tensor]] = {
+        "module": model,
+        "control": fastest_tiled(control, batch, threads, partial(median_seconds, min_run_time=choice_seconds),
+                                 sample=sample),
+    }
+    with contextlib.suppress(ImportError):  # onnxruntime is an optional dependency
+        runtimes["onnxruntime"] = OnnxRuntime(control, threads)
+    return runtimes
+
+
+@torch.no_grad()
+def timings(model: MLP, pruned: Mapping[str, CompressedMLP], batch: int, images: Tensor, threads: int = 1,
+            sample: Tensor | None = None, seconds: float = TIMING_SECONDS, rounds: int = TIMING_ROUNDS,
+            ) -> dict[str, Timing]:
+    """Time each compressed model of ``pruned`` (compressions of the dense ``model``, by any names) against
+    the dense runtimes (:func:`dense_runtimes`), all in the same paired rounds
+    (:func:`tdlib.compress.paired_seconds`), each for ``seconds`` over ``rounds`` rounds, on ``threads``
+    threads, at ``batch`` inputs taken from ``images`` (N, in_features) as :func:`tdlib.compress.timing_inputs`
+    takes them (at batch 1, the image with the median count of zeros). Each compressed model runs in the
+    form measured fastest (:func:`tdlib.compress.fastest_tiled`), chosen on ``sample`` (rows like the
+    inputs, such as training images; default ``images``) with ``seconds / 20`` per candidate."""
+    sample = images if sample is None else sample
+    choice = seconds * TIMING_CHOICE_SECONDS / TIMING_SECONDS
+    with eval_mode(model):
+        runtimes: dict[str, Callable[[Tensor], object]] = dict(dense_runtimes(model, batch, threads, sample, choice))
+        fast = {name: fastest_tiled(small, batch, threads, partial(median_seconds, min_run_time=choice), sample=sample)
+                for name, small in pruned.items()}
+        x = timing_inputs(images, batch, model.layers[0].in_features, model.layers[0].weight)
+        timed = paired_seconds({**runtimes, **{f"pruned:{name}": f for name, f in fast.items()}}, x, threads,
+                               seconds, rounds)
+    dense = {name: timed[name] for name in runtimes}
+    return {name: Timing(batch, {**dense, "compressed": timed[f"pruned:{name}"]}, Form.of(model, f))
+            for name, f in fast.items()}

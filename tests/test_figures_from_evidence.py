@@ -59,11 +59,15 @@ def test_what_pruning_buys_is_measured_once_then_read_with_its_timings(cache: Ru
     ev = Evidence(TINY, cache)
     measured = savings_report.measure(ev, models)
     b50, tu80 = measured.models
-    assert b50.per_seed[0].speeds == (measured.curves[("unit", 1)][50],)  # on the curve: one measurement shown
-    assert len(tu80.per_seed[0].speeds) == 1 and tu80.per_seed[1].speeds == ()  # only the first seed is timed
+    assert b50.timings == (measured.curves[("unit", 1)][50],)  # on the curve: one measurement shown
+    assert [t.batch for t in tu80.timings] == [1]  # timed on the first seed only, by its own measurement
+    assert all(s.speeds == () for m in measured.models for s in m.per_seed)  # sizes and accuracies time nothing
+    rounds = tu80.timings[0].seconds
+    assert set(rounds) >= {"module", "control", "compressed"} and {len(r) for r in rounds.values()} == {21}
     rows = {(row["run"], row["key"]): row["value"] for row in ev.rows()}
-    first_tu = ev.runs("TU")[0].spec.name
-    assert rows[(first_tu, "saving:unit:80:batch1:speedup")] == tu80.per_seed[0].speeds[0].speedup
+    first_tu, second_tu = (run.spec.name for run in ev.runs("TU"))
+    assert rows[(first_tu, "timing:unit:80:batch1:compressed:seconds20")] == rounds["compressed"][20]
+    assert not any(run == second_tu and key.startswith("timing:") for run, key in rows)
     forbid_models(monkeypatch)
     assert savings_report.measure(Evidence(TINY, cache), models) == measured  # timings too: nothing was timed again
 

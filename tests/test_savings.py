@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+import tdlib.compress.autotune
 import tdlib.savings
 from tdlib.claims.profiles import PROFILES
-from tdlib.compress import compress
+from tdlib.compress import OnnxRuntime, compress, dense_flops, paired_seconds
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
-from tdlib.savings import CHOICE_RUN_TIME, MIN_RUN_TIME, saving, speed, speedup_curve
+from tdlib.savings import CHOICE_RUN_TIME, MIN_RUN_TIME, Form, Timing, saving, speed, speedup_curve, timings
 
 QUICK = 0.002  # seconds behind a timing: these tests check what is measured, not how fast it runs
 
@@ -70,3 +72,69 @@ def test_a_shorter_timing_shortens_every_timing_behind_a_speed_up(monkeypatch) -
     assert rounds == [QUICK / 2] * 4  # dense and compressed, alternating, in two rounds
     assert PROFILES["smoke"].timing == 0.01 and PROFILES["default"].timing == PROFILES["paper"].timing == 1
     assert "speed-up timing" in PROFILES["smoke"].describe() and "speed-up timing" not in PROFILES["paper"].describe()
+
+
+class FakeClock:
+    """``time.perf_counter`` for :func:`paired_seconds`, advanced only by the runtimes' calls: each adds its
+    cost, so every time it measures is exact."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls: list[str] = []
+
+    def runtime(self, name: str, cost: float):
+        def call(x: torch.Tensor) -> torch.Tensor:
+            self.now += cost
+            self.calls.append(name)
+            return x
+
+        return call
+
+
+def test_paired_rounds_time_every_runtime_in_each_round_in_rotating_order(monkeypatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(tdlib.compress.autotune.time, "perf_counter", lambda: clock.now)
+    runtimes = {"a": clock.runtime("a", 0.001), "b": clock.runtime("b", 0.004), "c": clock.runtime("c", 0.002)}
+    before = torch.get_num_threads()
+    times = paired_seconds(runtimes, torch.zeros(1), threads=1, seconds=0.08, rounds=4)
+    assert torch.get_num_threads() == before
+    assert {name: pytest.approx(t, rel=1e-9) for name, t in times.items()} == {
+        "a": (0.001,) * 4, "b": (0.004,) * 4, "c": (0.002,) * 4}
+    # after four calls each to size the blocks, a warm-up round and four timed ones, blocks of about 20 ms
+    blocks = [name for i, name in enumerate(clock.calls[12:]) if i == 0 or clock.calls[12 + i - 1] != name]
+    assert blocks == ["c", "a", "b", "a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    assert clock.calls[12:].count("a") == 5 * 20 and clock.calls[12:].count("b") == 5 * 5
+
+
+def test_a_speed_up_is_the_median_of_the_rounds_ratios_with_their_quartiles() -> None:
+    form = Form(flop_ratio=2.0, layouts=("csr", "dense"), fused=True, tiled=False)
+    timing = Timing(1, {"module": (4.0, 8.0, 6.0, 100.0, 5.0), "control": (2.0, 2.0, 2.0, 2.0, 2.0),
+                        "compressed": (1.0, 2.0, 1.0, 50.0, 1.0)}, form)
+    assert timing.speedup("module") == (4.0, 4.0, 5.0)  # ratios 4, 4, 6, 2, 5: the slow 4th round cancels out
+    assert timing.speedup("control") == (1.0, 2.0, 2.0)
+    assert timing.median("module") == 6.0 and timing.fastest_dense == "control"
+    assert form.short == "fused" and Form(1.0, ("csr", "dense"), False, False).short == "CD"
+
+
+def test_pruned_models_are_timed_against_every_dense_runtime_in_the_same_rounds() -> None:
+    pytest.importorskip("onnxruntime")
+    model = small_model()
+    images = torch.rand(40, 60)
+    pruned = {f"{k}": compress(model, masks_for(model, "unit", k), "dense") for k in (50, 90)}
+    measured = timings(model, pruned, 8, images, seconds=QUICK * 10, rounds=3)
+    assert set(measured) == {"50", "90"}
+    for k, timing in measured.items():
+        assert set(timing.seconds) == {"module", "onnxruntime", "control", "compressed"}
+        assert {len(t) for t in timing.seconds.values()} == {3} and min(map(min, timing.seconds.values())) > 0
+        assert timing.form.flop_ratio == dense_flops(model) / pruned[k].flops() and len(timing.form.layouts) == 3
+    assert measured["50"].seconds["module"] == measured["90"].seconds["module"]  # one series for both
+    assert measured["50"].seconds["compressed"] != measured["90"].seconds["compressed"]
+
+
+def test_onnx_runtime_runs_the_compressed_network() -> None:
+    pytest.importorskip("onnxruntime")
+    model = small_model()
+    small = compress(model, masks_for(model, "weight", 80), "dense")
+    x = torch.rand(5, 60)
+    with torch.no_grad():
+        torch.testing.assert_close(OnnxRuntime(small, threads=1)(x), small(x))

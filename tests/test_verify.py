@@ -151,4 +151,7 @@ def test_timings_are_left_out_and_every_other_measurement_is_compared() -> None:
     assert (compared, missing, timings) == (3, ("accuracy",), 4)
     assert differ == ("pruned:weight:90 51.63 archived, 51.64 again",)
     assert not measures_the_machine("saving:unit:80:kib:compressed")
+    assert measures_the_machine("timing:unit:80:batch1:compressed:seconds20")
+    assert measures_the_machine("timing-curve:weight:batch256:99:tiled")
+    assert measures_the_machine("timing-curve:weight:batch256:onnxruntime:seconds0")
     assert not measures_the_machine("pruned:unit_l1:50@epoch8")

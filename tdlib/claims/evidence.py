@@ -57,10 +57,10 @@ RECORD_IDENTITIES = "TDLIB_RECORD_IDENTITIES"
 WITHHELD = -1e6  # what a restricted Evidence answers for a condition it does not hold (see Evidence.restricted)
 
 
-# What a timing decides: the seconds a measurement took, a speed-up, the layouts chosen by timing them (fused,
-# layer<i>:csr) and the multiply-adds of those layouts (flop_ratio). They measure the machine, not the run, so
-# a run trained again is not held to them.
-TIMED = re.compile(r"(^|:)(seconds|speedup|fused|layer\d+:csr|flop_ratio)$")
+# What a timing decides: the seconds a measurement took, a round's seconds per call (seconds<r>), a speed-up,
+# the form chosen by timing it (fused, tiled, layer<i>:csr) and the multiply-adds of that form (flop_ratio).
+# They measure the machine, not the run, so a run trained again is not held to them.
+TIMED = re.compile(r"(^|:)(seconds\d*|speedup|fused|tiled|layer\d+:csr|flop_ratio)$")
 
 
 def measures_the_machine(key: str) -> bool:

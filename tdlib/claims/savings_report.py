@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -14,14 +15,29 @@ from matplotlib.figure import Figure
 
 from tdlib.claims.evidence import Evidence
 from tdlib.claims.report import ReportContext, Section, SectionOutput
-from tdlib.metrics import SWEEP, PruneKind, masks_for
+from tdlib.compress import compress
+from tdlib.data import FashionMNIST
+from tdlib.metrics import SWEEP, PruneKind, masks_at, masks_for
 from tdlib.model import MLP
 from tdlib.runs import Run
-from tdlib.savings import MIN_RUN_TIME, Saving, Speed, saving, speedup_curve
+from tdlib.savings import (
+    DENSE_RUNTIMES,
+    MIN_RUN_TIME,
+    RUNTIME_NAMES,
+    TIMING_ROUNDS,
+    TIMING_SECONDS,
+    Form,
+    Saving,
+    Speed,
+    Timing,
+    saving,
+    timings,
+)
 
 Model = tuple[str, PruneKind, float]  # (condition, pruning kind, percent pruned); percent 0 is the control
 BATCHES = (1, 256)
 THREADS = 1  # one thread: the steadiest timings, and the setting of the issue's reference figures
+CHOICE_IMAGES = 256  # training images the compressed forms are chosen on
 CURVE_KINDS: tuple[PruneKind, ...] = ("weight", "unit")
 KIND_NAMES = {"weight": "weights (per layer)", "unit": "units (whole)"}
 
@@ -31,7 +47,8 @@ class PrunedModel:
     condition: str
     kind: PruneKind
     k: float
-    per_seed: tuple[Saving, ...]  # in seed order; only the first seed's is timed
+    per_seed: tuple[Saving, ...]  # in seed order (their ``speeds`` are not read: see :func:`measure`)
+    timings: tuple[Timing, ...]  # the first seed's, one per batch size (none where it was not timed)
 
     @property
     def name(self) -> str:
@@ -46,21 +63,50 @@ class PrunedModel:
 @dataclass(frozen=True)
 class Savings:
     models: tuple[PrunedModel, ...]
-    curves: dict[tuple[PruneKind, int], dict[float, Speed]]  # (kind, batch) -> k -> speed, B's first seed
+    curves: dict[tuple[PruneKind, int], dict[float, Timing]]  # (kind, batch) -> k -> timing, B's first seed
     seconds: float  # wall time of measuring all of it, when it was measured (stored with the numbers)
 
 
+def _form_values(form: Form, head: str) -> dict[str, float]:
+    return {f"{head}flop_ratio": form.flop_ratio, f"{head}fused": float(form.fused), f"{head}tiled": float(form.tiled),
+            **{f"{head}layer{i}:csr": float(layout == "csr") for i, layout in enumerate(form.layouts)}}
+
+
+def _rounds(seconds: Sequence[float], head: str) -> dict[str, float]:
+    return {f"{head}seconds{r}": t for r, t in enumerate(seconds)}
+
+
+def _timing_values(timing: Timing, head: str, dense: bool = True) -> dict[str, float]:
+    """A :class:`Timing` as stored evidence, under names starting ``head``: each runtime's time in each round
+    (``<runtime>:seconds<r>``; the dense runtimes' only if ``dense``) and the compressed form."""
+    runtimes = [r for r in timing.seconds if dense or r == "compressed"]
+    return {k: v for r in runtimes for k, v in _rounds(timing.seconds[r], f"{head}{r}:").items()} | _form_values(
+        timing.form, head)
+
+
+def _timing_from(values: dict[str, float], head: str, batch: int, dense_head: str | None = None) -> Timing:
+    """The :class:`Timing` stored under ``head`` (its dense runtimes' under ``dense_head``, by default ``head``)."""
+    dense_head = head if dense_head is None else dense_head
+
+    def rounds(prefix: str) -> tuple[float, ...]:
+        pattern = re.compile(re.escape(prefix) + r"seconds(\d+)")
+        found = {int(m[1]): v for key, v in values.items() if (m := pattern.fullmatch(key))}
+        return tuple(found[r] for r in range(len(found)))
+
+    seconds = {r: rounds(f"{dense_head}{r}:") for r in DENSE_RUNTIMES} | {"compressed": rounds(f"{head}compressed:")}
+    layers = sum(1 for name in values if re.fullmatch(re.escape(head) + r"layer\d+:csr", name))
+    form = Form(flop_ratio=values[f"{head}flop_ratio"],
+                layouts=tuple("csr" if values[f"{head}layer{i}:csr"] else "dense" for i in range(layers)),
+                fused=bool(values[f"{head}fused"]), tiled=bool(values[f"{head}tiled"]))
+    return Timing(batch, {r: t for r, t in seconds.items() if t}, form)
+
+
+# _model_values's code, and so these two functions', is the identity of the archived runs' stored sizes and
+# accuracies (tdlib.claims.fingerprint): they stay as they measured them.
 def _speed_values(speed: Speed, head: str = "") -> dict[str, float]:
     """A :class:`Speed` as stored evidence, under names starting ``head`` (layouts as 1 for CSR, 0 for dense)."""
     return {f"{head}speedup": speed.speedup, f"{head}flop_ratio": speed.flop_ratio, f"{head}fused": float(speed.fused),
             **{f"{head}layer{i}:csr": float(layout == "csr") for i, layout in enumerate(speed.layouts)}}
-
-
-def _speed_from(values: dict[str, float], head: str, batch: int) -> Speed:
-    layers = sum(1 for name in values if name.startswith(f"{head}layer") and name.endswith(":csr"))
-    return Speed(batch=batch, speedup=values[f"{head}speedup"], flop_ratio=values[f"{head}flop_ratio"],
-                 layouts=tuple("csr" if values[f"{head}layer{i}:csr"] else "dense" for i in range(layers)),
-                 fused=bool(values[f"{head}fused"]))
 
 
 def _saving_values(measured: Saving) -> dict[str, float]:
@@ -76,8 +122,7 @@ def _saving_from(values: dict[str, float]) -> Saving:
         return {key.split(":", 1)[1]: kind(v) for key, v in values.items() if key.startswith(name + ":")}
 
     return Saving(accuracy=field("accuracy"), differing_predictions=field("differing_predictions", int),
-                  kib=field("kib"), parameters=field("parameters", int),
-                  speeds=tuple(_speed_from(values, f"batch{b}:", b) for b in BATCHES if f"batch{b}:speedup" in values))
+                  kib=field("kib"), parameters=field("parameters", int), speeds=())
 
 
 def _timed(measure: Callable[[], dict[str, float]]) -> dict[str, float]:
@@ -86,12 +131,38 @@ def _timed(measure: Callable[[], dict[str, float]]) -> dict[str, float]:
     return {**values, "seconds": time.perf_counter() - started}
 
 
-def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int, timing: float) -> dict[str, float]:
-    """B's measured speed-up at every sparsity of the sweep, under ``<k>:``, and the seconds it took; each
-    timing ``timing`` times as long as a report's (:attr:`Profile.timing`)."""
-    seconds = MIN_RUN_TIME * timing
-    return _timed(lambda: {name: v for k, speed in speedup_curve(model, kind, SWEEP, batch, THREADS, seconds).items()
-                           for name, v in _speed_values(speed, f"{k:g}:").items()})
+def _time(model: MLP, pruned: dict[str, object], batch: int, data: FashionMNIST, timing: float) -> dict[str, Timing]:
+    """:func:`tdlib.savings.timings` on the test images, the forms chosen on training images, for ``timing``
+    times a report's time (:attr:`Profile.timing`)."""
+    return timings(model, pruned, batch, data.test_x, THREADS, sample=data.train_x[:CHOICE_IMAGES],
+                   seconds=TIMING_SECONDS * timing, rounds=TIMING_ROUNDS)
+
+
+def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int, timing: float, data: FashionMNIST
+                  ) -> dict[str, float]:
+    """B compressed at every sparsity of the sweep and its dense runtimes, timed together at ``batch``: the
+    dense runtimes' rounds once, each sparsity's under ``<k>:``, and the seconds it took."""
+    def measure() -> dict[str, float]:
+        pruned = {f"{k:g}": compress(model, masks, "dense") for k, masks in masks_at(model, kind, SWEEP)}
+        measured = _time(model, pruned, batch, data, timing)
+        dense = next(iter(measured.values())).seconds  # shared by every sparsity's timing
+        values = {k: v for r in DENSE_RUNTIMES if r in dense for k, v in _rounds(dense[r], f"{r}:").items()}
+        for name, t in measured.items():
+            values.update(_timing_values(t, f"{name}:", dense=False))
+        return values
+
+    return _timed(measure)
+
+
+def _model_timing_values(run: Run, model: MLP, kind: PruneKind, k: float, timing: float, data: FashionMNIST
+                         ) -> dict[str, float]:
+    """One pruned model and its dense runtimes timed at each batch size, under ``batch<b>:``."""
+    if run.stand_in:  # a stand-in's numbers are thrown away (Evidence.stand_ins): it is not timed
+        return {"seconds": 0.0}
+    small = compress(model, masks_for(model, kind, k, run.spec.seed), "dense")
+    return _timed(lambda: {key: v for batch in BATCHES
+                           for key, v in _timing_values(_time(model, {"": small}, batch, data, timing)[""],
+                                                        f"batch{batch}:").items()})
 
 
 def _model_values(run: Run, model: MLP, kind: PruneKind, k: float, batches: tuple[int, ...], ev: Evidence
@@ -105,40 +176,44 @@ def _model_values(run: Run, model: MLP, kind: PruneKind, k: float, batches: tupl
 
 
 def measure(ev: Evidence, models: Sequence[Model]) -> Savings:
-    """Compress and measure ``models`` on every seed, and B's speed-up curves on the first seed.
+    """Compress and measure ``models`` on every seed, and time them and B's speed-up curves on the first seed.
 
-    Every number, the timings included, is stored evidence of the run it measured (``saving:...`` and
-    ``speedup-curve:...``), so a report drawn again from the same runs shows the same numbers, and what
-    this machine measured stays in ``evidence.csv``."""
+    Every number, the timings included, is stored evidence of the run it measured (``saving:...``,
+    ``timing:...`` and ``timing-curve:...``), so a report drawn again from the same runs shows the same
+    numbers, and what this machine measured stays in ``evidence.csv``."""
     first = ev.seeds[0]
     seconds = 0.0
-    curves: dict[tuple[PruneKind, int], dict[float, Speed]] = {}
+    curves: dict[tuple[PruneKind, int], dict[float, Timing]] = {}
     for kind in CURVE_KINDS:
         for batch in BATCHES:
-            compute = partial(_curve_values, kind=kind, batch=batch, timing=ev.profile.timing)
-            stored = ev.measure_group("B", f"speedup-curve:{kind}:batch{batch}", compute, seeds=[first])[first]
-            curves[(kind, batch)] = {k: _speed_from(stored, f"{k:g}:", batch) for k in SWEEP}
+            compute = partial(_curve_values, kind=kind, batch=batch, timing=ev.profile.timing, data=ev.data)
+            stored = ev.measure_group("B", f"timing-curve:{kind}:batch{batch}", compute, seeds=[first])[first]
+            curves[(kind, batch)] = {k: _timing_from(stored, f"{k:g}:", batch, dense_head="") for k in SWEEP}
             seconds += stored["seconds"]
     measured_models = []
     for condition, kind, k in models:
-        # A model on B's curves (0 included: the control) is not timed again: the table and the figure show
-        # one measurement.
-        on_curve = condition == "B" and kind in CURVE_KINDS and k in SWEEP
-        compute = partial(_model_values, kind=kind, k=k, batches=() if on_curve else BATCHES, ev=ev)
+        # Sizes and accuracies (saving:...) never time anything: the timings are their own measurement,
+        # taken on the first seed only. (_model_values still takes batch sizes, always none here, so that its
+        # code, and so the stored values' identity, stays that of the archived runs' measurements.)
+        compute = partial(_model_values, kind=kind, k=k, batches=(), ev=ev)
         groups = ev.measure_group(condition, f"saving:{kind}:{k:g}", compute)
-        per_seed = []
-        for seed in ev.seeds:
-            measured = _saving_from(groups[seed])
-            if seed == first and on_curve:
-                measured = replace(measured, speeds=tuple(curves[(kind, batch)][k] for batch in BATCHES))
-            per_seed.append(measured)
-            seconds += groups[seed]["seconds"]
-        measured_models.append(PrunedModel(condition, kind, k, tuple(per_seed)))
+        per_seed = tuple(_saving_from(groups[seed]) for seed in ev.seeds)
+        seconds += sum(groups[seed]["seconds"] for seed in ev.seeds)
+        if condition == "B" and kind in CURVE_KINDS and k in SWEEP:  # on B's curves: one timing shown
+            timed = tuple(curves[(kind, batch)][k] for batch in BATCHES)
+        else:
+            compute = partial(_model_timing_values, kind=kind, k=k, timing=ev.profile.timing, data=ev.data)
+            stored = ev.measure_group(condition, f"timing:{kind}:{k:g}", compute, seeds=[first])[first]
+            seconds += stored["seconds"]
+            timed = tuple(_timing_from(stored, f"batch{batch}:", batch) for batch in BATCHES
+                          if f"batch{batch}:flop_ratio" in stored)
+        measured_models.append(PrunedModel(condition, kind, k, per_seed, timed))
     return Savings(tuple(measured_models), curves, seconds)
 
 
 def figure(savings: Savings, ev: Evidence, path: Path) -> None:
-    """Measured speed-up (solid) and FLOP ratio (dashed) against sparsity, one panel per batch size."""
+    """Measured speed-up over the fastest dense runtime (solid, its rounds' quartiles shaded) and over the torch
+    module (dotted), and the FLOP ratio (dashed), against sparsity, one panel per batch size."""
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, len(BATCHES), sharey=True)
     colours = {"weight": "tab:blue", "unit": "tab:orange"}
@@ -146,9 +221,14 @@ def figure(savings: Savings, ev: Evidence, path: Path) -> None:
         for kind in CURVE_KINDS:
             curve = savings.curves[(kind, batch)]
             positions = np.arange(len(curve))  # evenly spaced, as in the sweeps figure
-            ax.plot(positions, [s.speedup for s in curve.values()], marker="o", ms=3, color=colours[kind],
-                    label=f"{KIND_NAMES[kind]}: measured")
-            ax.plot(positions, [s.flop_ratio for s in curve.values()], ls="--", color=colours[kind],
+            fastest = next(iter(curve.values())).fastest_dense  # the curve's dense runtimes are timed once
+            over = np.array([t.speedup(fastest) for t in curve.values()])
+            ax.plot(positions, over[:, 1], marker="o", ms=3, color=colours[kind],
+                    label=f"{KIND_NAMES[kind]}: over {RUNTIME_NAMES[fastest]} (fastest dense)")
+            ax.fill_between(positions, over[:, 0], over[:, 2], color=colours[kind], alpha=0.25, lw=0)
+            ax.plot(positions, [t.speedup("module")[1] for t in curve.values()], ls=":", color=colours[kind],
+                    label=f"{KIND_NAMES[kind]}: over the torch module")
+            ax.plot(positions, [t.form.flop_ratio for t in curve.values()], ls="--", color=colours[kind],
                     label=f"{KIND_NAMES[kind]}: FLOP ratio")
             ax.set_xticks(positions, [f"{k:g}" for k in curve], fontsize=8)
         ax.axhline(1, color="grey", lw=1)
@@ -156,15 +236,24 @@ def figure(savings: Savings, ev: Evidence, path: Path) -> None:
         ax.set_xlabel("pruned (%)")
         ax.set_title(f"batch {batch}, {THREADS} thread")
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("speed-up over the dense model (x)")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Compressed B (seed {ev.seeds[0]}) against dense: measured speed-up and FLOP ratio")
+    axes[0].set_ylabel("speed-up of the compressed model (x)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Compressed B (seed {ev.seeds[0]}): measured speed-up over dense runtimes, and FLOP ratio")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def _speed_cell(speed: Speed) -> str:
-    return f"{speed.speedup:.1f}x ({speed.flop_ratio:.1f})"
+def _microseconds(timing: Timing, runtime: str) -> str:
+    return f"{1e6 * timing.median(runtime):,.{0 if timing.median(runtime) >= 1e-4 else 1}f}" \
+        if runtime in timing.seconds else "-"
+
+
+def _speedup_cell(timing: Timing, over: str) -> str:
+    if over not in timing.seconds:
+        return "-"
+    lower, median, upper = timing.speedup(over)
+    figure = f"{median:.2f}x" if median < 10 else f"{median:.1f}x"
+    return f"{f'**{figure}**' if over == timing.fastest_dense else figure} ({lower:.2f}-{upper:.2f})"
 
 
 def markdown(savings: Savings, ev: Evidence) -> list[str]:
@@ -176,21 +265,13 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         "cost. `tdlib.compress` removes each unit whose incoming weights are all pruned (folding what it "
         "still outputs into the next layer's bias) and runs each remaining layer dense or as CSR, or the "
         "whole network as one compiled chain of such layers, whichever it measures to be faster at the batch size "
-        "served. Accuracy, sizes and parameters are means over "
-        f"the {len(ev.seeds)} seeds; speed is measured on seed {first}, {THREADS} thread, random inputs, as "
-        "the ratio of the dense and the compressed model's median times per call, measured in five "
-        "alternating rounds of blocks of about a millisecond (`tdlib.savings.speed`). The FLOP ratio counts "
-        "multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
+        f"served. Accuracy, sizes and parameters are means over the {len(ev.seeds)} seeds.",
         "",
         "| pruned model | accuracy (%): masked / compressed | test predictions that differ (dense, CSR, fused) | "
-        "KiB on disk: dense / torch.prune-masked / compressed | parameters: dense / compressed | "
-        + "".join(f"batch {b}: speed-up (FLOP ratio) | " for b in BATCHES)
-        + f"layers (batch {' / '.join(map(str, BATCHES))}) |",
-        "|---|---|---|---|---|---|" + "---|" * len(BATCHES),
+        "KiB on disk: dense / torch.prune-masked / compressed | parameters: dense / compressed |",
+        "|---|---|---|---|---|",
     ]
     for m in savings.models:
-        speeds = m.per_seed[0].speeds
-        layouts = " / ".join("fused" if s.fused else "".join(x[0].upper() for x in s.layouts) for s in speeds)
         differing = " / ".join(
             str(sum(s.differing_predictions[form] for s in m.per_seed)) for form in ("dense", "csr", "fused")
         )
@@ -198,17 +279,47 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
             f"| {m.name} | {100 * m.mean('accuracy', 'masked'):.2f} / {100 * m.mean('accuracy', 'compressed'):.2f} "
             f"| {differing} of {len(ev.data.test_y) * len(ev.seeds)} "
             f"| {m.mean('kib', 'dense'):,.0f} / {m.mean('kib', 'masked'):,.0f} / {m.mean('kib', 'compressed'):,.0f} "
-            f"| {m.mean('parameters', 'dense'):,.0f} / {m.mean('parameters', 'compressed'):,.0f} "
-            f"| {' | '.join(_speed_cell(s) for s in speeds)} | {layouts} |"
+            f"| {m.mean('parameters', 'dense'):,.0f} / {m.mean('parameters', 'compressed'):,.0f} |"
         )
+    dense = [r for r in DENSE_RUNTIMES if any(r in t.seconds for m in savings.models for t in m.timings)]
     lines += [
         "",
-        "The control row is the unpruned model in the compressed form, timed the same way. "
-        "Layers: C = CSR, D = dense, from the first layer to the output layer, or fused (one compiled CSR "
-        f"chain), as chosen by measurement for each batch size. Measuring took {savings.seconds:.0f} s; every "
-        "number here, timings included, is stored evidence of its run (`evidence.csv`), measured once. "
-        "The speed-ups are this machine's, on one thread; with more threads the dense model gains more "
-        "from threading than sparse products do, so the speed-ups shrink (`./dev bench` measures both).",
+        "The control row is the unpruned model in the compressed form.",
+        "",
+        f"**Speed** (seed {first}, {THREADS} thread, Fashion-MNIST test images: at batch 1 the one with the median "
+        "count of zero pixels, at larger batches the first ones). Each pruned model, compressed and run in the form "
+        f"it measures fastest at the batch size (chosen on {CHOICE_IMAGES} training images), is timed against "
+        "every dense runtime of its network: the **torch module** (what a pruned model runs as until it is "
+        "compressed), **ONNX Runtime** (the same dense layers exported, CPU, its threads not spinning) and the "
+        "**compressed control** (the unpruned model in the compressed form, its fastest form). All of them run "
+        f"in the same {TIMING_ROUNDS} rounds, a block of back-to-back calls each per round (about "
+        f"{1000 * TIMING_SECONDS * ev.profile.timing / TIMING_ROUNDS:.0f} ms), in rotating order "
+        "(`tdlib.savings.timings`). A speed-up is the median over rounds of the ratio of two runtimes' times in "
+        "the same round, its quartiles in brackets; the one over the fastest dense runtime, in bold, is what "
+        "pruning itself buys, while the one over the torch module also counts the per-call overhead that the "
+        "compressed form removes from any network, pruned or not (the control row shows how much). The FLOP "
+        "ratio counts multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
+        "",
+        "| pruned model | batch | us per call: " + " / ".join(RUNTIME_NAMES[r] for r in dense) + " / compressed | "
+        + "".join(f"speed-up over {RUNTIME_NAMES[r]} | " for r in dense) + "FLOP ratio | form |",
+        "|---|---|---|" + "---|" * len(dense) + "---|---|",
+    ]
+    for m in savings.models:
+        if not m.timings:
+            lines.append(f"| {m.name} | - | not timed |" + " - |" * len(dense) + " - | - |")
+        for t in m.timings:
+            lines.append(
+                f"| {m.name} | {t.batch} | {' / '.join(_microseconds(t, r) for r in [*dense, 'compressed'])} | "
+                + "".join(f"{_speedup_cell(t, r)} | " for r in dense) + f"{t.form.flop_ratio:.1f} | {t.form.short} |"
+            )
+    lines += [
+        "",
+        "Form: the layers' layouts from the first layer to the output layer (C = CSR, D = dense) run layer by "
+        "layer, or fused (one compiled chain), or tiled (the chain by rows of the batch through a register-tiled "
+        f"kernel). Measuring took {savings.seconds:.0f} s; every number here, timings included, is stored "
+        "evidence of its run (`evidence.csv`, each round's time), measured once. The timings are this machine's, "
+        "on one thread; with more threads the dense runtimes gain more from threading than sparse products do, "
+        "so the speed-ups shrink (`./dev bench` measures both).",
         "",
         *_above_flop_ratio(savings),
         "![Measured speed-up against sparsity](figures/speedup.png)",
@@ -218,20 +329,30 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
 
 
 def _above_flop_ratio(savings: Savings) -> list[str]:
-    """A word on the speed-ups that beat their FLOP ratio, if any do."""
-    above = [(m.name, s) for m in savings.models for s in m.per_seed[0].speeds
-             if math.isfinite(s.flop_ratio) and s.speedup > s.flop_ratio]
+    """A word on the speed-ups over the fastest dense runtime that beat their FLOP ratio, if any do."""
+    above = [(m.name, t, t.speedup(t.fastest_dense)[1]) for m in savings.models for t in m.timings
+             if math.isfinite(t.form.flop_ratio)]
+    above = [(name, t, speedup) for name, t, speedup in above if speedup > t.form.flop_ratio]
     if not above:
         return []
-    cases = ", ".join(f"{name} at batch {s.batch} ({s.speedup:.1f}x against {s.flop_ratio:.1f}x)" for name, s in above)
+    cases = ", ".join(f"{name} at batch {t.batch} ({speedup:.1f}x against {t.form.flop_ratio:.1f}x)"
+                      for name, t, speedup in above)
     megabytes = 4 * savings.models[0].mean("parameters", "dense") / 1e6
     return [
-        f"Some speed-ups exceed their FLOP ratio: {cases}. Fewer multiply-adds are not all that shrinks: the "
-        f"dense network's parameters take {megabytes:.1f} MB in float32, more than a CPU core's caches hold, "
-        "while a unit-pruned network's smaller matrices fit in them, so each multiply-add waits less on "
-        "memory; and a smaller network spends fewer calls on per-layer overhead.",
+        f"Some speed-ups over the fastest dense runtime exceed their FLOP ratio: {cases}. Fewer multiply-adds are "
+        f"not all that shrinks: the dense network's parameters take {megabytes:.1f} MB in float32, more than a CPU "
+        "core's caches hold, while a pruned network's smaller matrices may fit in them, so each multiply-add waits "
+        "less on memory.",
         "",
     ]
+
+
+def _timing_json(timing: Timing) -> dict:
+    return {"batch": timing.batch, "form": asdict(timing.form),
+            "seconds_per_round": {r: list(t) for r, t in timing.seconds.items()},
+            "median_seconds": {r: timing.median(r) for r in timing.seconds},
+            "speedup_quartiles": {r: list(timing.speedup(r)) for r in DENSE_RUNTIMES if r in timing.seconds},
+            "fastest_dense": timing.fastest_dense}
 
 
 def as_json(savings: Savings, ev: Evidence) -> dict:
@@ -239,12 +360,14 @@ def as_json(savings: Savings, ev: Evidence) -> dict:
         "threads": THREADS,
         "timed_seed": ev.seeds[0],
         "models": [
-            {"name": m.name, "seeds": list(ev.seeds), "per_seed": [asdict(s) for s in m.per_seed]}
+            {"name": m.name, "seeds": list(ev.seeds),
+             "per_seed": [{k: v for k, v in asdict(s).items() if k != "speeds"} for s in m.per_seed],
+             "timings": [_timing_json(t) for t in m.timings]}
             for m in savings.models
         ],
         "curves": [
             {"model": f"B seed {ev.seeds[0]}", "kind": kind, "batch": batch,
-             "points": [{"k": k, **asdict(s)} for k, s in curve.items()]}
+             "points": [{"k": k, **_timing_json(t)} for k, t in curve.items()]}
             for (kind, batch), curve in savings.curves.items()
         ],
     }

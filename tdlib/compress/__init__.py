@@ -8,7 +8,8 @@ inference layer by layer, each layer dense or CSR, or as one compiled chain of s
 measured faster, on a sample of real inputs if given (:mod:`.module`, :mod:`.autotune`, :mod:`.chain`);
 :func:`fastest_tiled` also tries batches by rows through a register-tiled matrix-product kernel (:mod:`.tiled`).
 :func:`save` and :func:`load` keep it in a checked safetensors file (:mod:`.fileformat`); :func:`export_onnx`
-writes it as an ONNX file that takes any batch size (:mod:`.export`).
+writes it as an ONNX file that takes any batch size, which :class:`OnnxRuntime` runs (:mod:`.export`);
+:func:`paired_seconds` times several runtimes against each other in paired rounds.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Literal
 
 from torch import Tensor
 
-from tdlib.compress.autotune import fastest, fastest_layouts, median_seconds, timing_inputs
-from tdlib.compress.export import export_onnx
+from tdlib.compress.autotune import fastest, fastest_layouts, median_seconds, paired_seconds, timing_inputs
+from tdlib.compress.export import OnnxRuntime, export_onnx
 from tdlib.compress.fileformat import FILE_FORMAT, FILE_VERSION, CompressedFileError, load, save
 from tdlib.compress.module import LAYOUTS, CompressedMLP, Layout
 from tdlib.compress.surgery import shrink
@@ -68,6 +69,7 @@ __all__ = [
     "CompressedFileError",
     "CompressedMLP",
     "Layout",
+    "OnnxRuntime",
     "TiledMLP",
     "compress",
     "dense_flops",
@@ -77,6 +79,7 @@ __all__ = [
     "fastest_tiled",
     "load",
     "median_seconds",
+    "paired_seconds",
     "save",
     "shrink",
     "tiled",

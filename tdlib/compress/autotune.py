@@ -11,7 +11,8 @@ guessed from the density.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,52 @@ def median_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | Non
                                num_threads=threads or torch.get_num_threads())
     with torch.no_grad():
         return float(timer.blocked_autorange(min_run_time=min_run_time).median)
+
+
+def paired_seconds(runtimes: Mapping[str, Callable[[Tensor], object]], x: Tensor, threads: int | None = None,
+                   seconds: float = 1.0, rounds: int = 21) -> dict[str, tuple[float, ...]]:
+    """Per-call wall times of each of ``runtimes`` on the CPU inputs ``x``, without autograd, on ``threads``
+    threads (default: torch's current count; the caller's count is kept): one time per round, by name.
+
+    After a first round that warms every runtime up, each of ``rounds`` rounds runs a block of back-to-back
+    calls of each runtime, the order rotating from round to round; a runtime's blocks take about
+    ``seconds / rounds`` each (its number of calls is set once, from its fastest of three warm calls). Timed
+    in the same rounds, the runtimes share each round's state of the machine, so the ratio of two of them
+    in one round cancels whatever drifts more slowly than a round (another process, the clock's frequency),
+    and the spread of those ratios over rounds shows how far a figure can be trusted.
+    """
+    if rounds < 1 or seconds <= 0:
+        raise ValueError(f"rounds must be at least 1 and seconds positive, got {rounds} and {seconds}")
+    names = list(runtimes)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        with torch.no_grad():
+            calls = {name: max(1, round(seconds / rounds / max(_fastest_call(runtimes[name], x), 1e-7)))
+                     for name in names}
+            for r in range(-1, rounds):  # round -1 warms up, untimed
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    fn, n = runtimes[name], calls[name]
+                    started = time.perf_counter()
+                    for _ in range(n):
+                        fn(x)
+                    if r >= 0:
+                        times[name].append((time.perf_counter() - started) / n)
+    finally:
+        torch.set_num_threads(before)
+    return {name: tuple(t) for name, t in times.items()}
+
+
+def _fastest_call(fn: Callable[[Tensor], object], x: Tensor) -> float:
+    """The shortest of three calls ``fn(x)`` after a first, untimed one, in seconds."""
+    fn(x)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def _quick_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | None) -> float:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from tdlib.compress.module import CompressedMLP
 
@@ -30,3 +32,29 @@ def export_onnx(model: CompressedMLP, path: str | Path) -> Path:
     finally:
         model.train(was_training)
     return path
+
+
+class OnnxRuntime:
+    """A model run by ONNX Runtime on the CPU: called like the model, on a (batch, in_features) float32
+    tensor, it returns the (batch, n_classes) logits as a tensor. Needs ``pip install tdlib[onnx]``."""
+
+    def __init__(self, model: CompressedMLP, threads: int = 1) -> None:
+        """``model`` exported (:func:`export_onnx`) and loaded in a session of ``threads`` intra-op threads.
+
+        The session's threads do not spin between runs: by default they busy-wait for the next one, and
+        timed in turns with another runtime on as many threads as cores, that spinning takes the cores the
+        other runtime's turns run on (and slows both)."""
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ImportError("OnnxRuntime needs onnxruntime: pip install 'tdlib[onnx]'") from None
+        with tempfile.TemporaryDirectory() as directory:
+            path = export_onnx(model, Path(directory) / "model.onnx")
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.threads = threads
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.from_numpy(self.session.run(None, {"x": x.numpy()})[0])
