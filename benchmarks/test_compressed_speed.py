@@ -31,7 +31,7 @@ import pytest
 import torch
 from torch import nn
 
-from tdlib.compress import compress, dense_flops, fastest_tiled, median_seconds
+from tdlib.compress import CompressedMLP, OnnxRuntime, compress, dense_flops, export_onnx, fastest_tiled, median_seconds
 from tdlib.data import FashionMNIST
 from tdlib.metrics import masks_at
 from tdlib.model import MLP
@@ -49,22 +49,12 @@ CASES = [
 ]
 
 
-def onnx_session(net: nn.Module, threads: int, path: Path):
-    """ONNX Runtime's session (CPU, ``threads`` intra-op threads) of ``net``'s plain modules, exported to
-    ``path`` unless a file is there already (the same network, exported by an earlier case).
-
-    Its threads do not spin between runs: by default they busy-wait for the next run, and timed in turns
-    with tdlib on 2 threads of 2 cores, that spinning took the cores tdlib's turns ran on (the rounds'
-    ratios scattered up to 8x, upper quartiles 1.2-7.9, and ONNX Runtime's own time grew too)."""
-    import onnxruntime
-
+def onnx_session(net: CompressedMLP, threads: int, path: Path):
+    """ONNX Runtime's session (CPU, ``threads`` intra-op threads, not spinning) of ``net``'s plain modules,
+    exported to ``path`` unless a file is there already (the same network, exported by an earlier case)."""
     if not path.exists():
-        torch.onnx.export(net, (torch.rand(2, 784),), str(path), input_names=["x"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        export_onnx(net, path)
+    return OnnxRuntime(path, threads).session
 
 
 @pytest.fixture(scope="module")

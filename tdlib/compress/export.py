@@ -36,23 +36,25 @@ def export_onnx(model: CompressedMLP, path: str | Path) -> Path:
 
 class OnnxRuntime:
     """A model run by ONNX Runtime on the CPU: called like the model, on a (batch, in_features) float32
-    tensor, it returns the (batch, n_classes) logits as a tensor. Needs ``pip install tdlib[onnx]``."""
+    tensor, it returns the (batch, n_classes) logits as a tensor; ``session`` is ONNX Runtime's own, for
+    callers that feed it numpy arrays. Needs ``pip install tdlib[onnx]``."""
 
-    def __init__(self, model: CompressedMLP, threads: int = 1) -> None:
-        """``model`` exported (:func:`export_onnx`) and loaded in a session of ``threads`` intra-op threads.
+    def __init__(self, model: CompressedMLP | str | Path, threads: int = 1) -> None:
+        """``model`` exported (:func:`export_onnx`, to a temporary file), or the ONNX file at the path
+        ``model``, in a session of ``threads`` intra-op threads.
 
         The session's threads do not spin between runs: by default they busy-wait for the next one, and
         timed in turns with another runtime on as many threads as cores, that spinning takes the cores the
-        other runtime's turns run on (and slows both)."""
+        other runtime's turns run on (the rounds' ratios scattered up to 8x, and both runtimes slowed)."""
         try:
             import onnxruntime
         except ImportError:
             raise ImportError("OnnxRuntime needs onnxruntime: pip install 'tdlib[onnx]'") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with tempfile.TemporaryDirectory() as directory:
-            path = export_onnx(model, Path(directory) / "model.onnx")
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            path = model if isinstance(model, str | Path) else export_onnx(model, Path(directory) / "model.onnx")
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.threads = threads
 
