@@ -3,8 +3,8 @@
 A masked model (``torch.nn.utils.prune``) is the dense model plus masks; :func:`tdlib.compress.compress`
 is what makes it smaller and faster. :func:`saving` measures one pruned model in all three forms.
 
-:func:`timings` times pruned models against every dense runtime of the same network: the torch module
-(what a pruned model runs as until it is compressed), ONNX Runtime (where installed), and the compressed
+:func:`timings` times pruned models against every dense runtime of the same network: the dense torch
+module (a masked one is slower still), ONNX Runtime (where installed), and the compressed
 control, the unpruned model in the compressed form. The control shows what the form alone buys: a speed-up
 over the torch module counts per-call overhead that the form removes as a gain of pruning, while a
 speed-up over the fastest dense runtime is what pruning itself buys. All are timed in the same paired
@@ -15,7 +15,7 @@ module against the compressed model, as a ratio of medians.
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
 import math
 import statistics
 import tempfile
@@ -38,6 +38,7 @@ from tdlib.compress import (
     median_seconds,
     paired_seconds,
     save,
+    tiled,
     timing_inputs,
 )
 from tdlib.metrics import PruneKind, masks_at
@@ -190,24 +191,35 @@ class Timing:
 
     @property
     def fastest_dense(self) -> str:
-        """The dense runtime with the shortest median time."""
-        return min((r for r in DENSE_RUNTIMES if r in self.seconds), key=self.median)
+        """The dense runtime that holds its own best against the compressed model: the one its median
+        speed-up is smallest over (ranked by the paired rounds' ratios, as the speed-ups are)."""
+        return min((r for r in DENSE_RUNTIMES if r in self.seconds), key=lambda r: self.speedup(r)[1])
 
 
 def dense_runtimes(model: MLP, batch: int, threads: int = 1, sample: Tensor | None = None,
                    choice_seconds: float = TIMING_CHOICE_SECONDS) -> dict[str, Callable[[Tensor], Tensor]]:
     """The dense ``model``'s runtimes, by the names of :data:`DENSE_RUNTIMES`: itself (a torch module), ONNX
-    Runtime on its layers (left out where onnxruntime is not installed), and its compressed control, in the
-    form measured fastest at ``batch`` on ``threads`` threads (chosen on ``sample``, as :func:`timings` does)."""
+    Runtime on its layers (left out where onnxruntime or the exporter's onnxscript is not installed), and its
+    compressed control, in the form measured fastest at ``batch`` on ``threads`` threads (chosen on
+    ``sample``, as :func:`timings` does)."""
     control = compress(model, {}, "dense")
     runtimes: dict[str, Callable[[Tensor], Tensor]] = {
         "module": model,
         "control": fastest_tiled(control, batch, threads, partial(median_seconds, min_run_time=choice_seconds),
                                  sample=sample),
     }
-    with contextlib.suppress(ImportError):  # onnxruntime is an optional dependency
+    if all(importlib.util.find_spec(package) for package in ("onnxruntime", "onnxscript")):
         runtimes["onnxruntime"] = OnnxRuntime(control, threads)
     return runtimes
+
+
+def _in_form_of(model: CompressedMLP, like: CompressedMLP) -> CompressedMLP:
+    """``model``'s layers run in the form ``like`` runs in (its layouts, fused or not, tiled or not)."""
+    if isinstance(like, TiledMLP):
+        return tiled(model, like.layouts)
+    if like.fused:
+        return model.fuse(like.layouts, sparse_inputs=like.sparse_inputs)
+    return model.with_layouts(like.layouts)
 
 
 @torch.no_grad()
@@ -218,16 +230,27 @@ def timings(model: MLP, pruned: Mapping[str, CompressedMLP], batch: int, images:
     the dense runtimes (:func:`dense_runtimes`), all in the same paired rounds
     (:func:`tdlib.compress.paired_seconds`), each for ``seconds`` over ``rounds`` rounds, on ``threads``
     threads, at ``batch`` inputs taken from ``images`` (N, in_features) as :func:`tdlib.compress.timing_inputs`
-    takes them (at batch 1, the image with the median count of zeros). Each compressed model runs in the
-    form measured fastest (:func:`tdlib.compress.fastest_tiled`), chosen on ``sample`` (rows like the
-    inputs, such as training images; default ``images``) with ``seconds / 20`` per candidate."""
+    takes them (at batch 1, the image with the median count of zeros).
+
+    Each compressed model runs in the form measured fastest (:func:`tdlib.compress.fastest_tiled`), or in
+    the control's form if that measures faster still (every layer dense can beat CSR at a density where the
+    zeros are cheap to skip), chosen on ``sample`` (rows like the inputs, such as training images; default
+    ``images``) with ``seconds / 20`` per candidate."""
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     sample = images if sample is None else sample
-    choice = seconds * TIMING_CHOICE_SECONDS / TIMING_SECONDS
+    choice = partial(median_seconds, min_run_time=seconds * TIMING_CHOICE_SECONDS / TIMING_SECONDS)
+    first = model.layers[0].weight
+    x = timing_inputs(images, batch, model.layers[0].in_features, first)
+    at = timing_inputs(sample, batch, model.layers[0].in_features, first)
     with eval_mode(model):
-        runtimes: dict[str, Callable[[Tensor], object]] = dict(dense_runtimes(model, batch, threads, sample, choice))
-        fast = {name: fastest_tiled(small, batch, threads, partial(median_seconds, min_run_time=choice), sample=sample)
-                for name, small in pruned.items()}
-        x = timing_inputs(images, batch, model.layers[0].in_features, model.layers[0].weight)
+        runtimes: dict[str, Callable[[Tensor], object]] = dict(
+            dense_runtimes(model, batch, threads, sample, choice.keywords["min_run_time"]))
+        fast = {}
+        for name, small in pruned.items():
+            candidates = [fastest_tiled(small, batch, threads, choice, sample=sample),
+                          _in_form_of(small, runtimes["control"])]
+            fast[name] = min(candidates, key=lambda candidate: choice(candidate, at, threads))
         timed = paired_seconds({**runtimes, **{f"pruned:{name}": f for name, f in fast.items()}}, x, threads,
                                seconds, rounds)
     dense = {name: timed[name] for name in runtimes}

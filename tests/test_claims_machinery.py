@@ -274,6 +274,24 @@ def test_a_stored_number_is_measured_again_when_the_code_that_measured_it_change
     assert list(Evidence(TINY, cache).accuracy("B")) == list(stored)  # and again by the code of today
 
 
+def test_a_group_measured_again_returns_none_of_what_other_code_measured(measured: Path, tmp_path: Path) -> None:
+    # A measurement whose code changed, measured again with fewer numbers (fewer rounds, a runtime left out):
+    # what the old code stored stays in the file but is read neither now nor when the file is read again.
+    import shutil
+
+    shutil.copytree(measured, tmp_path / "c")
+    cache = RunCache(tmp_path / "c", progress=False)
+    first = Evidence(TINY, cache).measure_group("B", "group", lambda run, model: {"a": 1.0, "b": 2.0})
+    assert all(values == {"a": 1.0, "b": 2.0} for values in first.values())
+
+    def fewer(run: object, model: object) -> dict[str, float]:
+        return {"a": 3.0}
+
+    again = Evidence(TINY, cache).measure_group("B", "group", fewer)
+    assert all(values == {"a": 3.0} for values in again.values())
+    assert Evidence(TINY, cache, reading=Reading.STORED_ONLY).measure_group("B", "group", fewer) == again
+
+
 def test_a_value_from_before_identities_is_current_only_for_the_code_of_that_day(
         measured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Format 3 kept no identities: its values count as measured by the code legacy_identities.txt lists.

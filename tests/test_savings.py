@@ -91,19 +91,30 @@ class FakeClock:
         return call
 
 
-def test_paired_rounds_time_every_runtime_in_each_round_in_rotating_order(monkeypatch) -> None:
+def test_paired_rounds_time_every_runtime_once_a_round_in_a_shuffled_order(monkeypatch) -> None:
     clock = FakeClock()
     monkeypatch.setattr(tdlib.compress.autotune.time, "perf_counter", lambda: clock.now)
     runtimes = {"a": clock.runtime("a", 0.001), "b": clock.runtime("b", 0.004), "c": clock.runtime("c", 0.002)}
     before = torch.get_num_threads()
-    times = paired_seconds(runtimes, torch.zeros(1), threads=1, seconds=0.08, rounds=4)
+    times = paired_seconds(runtimes, torch.zeros(1), threads=1, seconds=0.16, rounds=8)
     assert torch.get_num_threads() == before
     assert {name: pytest.approx(t, rel=1e-9) for name, t in times.items()} == {
-        "a": (0.001,) * 4, "b": (0.004,) * 4, "c": (0.002,) * 4}
-    # after four calls each to size the blocks, a warm-up round and four timed ones, blocks of about 20 ms
-    blocks = [name for i, name in enumerate(clock.calls[12:]) if i == 0 or clock.calls[12 + i - 1] != name]
-    assert blocks == ["c", "a", "b", "a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
-    assert clock.calls[12:].count("a") == 5 * 20 and clock.calls[12:].count("b") == 5 * 5
+        "a": (0.001,) * 8, "b": (0.004,) * 8, "c": (0.002,) * 8}
+    # after four calls each to size the blocks, a warm-up round and eight timed ones, blocks of about 20 ms
+    calls, size = clock.calls[12:], {"a": 20, "b": 5, "c": 10}
+    blocks, i = [], 0
+    while i < len(calls):
+        blocks.append(calls[i])
+        assert calls[i:i + size[calls[i]]] == [calls[i]] * size[calls[i]]
+        i += size[calls[i]]
+    assert len(blocks) == 27 and all(sorted(blocks[i:i + 3]) == ["a", "b", "c"] for i in range(0, 27, 3))
+    orders = {tuple(blocks[i:i + 3]) for i in range(0, 27, 3)}
+    assert len({(o * 2)[(o * 2).index("a") + 1] for o in orders}) == 2  # "a" follows no single runtime each round
+    again = FakeClock()
+    monkeypatch.setattr(tdlib.compress.autotune.time, "perf_counter", lambda: again.now)
+    paired_seconds({n: again.runtime(n, c) for n, c in (("a", 0.001), ("b", 0.004), ("c", 0.002))},
+                   torch.zeros(1), threads=1, seconds=0.16, rounds=8)
+    assert again.calls == clock.calls  # the order is drawn from a seed: a measurement can be repeated
 
 
 def test_a_speed_up_is_the_median_of_the_rounds_ratios_with_their_quartiles() -> None:
@@ -138,3 +149,30 @@ def test_onnx_runtime_runs_the_compressed_network() -> None:
     x = torch.rand(5, 60)
     with torch.no_grad():
         torch.testing.assert_close(OnnxRuntime(small, threads=1)(x), small(x))
+
+
+def test_without_onnx_runtime_the_other_dense_runtimes_are_timed(monkeypatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(tdlib.savings.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnxruntime" else find_spec(name, *args))
+    model = small_model()
+    measured = timings(model, {"": compress(model, masks_for(model, "unit", 50), "dense")}, 2, torch.rand(4, 60),
+                       seconds=QUICK, rounds=2)[""]
+    assert set(measured.seconds) == {"module", "control", "compressed"}
+    assert measured.fastest_dense in ("module", "control")
+
+
+@pytest.mark.parametrize("form", ["layers", "fused", "columns", "tiled"])
+def test_a_pruned_model_can_run_in_the_controls_form(form: str) -> None:
+    model = small_model()
+    control = compress(model, {}, "dense")
+    like = {"layers": control.with_layouts(["csr", "dense", "csr"]), "fused": control.fuse(["dense", "csr", "dense"]),
+            "columns": control.fuse(["dense", "dense", "csr"], sparse_inputs=True),
+            "tiled": tdlib.savings.tiled(control, ["dense", "csr", "dense"])}[form]
+    small = compress(model, masks_for(model, "unit", 50), "dense")
+    same = tdlib.savings._in_form_of(small, like)
+    assert (type(same), same.layouts, same.fused, same.sparse_inputs) == (
+        type(like), like.layouts, like.fused, like.sparse_inputs)
+    assert same.linears[0] is small.linears[0]

@@ -415,10 +415,12 @@ class Evidence:
                 return {**stored, **new}
             with FileLock(str(path) + ".lock"):
                 every, measured_by = self._read(path, run)
-                stored = {**every, **new}
                 for stale_file in path.parent.glob(f".{path.name}.*.tmp"):  # a killed writer's, safe under the lock
                     stale_file.unlink(missing_ok=True)
-                atomic_write(path, evidence_bytes(run, stored, {**measured_by, **dict.fromkeys(new, identity)}))
+                by = {**measured_by, **dict.fromkeys(new, identity)}
+                atomic_write(path, evidence_bytes(run, {**every, **new}, by))
+            # what other code measured stays in the file, but is not read: as when the file is read again
+            stored = {**{k: v for k, v in every.items() if current(measured_by.get(k), identity)}, **new}
         return stored
 
     def _read(self, path: Path, run: Run) -> tuple[dict[str, float], dict[str, str]]:

@@ -212,8 +212,9 @@ def measure(ev: Evidence, models: Sequence[Model]) -> Savings:
 
 
 def figure(savings: Savings, ev: Evidence, path: Path) -> None:
-    """Measured speed-up over the fastest dense runtime (solid, its rounds' quartiles shaded) and over the torch
-    module (dotted), and the FLOP ratio (dashed), against sparsity, one panel per batch size."""
+    """Measured speed-up over the fastest dense runtime (the one each compressed model gains least over; solid,
+    its rounds' quartiles shaded) and over the torch module (dotted), and the FLOP ratio (dashed), against
+    sparsity, one panel per batch size."""
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, len(BATCHES), sharey=True)
     colours = {"weight": "tab:blue", "unit": "tab:orange"}
@@ -221,10 +222,11 @@ def figure(savings: Savings, ev: Evidence, path: Path) -> None:
         for kind in CURVE_KINDS:
             curve = savings.curves[(kind, batch)]
             positions = np.arange(len(curve))  # evenly spaced, as in the sweeps figure
-            fastest = next(iter(curve.values())).fastest_dense  # the curve's dense runtimes are timed once
-            over = np.array([t.speedup(fastest) for t in curve.values()])
+            fastest = [t.fastest_dense for t in curve.values()]
+            over = np.array([t.speedup(r) for t, r in zip(curve.values(), fastest)])
+            names = " or ".join(RUNTIME_NAMES[r] for r in dict.fromkeys(fastest))
             ax.plot(positions, over[:, 1], marker="o", ms=3, color=colours[kind],
-                    label=f"{KIND_NAMES[kind]}: over {RUNTIME_NAMES[fastest]} (fastest dense)")
+                    label=f"{KIND_NAMES[kind]}: over the fastest dense ({names})")
             ax.fill_between(positions, over[:, 0], over[:, 2], color=colours[kind], alpha=0.25, lw=0)
             ax.plot(positions, [t.speedup("module")[1] for t in curve.values()], ls=":", color=colours[kind],
                     label=f"{KIND_NAMES[kind]}: over the torch module")
@@ -246,6 +248,20 @@ def figure(savings: Savings, ev: Evidence, path: Path) -> None:
 def _microseconds(timing: Timing, runtime: str) -> str:
     return f"{1e6 * timing.median(runtime):,.{0 if timing.median(runtime) >= 1e-4 else 1}f}" \
         if runtime in timing.seconds else "-"
+
+
+_DENSE_DESCRIBED = {
+    "module": "the dense **torch module** (a model masked by `torch.nn.utils.prune` is slower still)",
+    "onnxruntime": "**ONNX Runtime** (the same dense layers exported, CPU, its threads not spinning)",
+    "control": "the **compressed control** (the unpruned model in the compressed form, in its fastest form)",
+}
+
+
+def _dense_named(dense: Sequence[str]) -> str:
+    """The dense runtimes timed, described, as one phrase (ONNX Runtime is absent where it was not installed)."""
+    described = [_DENSE_DESCRIBED[r] for r in dense]
+    missing = "" if "onnxruntime" in dense else " (ONNX Runtime was not installed where this was measured)"
+    return (", ".join(described[:-1]) + " and " + described[-1] if len(described) > 1 else described[0]) + missing
 
 
 def _speedup_cell(timing: Timing, over: str) -> str:
@@ -289,16 +305,15 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         f"**Speed** (seed {first}, {THREADS} thread, Fashion-MNIST test images: at batch 1 the one with the median "
         "count of zero pixels, at larger batches the first ones). Each pruned model, compressed and run in the form "
         f"it measures fastest at the batch size (chosen on {CHOICE_IMAGES} training images), is timed against "
-        "every dense runtime of its network: the **torch module** (what a pruned model runs as until it is "
-        "compressed), **ONNX Runtime** (the same dense layers exported, CPU, its threads not spinning) and the "
-        "**compressed control** (the unpruned model in the compressed form, its fastest form). All of them run "
-        f"in the same {TIMING_ROUNDS} rounds, a block of back-to-back calls each per round (about "
-        f"{1000 * TIMING_SECONDS * ev.profile.timing / TIMING_ROUNDS:.0f} ms), in rotating order "
-        "(`tdlib.savings.timings`). A speed-up is the median over rounds of the ratio of two runtimes' times in "
-        "the same round, its quartiles in brackets; the one over the fastest dense runtime, in bold, is what "
-        "pruning itself buys, while the one over the torch module also counts the per-call overhead that the "
-        "compressed form removes from any network, pruned or not (the control row shows how much). The FLOP "
-        "ratio counts multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
+        f"every dense runtime of its network: {_dense_named(dense)}. All of them run in the same {TIMING_ROUNDS} "
+        "rounds, a block of back-to-back calls on the same inputs each per round (about "
+        f"{1000 * TIMING_SECONDS * ev.profile.timing / TIMING_ROUNDS:.2g} ms, and at least one call), in an order "
+        "shuffled each round (`tdlib.savings.timings`): warm-cache timings, as of a model serving requests back to "
+        "back. A speed-up is the median over rounds of the ratio of two runtimes' times in the same round, its "
+        "quartiles in brackets. The one in bold, over the dense runtime it gains least over, is what pruning "
+        "itself buys; the one over the torch module also counts the per-call overhead that the compressed form "
+        "removes from any network, pruned or not (the control row shows how much). The FLOP ratio counts "
+        "multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
         "",
         "| pruned model | batch | us per call: " + " / ".join(RUNTIME_NAMES[r] for r in dense) + " / compressed | "
         + "".join(f"speed-up over {RUNTIME_NAMES[r]} | " for r in dense) + "FLOP ratio | form |",
@@ -342,7 +357,7 @@ def _above_flop_ratio(savings: Savings) -> list[str]:
     return [
         f"Some speed-ups over the fastest dense runtime exceed their FLOP ratio in three rounds of four: {cases}. "
         f"Fewer multiply-adds are not all that shrinks: the dense network's parameters take {megabytes:.1f} MB in "
-        "float32, more than a CPU core's caches hold, while a pruned network's smaller matrices may fit in them, "
+        "float32, more than a core's own caches hold, while a pruned network's smaller matrices may fit in them, "
         "so each multiply-add waits "
         "less on memory.",
         "",

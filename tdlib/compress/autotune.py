@@ -11,6 +11,7 @@ guessed from the density.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 
@@ -36,20 +37,24 @@ def median_seconds(fn: Callable[[Tensor], Tensor], x: Tensor, threads: int | Non
 
 
 def paired_seconds(runtimes: Mapping[str, Callable[[Tensor], object]], x: Tensor, threads: int | None = None,
-                   seconds: float = 1.0, rounds: int = 21) -> dict[str, tuple[float, ...]]:
+                   seconds: float = 1.0, rounds: int = 21, seed: int = 0) -> dict[str, tuple[float, ...]]:
     """Per-call wall times of each of ``runtimes`` on the CPU inputs ``x``, without autograd, on ``threads``
     threads (default: torch's current count; the caller's count is kept): one time per round, by name.
 
     After a first round that warms every runtime up, each of ``rounds`` rounds runs a block of back-to-back
-    calls of each runtime, the order rotating from round to round; a runtime's blocks take about
-    ``seconds / rounds`` each (its number of calls is set once, from its fastest of three warm calls). Timed
-    in the same rounds, the runtimes share each round's state of the machine, so the ratio of two of them
-    in one round cancels whatever drifts more slowly than a round (another process, the clock's frequency),
-    and the spread of those ratios over rounds shows how far a figure can be trusted.
+    calls of each runtime, in an order shuffled anew each round (from ``seed``), so that no runtime always
+    follows the same one (whose traces in the caches it would always meet); a runtime's blocks take about
+    ``seconds / rounds`` each, and at least one call (its number of calls is set once, from its fastest of
+    three warm calls). Timed in the same rounds, the runtimes share each round's state of the machine, so
+    the ratio of two of them in one round cancels whatever drifts more slowly than a round (another process,
+    the clock's frequency), and the spread of those ratios over rounds shows how far a figure can be
+    trusted. The inputs are the same in every call: these are warm-cache timings, as of a model serving
+    requests back to back.
     """
     if rounds < 1 or seconds <= 0:
         raise ValueError(f"rounds must be at least 1 and seconds positive, got {rounds} and {seconds}")
     names = list(runtimes)
+    order = random.Random(seed)
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -58,7 +63,7 @@ def paired_seconds(runtimes: Mapping[str, Callable[[Tensor], object]], x: Tensor
             calls = {name: max(1, round(seconds / rounds / max(_fastest_call(runtimes[name], x), 1e-7)))
                      for name in names}
             for r in range(-1, rounds):  # round -1 warms up, untimed
-                for name in names[r % len(names):] + names[:r % len(names)]:
+                for name in order.sample(names, len(names)):
                     fn, n = runtimes[name], calls[name]
                     started = time.perf_counter()
                     for _ in range(n):
