@@ -292,6 +292,33 @@ def test_a_group_measured_again_returns_none_of_what_other_code_measured(measure
     assert Evidence(TINY, cache, reading=Reading.STORED_ONLY).measure_group("B", "group", fewer) == again
 
 
+def test_a_group_is_at_hand_stored_or_measurable_here_and_never_by_training_a_run_again(
+        measured: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tdlib.claims.archive import export, restore
+
+    shutil.copytree(measured, tmp_path / "c")
+    cache = RunCache(tmp_path / "c", progress=False)
+
+    def group(run: object, model: object) -> dict[str, float]:
+        return {"a": 1.0}
+
+    def other(run: object, model: object) -> dict[str, float]:
+        return {"b": 2.0}
+
+    stored_only = Evidence(TINY, cache, reading=Reading.STORED_ONLY)
+    assert Evidence(TINY, cache).group_at_hand("B", "g", group, [0])  # the weights are here to measure it
+    assert not stored_only.group_at_hand("B", "g", group, [0])  # which stored-only evidence may not
+    Evidence(TINY, cache).measure_group("B", "g", group, seeds=[0])
+    assert stored_only.group_at_hand("B", "g", group, [0]) and not stored_only.group_at_hand("B", "g", group)
+    export(cache, tmp_path / "archive")
+    restore(tmp_path / "archive", fresh := RunCache(tmp_path / "fresh", progress=False))
+    archived = Evidence(TINY, fresh)  # may train, but its runs are archived without weights
+    assert archived.group_at_hand("B", "g", group, [0])  # stored in the archive
+    assert not archived.group_at_hand("B", "o", other, [0])  # measurable only by training the run again
+
+
 def test_a_value_from_before_identities_is_current_only_for_the_code_of_that_day(
         measured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Format 3 kept no identities: its values count as measured by the code legacy_identities.txt lists.

@@ -378,6 +378,22 @@ class Evidence:
                 groups[seed] = {k[len(head):]: v for k, v in stored.items() if k.startswith(head)}
         return groups
 
+    def group_at_hand(self, condition: str, prefix: str, compute: Callable[[Run, MLP], dict[str, float]],
+                      seeds: Collection[int] | None = None) -> bool:
+        """Whether :meth:`measure_group` can give these numbers for every seed asked: each is stored, measured by
+        the code of ``compute``, or its run's weights are here to measure it (and this evidence may measure)."""
+        head = f"{prefix}{self._tag()}:"
+        identity = self._identity(compute)
+        for seed, run in zip(self.seeds, self.runs(condition), strict=True):
+            if seeds is not None and seed not in seeds:
+                continue
+            every, measured_by = self._read(self.store / f"{run.spec.name}.json", run)
+            if any(k.startswith(head) and current(measured_by.get(k), identity) for k in every):
+                continue
+            if self.stored_only or not run.weights_here or run.stand_in:
+                return False
+        return True
+
     def _tag(self) -> str:
         """What a key is suffixed with: a checkpoint's numbers are stored apart from the end's."""
         return "" if self.epoch is None else f"@epoch{self.epoch}"

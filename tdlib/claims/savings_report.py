@@ -6,7 +6,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from tdlib.savings import (
     Speed,
     Timing,
     saving,
+    speedup_curve,
     timings,
 )
 
@@ -49,6 +50,7 @@ class PrunedModel:
     k: float
     per_seed: tuple[Saving, ...]  # in seed order (their ``speeds`` are not read: see :func:`measure`)
     timings: tuple[Timing, ...]  # the first seed's, one per batch size (none where it was not timed)
+    legacy: tuple[Speed, ...] = ()  # or its speed-ups as timed before the dense runtimes were (see _curve_values)
 
     @property
     def name(self) -> str:
@@ -65,6 +67,12 @@ class Savings:
     models: tuple[PrunedModel, ...]
     curves: dict[tuple[PruneKind, int], dict[float, Timing]]  # (kind, batch) -> k -> timing, B's first seed
     seconds: float  # wall time of measuring all of it, when it was measured (stored with the numbers)
+    legacy_curves: dict[tuple[PruneKind, int], dict[float, Speed]] = field(default_factory=dict)  # or these
+
+    @property
+    def legacy(self) -> bool:
+        """Whether the speed-ups are those timed before the dense runtimes were (see :func:`measure`)."""
+        return bool(self.legacy_curves)
 
 
 def _form_values(form: Form, head: str) -> dict[str, float]:
@@ -138,7 +146,7 @@ def _time(model: MLP, pruned: dict[str, object], batch: int, data: FashionMNIST,
                    seconds=TIMING_SECONDS * timing, rounds=TIMING_ROUNDS)
 
 
-def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int, timing: float, data: FashionMNIST
+def _timing_curve_values(run: Run, model: MLP, kind: PruneKind, batch: int, timing: float, data: FashionMNIST
                   ) -> dict[str, float]:
     """B compressed at every sparsity of the sweep and its dense runtimes, timed together at ``batch``: the
     dense runtimes' rounds once, each sparsity's under ``<k>:``, and the seconds it took."""
@@ -152,6 +160,24 @@ def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int, timing: flo
         return values
 
     return _timed(measure)
+
+
+# Speed-ups as timed before the dense runtimes were (the torch module against the compressed model, as a ratio
+# of medians of five rounds on random inputs): still read where the first seed's runs are archived without
+# weights that this machine reproduces, so that their report is drawn as it was; never measured anew.
+def _curve_values(run: Run, model: MLP, kind: PruneKind, batch: int, timing: float) -> dict[str, float]:
+    """B's measured speed-up at every sparsity of the sweep, under ``<k>:``, and the seconds it took; each
+    timing ``timing`` times as long as a report's (:attr:`Profile.timing`)."""
+    seconds = MIN_RUN_TIME * timing
+    return _timed(lambda: {name: v for k, speed in speedup_curve(model, kind, SWEEP, batch, THREADS, seconds).items()
+                           for name, v in _speed_values(speed, f"{k:g}:").items()})
+
+
+def _speed_from(values: dict[str, float], head: str, batch: int) -> Speed:
+    layers = sum(1 for name in values if name.startswith(f"{head}layer") and name.endswith(":csr"))
+    return Speed(batch=batch, speedup=values[f"{head}speedup"], flop_ratio=values[f"{head}flop_ratio"],
+                 layouts=tuple("csr" if values[f"{head}layer{i}:csr"] else "dense" for i in range(layers)),
+                 fused=bool(values[f"{head}fused"]))
 
 
 def _model_timing_values(run: Run, model: MLP, kind: PruneKind, k: float, timing: float, data: FashionMNIST
@@ -175,21 +201,40 @@ def _model_values(run: Run, model: MLP, kind: PruneKind, k: float, batches: tupl
                                                 MIN_RUN_TIME * ev.profile.timing)))
 
 
+def _on_curve(condition: str, kind: PruneKind, k: float) -> bool:
+    return condition == "B" and kind in CURVE_KINDS and k in SWEEP
+
+
 def measure(ev: Evidence, models: Sequence[Model]) -> Savings:
     """Compress and measure ``models`` on every seed, and time them and B's speed-up curves on the first seed.
 
     Every number, the timings included, is stored evidence of the run it measured (``saving:...``,
     ``timing:...`` and ``timing-curve:...``), so a report drawn again from the same runs shows the same
-    numbers, and what this machine measured stays in ``evidence.csv``."""
+    numbers, and what this machine measured stays in ``evidence.csv``. Timing never trains a run again: where
+    a first seed's timing is neither stored nor measurable (its run archived without weights here), the
+    speed-ups are read as they were timed before the dense runtimes were (``speedup-curve:...`` and the
+    ``saving:...`` values' own), for every model alike."""
     first = ev.seeds[0]
+    curve_timing = {(kind, batch): partial(_timing_curve_values, kind=kind, batch=batch, timing=ev.profile.timing,
+                                           data=ev.data) for kind in CURVE_KINDS for batch in BATCHES}
+    model_timing = {model: partial(_model_timing_values, kind=model[1], k=model[2], timing=ev.profile.timing,
+                                   data=ev.data) for model in models if not _on_curve(*model)}
+    timed_here = (all(ev.group_at_hand("B", f"timing-curve:{kind}:batch{batch}", compute, [first])
+                      for (kind, batch), compute in curve_timing.items())
+                  and all(ev.group_at_hand(condition, f"timing:{kind}:{k:g}", compute, [first])
+                          for (condition, kind, k), compute in model_timing.items()))
     seconds = 0.0
     curves: dict[tuple[PruneKind, int], dict[float, Timing]] = {}
-    for kind in CURVE_KINDS:
-        for batch in BATCHES:
-            compute = partial(_curve_values, kind=kind, batch=batch, timing=ev.profile.timing, data=ev.data)
+    legacy_curves: dict[tuple[PruneKind, int], dict[float, Speed]] = {}
+    for (kind, batch), compute in curve_timing.items():
+        if timed_here:
             stored = ev.measure_group("B", f"timing-curve:{kind}:batch{batch}", compute, seeds=[first])[first]
             curves[(kind, batch)] = {k: _timing_from(stored, f"{k:g}:", batch, dense_head="") for k in SWEEP}
-            seconds += stored["seconds"]
+        else:
+            compute = partial(_curve_values, kind=kind, batch=batch, timing=ev.profile.timing)
+            stored = ev.measure_group("B", f"speedup-curve:{kind}:batch{batch}", compute, seeds=[first])[first]
+            legacy_curves[(kind, batch)] = {k: _speed_from(stored, f"{k:g}:", batch) for k in SWEEP}
+        seconds += stored["seconds"]
     measured_models = []
     for condition, kind, k in models:
         # Sizes and accuracies (saving:...) never time anything: the timings are their own measurement,
@@ -199,16 +244,22 @@ def measure(ev: Evidence, models: Sequence[Model]) -> Savings:
         groups = ev.measure_group(condition, f"saving:{kind}:{k:g}", compute)
         per_seed = tuple(_saving_from(groups[seed]) for seed in ev.seeds)
         seconds += sum(groups[seed]["seconds"] for seed in ev.seeds)
-        if condition == "B" and kind in CURVE_KINDS and k in SWEEP:  # on B's curves: one timing shown
-            timed = tuple(curves[(kind, batch)][k] for batch in BATCHES)
-        else:
-            compute = partial(_model_timing_values, kind=kind, k=k, timing=ev.profile.timing, data=ev.data)
-            stored = ev.measure_group(condition, f"timing:{kind}:{k:g}", compute, seeds=[first])[first]
+        timed: tuple[Timing, ...] = ()
+        legacy: tuple[Speed, ...] = ()
+        if _on_curve(condition, kind, k):  # on B's curves: one timing shown
+            timed = tuple(curves[(kind, batch)][k] for batch in BATCHES) if timed_here else ()
+            legacy = () if timed_here else tuple(legacy_curves[(kind, batch)][k] for batch in BATCHES)
+        elif timed_here:
+            stored = ev.measure_group(condition, f"timing:{kind}:{k:g}", model_timing[(condition, kind, k)],
+                                      seeds=[first])[first]
             seconds += stored["seconds"]
             timed = tuple(_timing_from(stored, f"batch{batch}:", batch) for batch in BATCHES
                           if f"batch{batch}:flop_ratio" in stored)
-        measured_models.append(PrunedModel(condition, kind, k, per_seed, timed))
-    return Savings(tuple(measured_models), curves, seconds)
+        else:
+            legacy = tuple(_speed_from(groups[first], f"batch{batch}:", batch) for batch in BATCHES
+                           if f"batch{batch}:speedup" in groups[first])
+        measured_models.append(PrunedModel(condition, kind, k, per_seed, timed, legacy))
+    return Savings(tuple(measured_models), curves, seconds, legacy_curves)
 
 
 def figure(savings: Savings, ev: Evidence, path: Path) -> None:
@@ -220,19 +271,26 @@ def figure(savings: Savings, ev: Evidence, path: Path) -> None:
     colours = {"weight": "tab:blue", "unit": "tab:orange"}
     for ax, batch in zip(axes, BATCHES):
         for kind in CURVE_KINDS:
-            curve = savings.curves[(kind, batch)]
-            positions = np.arange(len(curve))  # evenly spaced, as in the sweeps figure
-            fastest = [t.fastest_dense for t in curve.values()]
-            over = np.array([t.speedup(r) for t, r in zip(curve.values(), fastest)])
-            names = " or ".join(RUNTIME_NAMES[r] for r in dict.fromkeys(fastest))
-            ax.plot(positions, over[:, 1], marker="o", ms=3, color=colours[kind],
-                    label=f"{KIND_NAMES[kind]}: over the fastest dense ({names})")
-            ax.fill_between(positions, over[:, 0], over[:, 2], color=colours[kind], alpha=0.25, lw=0)
-            ax.plot(positions, [t.speedup("module")[1] for t in curve.values()], ls=":", color=colours[kind],
-                    label=f"{KIND_NAMES[kind]}: over the torch module")
-            ax.plot(positions, [t.form.flop_ratio for t in curve.values()], ls="--", color=colours[kind],
-                    label=f"{KIND_NAMES[kind]}: FLOP ratio")
-            ax.set_xticks(positions, [f"{k:g}" for k in curve], fontsize=8)
+            if savings.legacy:
+                legacy = savings.legacy_curves[(kind, batch)]
+                positions = np.arange(len(legacy))  # evenly spaced, as in the sweeps figure
+                ax.plot(positions, [s.speedup for s in legacy.values()], ls=":", marker="o", ms=3,
+                        color=colours[kind], label=f"{KIND_NAMES[kind]}: over the torch module")
+                flops, ks = [s.flop_ratio for s in legacy.values()], list(legacy)
+            else:
+                curve = savings.curves[(kind, batch)]
+                positions = np.arange(len(curve))
+                fastest = [t.fastest_dense for t in curve.values()]
+                over = np.array([t.speedup(r) for t, r in zip(curve.values(), fastest)])
+                names = " or ".join(RUNTIME_NAMES[r] for r in dict.fromkeys(fastest))
+                ax.plot(positions, over[:, 1], marker="o", ms=3, color=colours[kind],
+                        label=f"{KIND_NAMES[kind]}: over the fastest dense ({names})")
+                ax.fill_between(positions, over[:, 0], over[:, 2], color=colours[kind], alpha=0.25, lw=0)
+                ax.plot(positions, [t.speedup("module")[1] for t in curve.values()], ls=":", color=colours[kind],
+                        label=f"{KIND_NAMES[kind]}: over the torch module")
+                flops, ks = [t.form.flop_ratio for t in curve.values()], list(curve)
+            ax.plot(positions, flops, ls="--", color=colours[kind], label=f"{KIND_NAMES[kind]}: FLOP ratio")
+            ax.set_xticks(positions, [f"{k:g}" for k in ks], fontsize=8)
         ax.axhline(1, color="grey", lw=1)
         ax.set_yscale("log")
         ax.set_xlabel("pruned (%)")
@@ -273,7 +331,6 @@ def _speedup_cell(timing: Timing, over: str) -> str:
 
 
 def markdown(savings: Savings, ev: Evidence) -> list[str]:
-    first = ev.seeds[0]
     lines = [
         "## What pruning buys",
         "",
@@ -297,8 +354,20 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
             f"| {m.mean('kib', 'dense'):,.0f} / {m.mean('kib', 'masked'):,.0f} / {m.mean('kib', 'compressed'):,.0f} "
             f"| {m.mean('parameters', 'dense'):,.0f} / {m.mean('parameters', 'compressed'):,.0f} |"
         )
-    dense = [r for r in DENSE_RUNTIMES if any(r in t.seconds for m in savings.models for t in m.timings)]
+    lines += _legacy_speed(savings, ev) if savings.legacy else _speed(savings, ev)
     lines += [
+        *_above_flop_ratio(savings),
+        "![Measured speed-up against sparsity](figures/speedup.png)",
+        "",
+    ]
+    return lines
+
+
+def _speed(savings: Savings, ev: Evidence) -> list[str]:
+    """The speed table: every pruned model against every dense runtime, with the method."""
+    first = ev.seeds[0]
+    dense = [r for r in DENSE_RUNTIMES if any(r in t.seconds for m in savings.models for t in m.timings)]
+    lines = [
         "",
         "The control row is the unpruned model in the compressed form.",
         "",
@@ -327,7 +396,8 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
                 f"| {m.name} | {t.batch} | {' / '.join(_microseconds(t, r) for r in [*dense, 'compressed'])} | "
                 + "".join(f"{_speedup_cell(t, r)} | " for r in dense) + f"{t.form.flop_ratio:.1f} | {t.form.short} |"
             )
-    lines += [
+    return [
+        *lines,
         "",
         "Form: the layers' layouts from the first layer to the output layer (C = CSR, D = dense) run layer by "
         "layer, or fused (one compiled chain), or tiled (the chain by rows of the batch through a register-tiled "
@@ -336,11 +406,38 @@ def markdown(savings: Savings, ev: Evidence) -> list[str]:
         "on one thread; with more threads the dense runtimes gain more from threading than sparse products do, "
         "so the speed-ups shrink (`./dev bench` measures both).",
         "",
-        *_above_flop_ratio(savings),
-        "![Measured speed-up against sparsity](figures/speedup.png)",
+    ]
+
+
+def _legacy_speed(savings: Savings, ev: Evidence) -> list[str]:
+    """The speed-ups as timed before the dense runtimes were, said as such."""
+    lines = [
+        "",
+        "The control row is the unpruned model in the compressed form, timed the same way.",
+        "",
+        f"**Speed** (seed {ev.seeds[0]}, {THREADS} thread, uniform random inputs), as timed before the dense "
+        "runtimes were: the torch module against the compressed model only, as the ratio of their median times "
+        "per call over five alternating rounds of blocks of about a millisecond (`tdlib.savings.speed`). This "
+        "profile's first-seed runs are archived without weights this machine reproduces (a run's bits depend on "
+        "the CPU it trained on), so they are not timed again against ONNX Runtime and the compressed control "
+        "here. A speed-up over the torch module counts the per-call overhead that the compressed form removes "
+        "from any network, pruned or not, as a gain of pruning: the control row shows how much.",
+        "",
+        "| pruned model | batch | speed-up over the torch module | FLOP ratio | form |",
+        "|---|---|---|---|---|",
+    ]
+    for m in savings.models:
+        for speed in m.legacy:
+            form = "fused" if speed.fused else "".join(x[0].upper() for x in speed.layouts)
+            lines.append(f"| {m.name} | {speed.batch} | {speed.speedup:.1f}x | {speed.flop_ratio:.1f} | {form} |")
+    return [
+        *lines,
+        "",
+        "Form: the layers' layouts from the first layer to the output layer (C = CSR, D = dense) run layer by "
+        f"layer, or fused (one compiled chain). Measuring took {savings.seconds:.0f} s; every number here is "
+        "stored evidence of its run (`evidence.csv`), measured once.",
         "",
     ]
-    return lines
 
 
 def _above_flop_ratio(savings: Savings) -> list[str]:
@@ -379,13 +476,18 @@ def as_json(savings: Savings, ev: Evidence) -> dict:
         "models": [
             {"name": m.name, "seeds": list(ev.seeds),
              "per_seed": [{k: v for k, v in asdict(s).items() if k != "speeds"} for s in m.per_seed],
-             "timings": [_timing_json(t) for t in m.timings]}
+             "timings": [_timing_json(t) for t in m.timings],
+             **({"speeds_over_the_torch_module": [asdict(s) for s in m.legacy]} if savings.legacy else {})}
             for m in savings.models
         ],
         "curves": [
             {"model": f"B seed {ev.seeds[0]}", "kind": kind, "batch": batch,
              "points": [{"k": k, **_timing_json(t)} for k, t in curve.items()]}
             for (kind, batch), curve in savings.curves.items()
+        ] + [
+            {"model": f"B seed {ev.seeds[0]}", "kind": kind, "batch": batch, "timed_against": "the torch module only",
+             "points": [{"k": k, **asdict(s)} for k, s in curve.items()]}
+            for (kind, batch), curve in savings.legacy_curves.items()
         ],
     }
 
