@@ -4,7 +4,11 @@ the tiled model is an ordinary compressed model otherwise."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +146,18 @@ def test_fastest_tiled_takes_the_tiled_model_only_where_it_measures_faster() -> 
     x = torch.randn(16, 30)
     with torch.no_grad():
         assert torch.allclose(fastest_tiled(plain, 16)(x), plain(x), atol=1e-5)  # really timed
+
+
+def test_a_cached_kernel_is_compiled_again_when_a_module_it_depends_on_changes(tmp_path: Path) -> None:
+    """numba checks only the source of the file defining a kernel before reusing its cache; a kernel holding
+    another module's constant must see that module's change too (tiled.py holds chain.py's and simd.py's)."""
+    (tmp_path / "dep.py").write_text("K = 1\n")
+    (tmp_path / "kern.py").write_text(
+        "from numba import njit\nimport dep\nfrom tdlib.compress import simd\n\n\n"
+        "@njit(cache=True)\ndef k():\n    return dep.K\n\n\nsimd.cache_depends_on((k,), dep)\n")
+    run = [sys.executable, "-c", "import kern; print(kern.k())"]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    assert subprocess.run(run, cwd=tmp_path, env=environment, capture_output=True, text=True).stdout == "1\n"
+    assert list((tmp_path / "__pycache__").glob("kern.k-*.nbi"))  # cached
+    (tmp_path / "dep.py").write_text("K = 22\n")
+    assert subprocess.run(run, cwd=tmp_path, env=environment, capture_output=True, text=True).stdout == "22\n"

@@ -14,6 +14,12 @@ them in bounds); loads and stores are unaligned, and fastest on 64-byte-aligned 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -119,3 +125,19 @@ def aligned_empty(size):  # pragma: no cover - compiled
     raw = np.empty(size + LANES, np.float32)
     offset = (LANES - raw.ctypes.data // 4 % LANES) % LANES
     return raw[offset:offset + size]
+
+
+def cache_depends_on(dispatchers: Iterable[Any], *modules: ModuleType) -> None:
+    """Make numba's on-disk cache of each of ``dispatchers`` (kernels compiled with ``cache=True``) valid only
+    for the present source of ``modules`` too.
+
+    Before reusing a compiled kernel, numba checks the source of the file that defines it, not of the files
+    whose constants and intrinsics (such as this module's) were compiled into it: after a change to one of
+    those, it would run the code compiled before, with old offsets into arrays laid out anew. Each cache's
+    stamp of its own file is therefore mixed with the modules' sources, so that a change to any of them
+    compiles the kernels again."""
+    sources = hashlib.sha256(b"".join(Path(module.__file__).read_bytes() for module in modules)).digest()
+    for dispatcher in dispatchers:
+        cache_file = dispatcher._cache._cache_file  # numba's: the stamp its index is saved and checked with
+        own = cache_file._source_stamp
+        cache_file._source_stamp = hashlib.sha256(repr(own).encode() + sources).digest()

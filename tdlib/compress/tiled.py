@@ -24,6 +24,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from tdlib.compress import chain as chain_module
 from tdlib.compress import simd
 from tdlib.compress.autotune import Seconds, _quick_seconds, fastest, timing_inputs
 from tdlib.compress.chain import BIAS, CROW, CSR, DENSE, INPUTS, REASSOCIATE, VALUES, Chain
@@ -269,6 +270,10 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
     for j in range(batch):
         result[j] = h[j * stride:j * stride + rows]
     return result
+
+
+# These kernels are compiled with chain.py's layout constants and simd.py's intrinsics in them
+simd.cache_depends_on((_tile, _half_tile, _dense_rows, _dense_rows_threads, _tile_at, _run_rows), simd, chain_module)
 
 
 def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
