@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -25,12 +26,17 @@ def export_onnx(model: CompressedMLP, path: str | Path) -> Path:
     path = Path(path)
     was_training = model.training
     model.eval()
+    # The exporter warns, once a process, of each torchvision operator it cannot register: none is used here
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
     try:
         with torch.no_grad():
             torch.onnx.export(model, (example,), str(path), input_names=["x"], output_names=["logits"],
-                              dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+                              dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False)
     finally:
         model.train(was_training)
+        registration.setLevel(level)
     return path
 
 
