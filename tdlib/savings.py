@@ -41,6 +41,8 @@ from tdlib.compress import (
     tiled,
     timing_inputs,
 )
+from tdlib.compress.chain import Chain
+from tdlib.compress.module import compact_layouts
 from tdlib.metrics import PruneKind, masks_at
 from tdlib.model import MLP, eval_mode
 from tdlib.prune import Masks, apply_masks, install_with_torch_prune
@@ -49,7 +51,7 @@ MIN_RUN_TIME = 0.2  # seconds of repeated calls behind each model's timing
 CHOICE_RUN_TIME = 0.02  # seconds behind each candidate layout's timing: enough to tell them apart where it matters
 TIMING_SECONDS = 1.0  # seconds of calls behind each runtime's times in :func:`timings`, over all its rounds
 TIMING_ROUNDS = 21
-TIMING_CHOICE_SECONDS = 0.05  # seconds behind each candidate form's timing when :func:`timings` chooses it
+TIMING_CHOICE_SECONDS = 0.15  # seconds behind each candidate form's timing when :func:`timings` chooses it
 DENSE_RUNTIMES = ("module", "onnxruntime", "control")  # what a pruned model is timed against
 RUNTIME_NAMES = {"module": "torch module", "onnxruntime": "ONNX Runtime", "control": "compressed control",
                  "compressed": "compressed"}
@@ -201,12 +203,11 @@ def dense_runtimes(model: MLP, batch: int, threads: int = 1, sample: Tensor | No
     """The dense ``model``'s runtimes, by the names of :data:`DENSE_RUNTIMES`: itself (a torch module), ONNX
     Runtime on its layers (left out where onnxruntime or the exporter's onnxscript is not installed), and its
     compressed control, in the form measured fastest at ``batch`` on ``threads`` threads (chosen on
-    ``sample``, as :func:`timings` does)."""
+    ``sample`` as :func:`fastest_form` chooses, ``choice_seconds`` a candidate)."""
     control = compress(model, {}, "dense")
     runtimes: dict[str, Callable[[Tensor], Tensor]] = {
         "module": model,
-        "control": fastest_tiled(control, batch, threads, partial(median_seconds, min_run_time=choice_seconds),
-                                 sample=sample),
+        "control": fastest_form(control, batch, threads, sample, choice_seconds),
     }
     if all(importlib.util.find_spec(package) for package in ("onnxruntime", "onnxscript")):
         runtimes["onnxruntime"] = OnnxRuntime(control, threads)
@@ -222,6 +223,36 @@ def _in_form_of(model: CompressedMLP, like: CompressedMLP) -> CompressedMLP:
     return model.with_layouts(like.layouts)
 
 
+def fastest_form(model: CompressedMLP, batch: int, threads: int = 1, sample: Tensor | None = None,
+                 seconds: float = TIMING_CHOICE_SECONDS, also: Iterable[CompressedMLP] = ()) -> CompressedMLP:
+    """``model`` in the form fastest at ``batch`` inputs of ``sample`` (as :func:`tdlib.compress.timing_inputs`
+    takes them; uniform random numbers without one) on ``threads`` threads, among: what
+    :func:`tdlib.compress.fastest_tiled` picks (timing each candidate once, one after another), the chain in
+    its compact layouts (by rows, and with a dense first layer by columns), tiled in its compact and its dense
+    layouts (batches above one), and ``model``'s layers in the form of each of ``also``. These are timed
+    against each other in paired rounds (:func:`tdlib.compress.paired_seconds`, ``seconds`` each), so that a
+    drift of the machine while they are timed cannot pick a slower one, as it can one after another."""
+    choice = partial(median_seconds, min_run_time=seconds / 3)
+    first = model.linears[0].weight
+    at = timing_inputs(sample, batch, model.shapes[0][1], first)
+    candidates = [fastest_tiled(model, batch, threads, choice, sample=sample),
+                  *(_in_form_of(model, like) for like in also)]
+    if Chain.runs(first):
+        compact = compact_layouts(model.linears)
+        candidates.append(model.fuse(compact))
+        if compact[0] == "dense":
+            candidates.append(model.fuse(compact, sparse_inputs=True))
+        if batch > 1:
+            candidates += [tiled(model, compact), tiled(model, ("dense",) * len(model.linears))]
+    unique: dict[tuple, CompressedMLP] = {}
+    for candidate in candidates:
+        unique.setdefault((type(candidate), tuple(candidate.layouts), candidate.fused, candidate.sparse_inputs),
+                          candidate)
+    forms = {str(i): candidate for i, candidate in enumerate(unique.values())}
+    timed = paired_seconds(forms, at, threads, seconds, rounds=7)
+    return forms[min(timed, key=lambda name: statistics.median(timed[name]))]
+
+
 @torch.no_grad()
 def timings(model: MLP, pruned: Mapping[str, CompressedMLP], batch: int, images: Tensor, threads: int = 1,
             sample: Tensor | None = None, seconds: float = TIMING_SECONDS, rounds: int = TIMING_ROUNDS,
@@ -232,25 +263,19 @@ def timings(model: MLP, pruned: Mapping[str, CompressedMLP], batch: int, images:
     threads, at ``batch`` inputs taken from ``images`` (N, in_features) as :func:`tdlib.compress.timing_inputs`
     takes them (at batch 1, the image with the median count of zeros).
 
-    Each compressed model runs in the form measured fastest (:func:`tdlib.compress.fastest_tiled`), or in
-    the control's form if that measures faster still (every layer dense can beat CSR at a density where the
-    zeros are cheap to skip), chosen on ``sample`` (rows like the inputs, such as training images; default
-    ``images``) with ``seconds / 20`` per candidate."""
+    Each compressed model, and the control, runs in the form :func:`fastest_form` picks (a pruned model's
+    candidates include the control's form: every layer dense can beat CSR at a density where the zeros are
+    cheap to skip), chosen on ``sample`` (rows like the inputs, such as training images; default ``images``)
+    with ``seconds * 3 / 20`` a candidate."""
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     sample = images if sample is None else sample
-    choice = partial(median_seconds, min_run_time=seconds * TIMING_CHOICE_SECONDS / TIMING_SECONDS)
-    first = model.layers[0].weight
-    x = timing_inputs(images, batch, model.layers[0].in_features, first)
-    at = timing_inputs(sample, batch, model.layers[0].in_features, first)
+    choice = seconds * TIMING_CHOICE_SECONDS / TIMING_SECONDS
+    x = timing_inputs(images, batch, model.layers[0].in_features, model.layers[0].weight)
     with eval_mode(model):
-        runtimes: dict[str, Callable[[Tensor], object]] = dict(
-            dense_runtimes(model, batch, threads, sample, choice.keywords["min_run_time"]))
-        fast = {}
-        for name, small in pruned.items():
-            candidates = [fastest_tiled(small, batch, threads, choice, sample=sample),
-                          _in_form_of(small, runtimes["control"])]
-            fast[name] = min(candidates, key=lambda candidate: choice(candidate, at, threads))
+        runtimes: dict[str, Callable[[Tensor], object]] = dict(dense_runtimes(model, batch, threads, sample, choice))
+        fast = {name: fastest_form(small, batch, threads, sample, choice, also=[runtimes["control"]])
+                for name, small in pruned.items()}
         timed = paired_seconds({**runtimes, **{f"pruned:{name}": f for name, f in fast.items()}}, x, threads,
                                seconds, rounds)
     dense = {name: timed[name] for name in runtimes}

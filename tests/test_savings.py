@@ -11,6 +11,7 @@ import tdlib.compress.autotune
 import tdlib.savings
 from tdlib.claims.profiles import PROFILES
 from tdlib.compress import OnnxRuntime, compress, dense_flops, paired_seconds
+from tdlib.compress.module import compact_layouts
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.savings import CHOICE_RUN_TIME, MIN_RUN_TIME, Form, Timing, saving, speed, speedup_curve, timings
@@ -176,3 +177,23 @@ def test_a_pruned_model_can_run_in_the_controls_form(form: str) -> None:
     assert (type(same), same.layouts, same.fused, same.sparse_inputs) == (
         type(like), like.layouts, like.fused, like.sparse_inputs)
     assert same.linears[0] is small.linears[0]
+
+
+def test_the_fastest_form_is_picked_by_paired_rounds_among_distinct_candidates(monkeypatch) -> None:
+    model = small_model()
+    small = compress(model, masks_for(model, "weight", 90), "dense")
+    like = compress(model, {}, "dense").with_layouts(["dense", "csr", "dense"])  # a form no other candidate has
+    offered: dict[str, object] = {}
+
+    def paired(forms, x, threads, seconds, rounds):  # the control's form measures fastest
+        offered.update(forms)
+        return {name: (1.0,) if f.layouts == like.layouts and not f.fused else (2.0,) for name, f in forms.items()}
+
+    monkeypatch.setattr(tdlib.savings, "paired_seconds", paired)
+    chosen = tdlib.savings.fastest_form(small, 8, sample=torch.rand(20, 60), seconds=QUICK, also=[like])
+    assert (chosen.layouts, chosen.fused) == (like.layouts, False) and chosen.linears[0] is small.linears[0]
+    forms = [(type(f).__name__, tuple(f.layouts), f.fused, f.sparse_inputs) for f in offered.values()]
+    assert len(set(forms)) == len(forms)  # each form timed once
+    compact = compact_layouts(small.linears)
+    assert compact[0] == "csr" and {("CompressedMLP", compact, True, False), ("TiledMLP", compact, True, False),
+            ("TiledMLP", ("dense",) * 3, True, False)} <= set(forms)
