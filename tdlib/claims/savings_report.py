@@ -428,7 +428,7 @@ def _legacy_speed(savings: Savings, ev: Evidence) -> list[str]:
     ]
     for m in savings.models:
         for speed in m.legacy:
-            form = "fused" if speed.fused else "".join(x[0].upper() for x in speed.layouts)
+            form = Form(speed.flop_ratio, speed.layouts, speed.fused, tiled=False).short
             lines.append(f"| {m.name} | {speed.batch} | {speed.speedup:.1f}x | {speed.flop_ratio:.1f} | {form} |")
     return [
         *lines,
