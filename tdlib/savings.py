@@ -43,6 +43,7 @@ from tdlib.compress import (
 )
 from tdlib.compress.chain import Chain
 from tdlib.compress.module import compact_layouts
+from tdlib.compress.tiled import DEPTH
 from tdlib.metrics import PruneKind, masks_at
 from tdlib.model import MLP, eval_mode
 from tdlib.prune import Masks, apply_masks, install_with_torch_prune
@@ -217,7 +218,7 @@ def dense_runtimes(model: MLP, batch: int, threads: int = 1, sample: Tensor | No
 def _in_form_of(model: CompressedMLP, like: CompressedMLP) -> CompressedMLP:
     """``model``'s layers run in the form ``like`` runs in (its layouts, fused or not, tiled or not)."""
     if isinstance(like, TiledMLP):
-        return tiled(model, like.layouts)
+        return tiled(model, like.layouts, like.depth)
     if like.fused:
         return model.fuse(like.layouts, sparse_inputs=like.sparse_inputs)
     return model.with_layouts(like.layouts)
@@ -229,9 +230,10 @@ def fastest_form(model: CompressedMLP, batch: int, threads: int = 1, sample: Ten
     takes them; uniform random numbers without one) on ``threads`` threads, among: what
     :func:`tdlib.compress.fastest_tiled` picks (timing each candidate once, one after another), the chain in
     its compact layouts (by rows, and with a dense first layer by columns), tiled in its compact and its dense
-    layouts (batches above one), and ``model``'s layers in the form of each of ``also``. These are timed
-    against each other in paired rounds (:func:`tdlib.compress.paired_seconds`, ``seconds`` each), so that a
-    drift of the machine while they are timed cannot pick a slower one, as it can one after another."""
+    layouts, in passes of :data:`tdlib.compress.tiled.DEPTH` features or all in one (batches above one), and
+    ``model``'s layers in the form of each of ``also``. These are timed against each other in paired rounds
+    (:func:`tdlib.compress.paired_seconds`, ``seconds`` each), so that a drift of the machine while they are
+    timed cannot pick a slower one, as it can one after another."""
     choice = partial(median_seconds, min_run_time=seconds / 3)
     first = model.linears[0].weight
     at = timing_inputs(sample, batch, model.shapes[0][1], first)
@@ -243,11 +245,12 @@ def fastest_form(model: CompressedMLP, batch: int, threads: int = 1, sample: Ten
         if compact[0] == "dense":
             candidates.append(model.fuse(compact, sparse_inputs=True))
         if batch > 1:
-            candidates += [tiled(model, compact), tiled(model, ("dense",) * len(model.linears))]
+            candidates += [tiled(model, layouts, depth) for layouts in (compact, ("dense",) * len(model.linears))
+                           for depth in (DEPTH, 0)]
     unique: dict[tuple, CompressedMLP] = {}
     for candidate in candidates:
-        unique.setdefault((type(candidate), tuple(candidate.layouts), candidate.fused, candidate.sparse_inputs),
-                          candidate)
+        unique.setdefault((type(candidate), tuple(candidate.layouts), candidate.fused, candidate.sparse_inputs,
+                           getattr(candidate, "depth", None)), candidate)
     forms = {str(i): candidate for i, candidate in enumerate(unique.values())}
     timed = paired_seconds(forms, at, threads, seconds, rounds=7)
     return forms[min(timed, key=lambda name: statistics.median(timed[name]))]

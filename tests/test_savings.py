@@ -12,6 +12,7 @@ import tdlib.savings
 from tdlib.claims.profiles import PROFILES
 from tdlib.compress import OnnxRuntime, compress, dense_flops, paired_seconds
 from tdlib.compress.module import compact_layouts
+from tdlib.compress.tiled import DEPTH
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 from tdlib.savings import CHOICE_RUN_TIME, MIN_RUN_TIME, Form, Timing, saving, speed, speedup_curve, timings
@@ -171,11 +172,11 @@ def test_a_pruned_model_can_run_in_the_controls_form(form: str) -> None:
     control = compress(model, {}, "dense")
     like = {"layers": control.with_layouts(["csr", "dense", "csr"]), "fused": control.fuse(["dense", "csr", "dense"]),
             "columns": control.fuse(["dense", "dense", "csr"], sparse_inputs=True),
-            "tiled": tdlib.savings.tiled(control, ["dense", "csr", "dense"])}[form]
+            "tiled": tdlib.savings.tiled(control, ["dense", "csr", "dense"], depth=0)}[form]
     small = compress(model, masks_for(model, "unit", 50), "dense")
     same = tdlib.savings._in_form_of(small, like)
-    assert (type(same), same.layouts, same.fused, same.sparse_inputs) == (
-        type(like), like.layouts, like.fused, like.sparse_inputs)
+    assert (type(same), same.layouts, same.fused, same.sparse_inputs, getattr(same, "depth", None)) == (
+        type(like), like.layouts, like.fused, like.sparse_inputs, getattr(like, "depth", None))
     assert same.linears[0] is small.linears[0]
 
 
@@ -192,8 +193,10 @@ def test_the_fastest_form_is_picked_by_paired_rounds_among_distinct_candidates(m
     monkeypatch.setattr(tdlib.savings, "paired_seconds", paired)
     chosen = tdlib.savings.fastest_form(small, 8, sample=torch.rand(20, 60), seconds=QUICK, also=[like])
     assert (chosen.layouts, chosen.fused) == (like.layouts, False) and chosen.linears[0] is small.linears[0]
-    forms = [(type(f).__name__, tuple(f.layouts), f.fused, f.sparse_inputs) for f in offered.values()]
+    forms = [(type(f).__name__, tuple(f.layouts), f.fused, f.sparse_inputs, getattr(f, "depth", None))
+             for f in offered.values()]
     assert len(set(forms)) == len(forms)  # each form timed once
     compact = compact_layouts(small.linears)
-    assert compact[0] == "csr" and {("CompressedMLP", compact, True, False), ("TiledMLP", compact, True, False),
-            ("TiledMLP", ("dense",) * 3, True, False)} <= set(forms)
+    assert compact[0] == "csr" and {("CompressedMLP", compact, True, False, None)} | {
+        ("TiledMLP", layouts, True, False, depth) for layouts in (compact, ("dense",) * 3) for depth in (DEPTH, 0)
+    } <= set(forms)

@@ -69,6 +69,29 @@ def test_a_batch_by_rows_equals_torch(widths: list[int], batch: int, csr_every: 
     assert torch.allclose(out, expected, atol=1e-4, rtol=1e-4)
 
 
+@settings(max_examples=25, deadline=None, database=None)
+@given(n=st.sampled_from([1, 15, 17, DEPTH - 1, DEPTH + 3, 2 * DEPTH + 1]),
+       depth=st.sampled_from([1, 7, 16, 100, DEPTH]), batch=st.sampled_from([2, TILE + 1, 2 * TILE + 3]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+def test_passes_of_any_depth_give_the_bits_of_one_pass(n: int, depth: int, batch: int, threads: int, seed: int) -> None:
+    """Each sum adds its products feature by feature whatever the passes (a pass stores its sums, the next
+    loads them), so the depth a machine's caches prefer changes no bit, on one thread or two."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(PANEL + HALF + 3, n), (HALF, PANEL + HALF + 3)]
+    weights = [weight(rows, cols, generator) for rows, cols in shapes]
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    packed = Chain.pack(weights, biases, [True, False])
+    x = torch.randn(batch, n, generator=generator)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        one_pass, passes = TiledChain.of(packed, 0)(x), TiledChain.of(packed, depth)(x)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(passes, one_pass)
+    assert torch.allclose(one_pass, reference(x, weights, biases, [True, False]), atol=1e-4, rtol=1e-4)
+
+
 def test_layers_with_no_units_or_no_inputs_left() -> None:
     generator = torch.Generator().manual_seed(0)
     shapes = [(7, 5), (0, 7), (4, 0), (3, 4)]
@@ -127,6 +150,16 @@ def test_a_tiled_model_is_an_ordinary_compressed_model(tmp_path) -> None:
     assert type(again) is CompressedMLP and again.fused and again.layouts == small.layouts
     with torch.no_grad(), pytest.raises(ValueError, match=r"inputs must be \(batch, 30\), got \(5, 29\)"):
         small(torch.randn(5, 29))
+    one_pass = tiled(plain, ["dense", "dense", "dense"], depth=0)
+    assert one_pass.form == "fused, layers dense/dense/dense, by rows, tiled, in one pass"
+    with torch.no_grad():
+        assert torch.equal(one_pass(x), tiled(plain, ["dense"] * 3)(x)) and one_pass._backend.depth == 0
+        pickled = io.BytesIO()
+        torch.save(one_pass, pickled)
+        pickled.seek(0)
+        assert torch.load(pickled, weights_only=False)._ensure_backend().depth == 0
+    with pytest.raises(ValueError, match="depth must be 0"):
+        tiled(plain, depth=-1)
 
 
 def test_fastest_tiled_takes_the_tiled_model_only_where_it_measures_faster() -> None:
@@ -138,6 +171,8 @@ def test_fastest_tiled_takes_the_tiled_model_only_where_it_measures_faster() -> 
         return 0.5 if isinstance(fn, TiledMLP) and fn.layouts == ["dense"] * 3 else 1.0
 
     assert isinstance(fastest_tiled(plain, 16, seconds=tiled_faster), TiledMLP)
+    one_pass = fastest_tiled(plain, 16, seconds=lambda fn, x, t: 0.5 if getattr(fn, "depth", None) == 0 else 1.0)
+    assert isinstance(one_pass, TiledMLP) and one_pass.depth == 0  # the depth is measured too
     assert not isinstance(fastest_tiled(plain, 1, seconds=tiled_faster), TiledMLP)  # a batch of one: not tried
     assert not isinstance(fastest_tiled(plain, 16, seconds=lambda fn, x, t: 2.0 if isinstance(fn, TiledMLP)
                                         else 1.0), TiledMLP)

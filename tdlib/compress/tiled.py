@@ -18,6 +18,7 @@ measured through it, and a change to the code a measurement reaches makes the st
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,10 +33,12 @@ from tdlib.compress.module import CompressedMLP, Layout, compact_layouts
 from tdlib.fused import kernel_threads
 
 # The dense layers of a batch, by tiles of TILE inputs x PANEL outputs: 8 x 2 sixteen-lane sums held in
-# registers (of AVX-512's 32) while DEPTH input features pass; DEPTH x PANEL weights (32 KiB) stay in a
-# 48 KiB L1 cache while every tile of the batch reads them. A layer's last panel is half as wide if its
+# registers (of AVX-512's 32) while up to DEPTH input features pass; DEPTH x PANEL weights (32 KiB) stay in
+# a 48 KiB L1 cache while every tile of the batch reads them. A layer's last panel is half as wide if its
 # outputs leave 16 or fewer to it. Chosen by measuring tiles of 6, 8, 12 and 14 inputs, panels of 32 and
-# 64 outputs and depths of 128, 256 and all (8 x 32 at 256 was fastest at batches of 16 and 256).
+# 64 outputs and depths of 128, 256 and all: 8 x 32 at 256 was fastest at batches of 16 and 256 on an
+# Intel Xeon (48 KiB of L1); on an AMD EPYC (32 KiB), every feature in one pass was 3-9% faster than 256,
+# so a tiled chain's depth is a choice (:func:`fastest_tiled` times both).
 PANEL, TILE, DEPTH = 32, 8, 256
 HALF = PANEL // 2
 
@@ -174,14 +177,16 @@ def _half_tile(h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b,
 
 
 @njit(fastmath=REASSOCIATE, cache=True)
-def _dense_rows(h, stride, n, panels, start, bias, out, width, relu):  # pragma: no cover - compiled
+def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth):  # pragma: no cover - compiled
     """One dense layer of a batch, inputs by rows: ``out`` (batch, width) = ``h`` (batch, n) @ W^T + bias,
     rectified if ``relu``.
 
     ``h``: the inputs, flat, row ``j`` at ``h[j * stride:]``; ``panels[start:]``: the weight W (width, n),
     its outputs padded with zeros to ``width`` (a multiple of 16), by panels of PANEL outputs (the last of
     HALF if ``width`` leaves it that), each (n, its outputs) row-major; ``bias`` (width,); ``out``: flat,
-    (batch, width) row-major.
+    (batch, width) row-major. The features pass in passes of at most ``depth`` (0: all in one); each sum
+    adds its products in the order of the features whatever the passes, so the result is the same to the
+    bit.
     """
     if width == 0:
         return
@@ -191,26 +196,34 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu):  # pragma:
             value = bias[i % width]
             out[i] = max(value, np.float32(0.0)) if relu else value
         return
-    passes = (n + DEPTH - 1) // DEPTH
-    depth = (n + passes - 1) // passes  # equal passes: a last short one would pay a tile's overhead for little
+    step = _pass_depth(n, depth)
     for p in range(0, width, PANEL):  # a panel at a time: its outputs stay in cache from pass to pass
-        for k0 in range(0, n, depth):
+        for k0 in range(0, n, step):
             for j0 in range(0, batch, TILE):
-                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + depth), p, j0)
+                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + step), p, j0)
 
 
 @njit(fastmath=REASSOCIATE, cache=True, parallel=True)
-def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu):  # pragma: no cover - compiled
+def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu, depth):  # pragma: no cover
     """:func:`_dense_rows` on numba's threads, each taking whole panels (every pass and tile of it); its
     caller has zero-size layers run by :func:`_dense_rows`."""
     batch = out.shape[0] // width
-    passes = (n + DEPTH - 1) // DEPTH
-    depth = (n + passes - 1) // passes
+    step = _pass_depth(n, depth)
     for q in prange((width + PANEL - 1) // PANEL):
-        for k0 in range(0, n, depth):
+        for k0 in range(0, n, step):
             for j0 in range(0, batch, TILE):
-                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + depth),
+                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + step),
                          q * PANEL, j0)
+
+
+@njit(cache=True, inline="always")
+def _pass_depth(n, depth):  # pragma: no cover - compiled
+    """The features of each pass over ``n`` features in passes of at most ``depth`` (0: one pass), the
+    passes equal: a last short one would pay a tile's overhead for little."""
+    if depth == 0 or depth >= n:
+        return n
+    passes = (n + depth - 1) // depth
+    return (n + passes - 1) // passes
 
 
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
@@ -231,11 +244,12 @@ def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, k1,
 
 
 @njit(fastmath=REASSOCIATE, cache=True)
-def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_bias, threads):  # pragma: no cover
+def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_bias, threads,  # pragma: no cover
+              depth):
     """Inputs ``x`` (batch, in) float32, C-contiguous, through each layer: (batch, out) float32.
 
-    A dense layer runs by :func:`_dense_rows` (on ``threads`` > 1, :func:`_dense_rows_threads`) on its
-    weight panels at ``panels[panel_at[0, layer]:]`` and
+    A dense layer runs by :func:`_dense_rows` (on ``threads`` > 1, :func:`_dense_rows_threads`), its features
+    in passes of at most ``depth`` (0: all in one), on its weight panels at ``panels[panel_at[0, layer]:]`` and
     its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]`` (:func:`panels_of`); a CSR layer
     (``panel_at[0, layer] == -1``) gathers each input's entries row by row. Between layers, activations
     are (batch, width), width padded with zeros to whole vectors of 16."""
@@ -249,10 +263,10 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
         out = simd.aligned_empty(batch * width)
         if panel_at[0, layer] >= 0 and threads > 1 and n and width:
             _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
-                                width, relu[layer])
+                                width, relu[layer], depth)
         elif panel_at[0, layer] >= 0:
             _dense_rows(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out, width,
-                        relu[layer])
+                        relu[layer], depth)
         else:
             start = layout[VALUES, layer]
             pointers = crow[layout[CROW, layer]:layout[CROW, layer + 1]]
@@ -273,7 +287,8 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
 
 
 # These kernels are compiled with chain.py's layout constants and simd.py's intrinsics in them
-simd.cache_depends_on((_tile, _half_tile, _dense_rows, _dense_rows_threads, _tile_at, _run_rows), simd, chain_module)
+simd.cache_depends_on((_tile, _half_tile, _dense_rows, _dense_rows_threads, _pass_depth, _tile_at, _run_rows), simd,
+                      chain_module)
 
 
 def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -308,14 +323,17 @@ def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return panels, at, bias
 
 
+@dataclass(frozen=True)
 class TiledChain(Chain):
-    """A :class:`Chain` whose batches of more than one run by rows through :func:`_run_rows`; a batch of
-    one through the chain's own kernel."""
+    """A :class:`Chain` whose batches of more than one run by rows through :func:`_run_rows`, features in
+    passes of at most ``depth`` (0: all in one pass); a batch of one through the chain's own kernel."""
+
+    depth: int = DEPTH
 
     @classmethod
-    def of(cls, chain: Chain) -> TiledChain:
-        """``chain``'s arrays (shared, not copied), run by rows."""
-        return cls(**{field: getattr(chain, field) for field in Chain.__dataclass_fields__})
+    def of(cls, chain: Chain, depth: int = DEPTH) -> TiledChain:
+        """``chain``'s arrays (shared, not copied), run by rows in passes of at most ``depth`` features."""
+        return cls(**{field: getattr(chain, field) for field in Chain.__dataclass_fields__}, depth=depth)
 
     @functools.cached_property
     def panels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -331,40 +349,50 @@ class TiledChain(Chain):
         if h.shape[1] != self._in_features:  # the kernel does not check its indices
             raise ValueError(f"inputs must be (batch, {self._in_features}), got {tuple(x.shape)}")
         if torch.get_num_threads() == 1:
-            return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, 1))
+            return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, 1, self.depth))
         with kernel_threads() as threads:
-            return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, threads))
+            return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, threads,
+                                              self.depth))
 
 
 class TiledMLP(CompressedMLP):
     """A compressed model run as one compiled chain (float32, on the CPU), its batches by rows, dense
-    layers by the tiled kernel (:class:`TiledChain`). Everything else is :class:`CompressedMLP`'s; saved,
-    it loads as the fused chain it is (the file holds no run-time choice of kernel)."""
+    layers by the tiled kernel (:class:`TiledChain`), features in passes of at most ``depth`` (0: all in
+    one pass; the results are the same to the bit, the speed is the cache's). Everything else is
+    :class:`CompressedMLP`'s; saved, it loads as the fused chain it is (the file holds no run-time choice of
+    kernel)."""
 
-    def __init__(self, linears, relus, layouts: list[Layout] | tuple[Layout, ...] | None = None) -> None:
+    def __init__(self, linears, relus, layouts: list[Layout] | tuple[Layout, ...] | None = None,
+                 depth: int = DEPTH) -> None:
+        if depth < 0:
+            raise ValueError(f"depth must be 0 (every feature in one pass) or positive, got {depth}")
         super().__init__(linears, relus, layouts, fused=True)
+        self.depth = depth
 
     @property
     def form(self) -> str:
-        return f"{super().form}, by rows, tiled"
+        passes = "" if self.depth == DEPTH else ", in one pass" if self.depth == 0 else f", in passes of {self.depth}"
+        return f"{super().form}, by rows, tiled{passes}"
 
     def _ensure_backend(self) -> object | None:
         backend = super()._ensure_backend()
         if type(backend) is Chain:  # built again: the same arrays, run by rows
-            backend = self._backend = TiledChain.of(backend)
+            backend = self._backend = TiledChain.of(backend, self.depth)
         return backend
 
 
-def tiled(model: CompressedMLP, layouts: list[Layout] | tuple[Layout, ...] | None = None) -> TiledMLP:
+def tiled(model: CompressedMLP, layouts: list[Layout] | tuple[Layout, ...] | None = None,
+          depth: int = DEPTH) -> TiledMLP:
     """``model``'s layers (shared, not copied) run as a :class:`TiledMLP`, layer ``i`` in ``layouts[i]``
-    (by default the form that stores fewer numbers)."""
-    return TiledMLP(model.linears, model.relus, layouts)
+    (by default the form that stores fewer numbers), features in passes of at most ``depth`` (0: one)."""
+    return TiledMLP(model.linears, model.relus, layouts, depth)
 
 
 def fastest_tiled(model: CompressedMLP, batch: int, threads: int | None = None,
                   seconds: Seconds = _quick_seconds, sample: Tensor | None = None) -> CompressedMLP:
     """What :func:`~tdlib.compress.fastest` picks, or ``model`` tiled (every layer dense, or each in the
-    form that stores fewer numbers), whichever ``seconds`` measures fastest at ``batch`` inputs on
+    form that stores fewer numbers; features in passes of DEPTH, or all in one pass: which is faster
+    depends on the machine's caches), whichever ``seconds`` measures fastest at ``batch`` inputs on
     ``threads`` threads (on ``sample``'s rows, if given). A batch of one, or weights the chain cannot run
     (not float32 on the CPU), get what ``fastest`` picks."""
     chosen = fastest(model, batch, threads, seconds, sample=sample)
@@ -372,6 +400,6 @@ def fastest_tiled(model: CompressedMLP, batch: int, threads: int | None = None,
     if batch == 1 or not Chain.runs(weight):
         return chosen
     layouts = dict.fromkeys([("dense",) * len(model.linears), compact_layouts(model.linears)])  # each once
-    candidates = [chosen, *(tiled(model, each) for each in layouts)]
+    candidates = [chosen, *(tiled(model, each, depth) for each in layouts for depth in (DEPTH, 0))]
     x = timing_inputs(sample, batch, model.shapes[0][1], weight)
     return min(candidates, key=lambda candidate: seconds(candidate, x, threads))
