@@ -22,6 +22,7 @@ of the rounds' ratios with its quartiles.
 
 from __future__ import annotations
 
+import random
 import time
 from functools import partial
 from pathlib import Path
@@ -147,9 +148,10 @@ def block_seconds(fn, inputs: list) -> float:
 def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, float], Masks], data: FashionMNIST,
                               kind: str, k: float, batch: int, threads: int, inputs: str, exported: Path) -> None:
     """The compressed model, in the form measured fastest, and ONNX Runtime on the same network (the
-    compressed model's plain modules, exported), on ``threads`` threads each, timed in alternating blocks,
-    on uniform random inputs (none of them 0) or on Fashion-MNIST test images (about half their pixels are
-    0, which a first layer held by columns skips; the form is then chosen on 256 training images).
+    compressed model's plain modules, exported), on ``threads`` threads each, timed in alternating blocks
+    (which comes first shuffled each round), on uniform random inputs (none of them 0) or on Fashion-MNIST
+    test images (about half their pixels are 0, which a first layer held by columns skips; the form is then
+    chosen on 256 training images).
     Target: no slower than ONNX Runtime in three rounds of four, the rounds' upper quartile of the ratio
     at most 1."""
     pytest.importorskip("onnxruntime")
@@ -167,9 +169,13 @@ def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, floa
     ours: list[float] = []
     theirs: list[float] = []
 
-    def one_round() -> None:
-        ours.append(block_seconds(net, xs))
-        theirs.append(block_seconds(lambda feed: session.run(None, feed), feeds))
+    order = random.Random(0)
+
+    def one_round() -> None:  # in an order shuffled each round: neither always meets the other's traces
+        blocks = [(ours, net, xs), (theirs, lambda feed: session.run(None, feed), feeds)]
+        order.shuffle(blocks)
+        for times, fn, args in blocks:
+            times.append(block_seconds(fn, args))
 
     try:
         with torch.no_grad():
