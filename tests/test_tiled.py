@@ -196,3 +196,16 @@ def test_a_cached_kernel_is_compiled_again_when_a_module_it_depends_on_changes(t
     assert list((tmp_path / "__pycache__").glob("kern.k-*.nbi"))  # cached
     (tmp_path / "dep.py").write_text("K = 22\n")
     assert subprocess.run(run, cwd=tmp_path, env=environment, capture_output=True, text=True).stdout == "22\n"
+
+
+def test_a_first_call_on_one_thread_leaves_torch_on_one_thread() -> None:
+    """The first tiled call in a process starts numba's OpenMP pool, which sets the thread count torch reads
+    to every core: a model asked to run on one thread then ran, and left torch, on all of them. In a fresh
+    process (the pool not started), on one torch thread, the count stays one, call after call."""
+    script = ("import torch\nfrom tdlib.compress import compress, tiled\nfrom tdlib.model import MLP\n"
+              "torch.set_num_threads(1)\nmodel = tiled(compress(MLP((40,), in_features=30).eval(), {}, 'dense'))\n"
+              "with torch.no_grad():\n    counts = [(model(torch.rand(9, 30)), torch.get_num_threads())[1]"
+              " for _ in range(3)]\nprint(counts)")
+    environment = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # a pool of two, even on a machine of one core
+    ran = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300)
+    assert ran.stdout == "[1, 1, 1]\n", ran.stderr[-2000:]

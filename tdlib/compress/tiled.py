@@ -348,8 +348,9 @@ class TiledChain(Chain):
         h = (x.detach() if x.requires_grad else x).numpy()
         if h.shape[1] != self._in_features:  # the kernel does not check its indices
             raise ValueError(f"inputs must be (batch, {self._in_features}), got {tuple(x.shape)}")
-        if torch.get_num_threads() == 1:
-            return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, 1, self.depth))
+        # Always through kernel_threads, one thread too: the first call in a process starts numba's OpenMP
+        # pool (the kernel holds a parallel loop), which sets the thread count torch reads to every core;
+        # kernel_threads puts torch's count back, or every later call, and torch, would run on all cores.
         with kernel_threads() as threads:
             return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, threads,
                                               self.depth))
