@@ -4,7 +4,8 @@ baseline.
 A benchmark names its baseline with ``benchmark.extra_info["baseline"] = True``; all benchmarks of
 one ``benchmark.group`` ran in the same session, so the ratios compare like with like. A benchmark that
 timed two things in alternation (``benchmark.extra_info["paired"]``) prints their own ratio, and one
-that timed several in turns (``benchmark.extra_info["round_robin"]``) each one's ratio to the first; either
+that timed several in turns (``benchmark.extra_info["round_robin"]``) each one's ratio to the first (or to
+what its ``"against"`` names); either
 may give a ratio's ``"target"``, printed with whether the median met it. A benchmark that measured an
 epoch against the time of its matrix products (``benchmark.extra_info["gemm floor"]``) prints that
 fraction and a profile of where the rest went.
@@ -59,7 +60,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         for name, info in turns.items():
             low, high = info["quartiles"]
             over = f", {info['over the first'] * 1e3:+.0f} ms" if "over the first" in info else ""
-            terminalreporter.write_line(f"{name}: {info['seconds'] * 1e3:.2f} ms, {info['ratio']:.3f}x{over} "
+            of = f" {info['against']}'s time" if "against" in info else ""
+            terminalreporter.write_line(f"{name}: {info['seconds'] * 1e3:.2f} ms, {info['ratio']:.3f}x{of}{over} "
                                         f"(quartiles {low:.3f}-{high:.3f}){against(info)}")
     for bench in session.benchmarks:
         floor = bench.extra_info.get("gemm floor")

@@ -2,6 +2,7 @@
 
 - a training step at batch 256 with weight- and unit-level targeted dropout against a plain step, on one
   thread and on all (targets: weight level at most 1.10x at gamma 0.5 and 0.99, unit level at most 1.05x);
+- tdlib's Adam step against ``torch.optim.Adam``'s on the same state (the same bits);
 - one tdlib training epoch on all 60,000 images against a bare hand-written loop on the same tensors
   (target: at most 1.1x);
 - one tdlib training epoch against the time its matrix products alone take at this machine's measured
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import Counter
@@ -21,6 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tdlib.adam import Adam
 from tdlib.data import FashionMNIST
 from tdlib.dropout import TargetedDropout
 from tdlib.metrics import evaluate
@@ -47,10 +50,11 @@ STEP_CONDITIONS = {
 }
 
 
-def make_step(config: TargetedDropout | None, data: FashionMNIST, warm_up: int) -> Callable[[], None]:
-    """One Adam step of a fresh model under ``config``, after ``warm_up`` steps."""
+def make_step(config: TargetedDropout | None, data: FashionMNIST, warm_up: int
+              ) -> tuple[Callable[[], None], torch.optim.Optimizer]:
+    """One Adam step of a fresh model under ``config``, after ``warm_up`` steps, and its optimizer."""
     model = build_model(RunSpec("bench", 0, 1, targeted=config))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = Adam(model.parameters(), lr=1e-3)
     order = torch.randperm(len(data.train_y))
     position = [0]
 
@@ -65,7 +69,7 @@ def make_step(config: TargetedDropout | None, data: FashionMNIST, warm_up: int) 
 
     for _ in range(warm_up):
         step()
-    return step
+    return step, optimizer
 
 
 @pytest.mark.parametrize("threads", sorted({1, torch.get_num_threads()}), ids=lambda t: f"{t}thread")
@@ -79,7 +83,7 @@ def test_training_step(benchmark, data: FashionMNIST, threads: int) -> None:
     torch.set_num_threads(threads)
     try:
         warm_up = 0 if benchmark.disabled else WARM_UP_STEPS  # a check that it runs needs no steady state
-        steps = {name: make_step(config, data, warm_up) for name, config in STEP_CONDITIONS.items()}
+        steps = {name: make_step(config, data, warm_up)[0] for name, config in STEP_CONDITIONS.items()}
         seconds: dict[str, list[float]] = {name: [] for name in steps}
 
         def one_round() -> None:
@@ -100,6 +104,44 @@ def test_training_step(benchmark, data: FashionMNIST, threads: int) -> None:
                "ratio": float(np.median(ratio)),
                "quartiles": np.percentile(ratio, [25, 75]).tolist(),
                "target": STEP_TARGETS.get(name)}
+        for name, ratio in ratios.items()}
+
+
+@pytest.mark.parametrize("threads", sorted({1, torch.get_num_threads()}), ids=lambda t: f"{t}thread")
+def test_adam_step_against_torchs(benchmark, data: FashionMNIST, threads: int) -> None:
+    """tdlib's Adam step (:mod:`tdlib.adam`, the same bits: ``tests/test_adam.py``) against
+    ``torch.optim.Adam``'s, each from a copy of the same state: that of a plain run and of a targeted
+    weight-level run after the warm-up, whose second moments hold many zeros (weights never yet kept),
+    on which torch's square root is slow. Paired rounds, the order alternating; the median ratio printed."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        warm_up = 0 if benchmark.disabled else WARM_UP_STEPS
+        pairs = {}
+        for name in ("plain", "targeted weight g0.99 a0.99"):
+            _, ours = make_step(STEP_CONDITIONS[name], data, warm_up)
+            theirs = torch.optim.Adam(ours.param_groups[0]["params"], lr=1e-3)
+            theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
+            pairs[name] = (ours, theirs)
+        seconds: dict[str, list[float]] = {f"{name}, {who}": [] for name in pairs for who in ("tdlib", "torch")}
+        turn = [0]
+
+        def one_round() -> None:
+            turn[0] += 1
+            for name, (ours, theirs) in pairs.items():
+                for who, optimizer in sorted((("tdlib", ours), ("torch", theirs)), reverse=turn[0] % 2 == 1):
+                    started = time.perf_counter()
+                    optimizer.step()
+                    seconds[f"{name}, {who}"].append(time.perf_counter() - started)
+
+        benchmark.group = f"Adam's step, tdlib against torch, {threads} thread(s)"
+        benchmark.pedantic(one_round, rounds=40, iterations=1)
+    finally:
+        torch.set_num_threads(previous)
+    ratios = {name: np.array(seconds[f"{name}, tdlib"]) / np.array(seconds[f"{name}, torch"]) for name in pairs}
+    benchmark.extra_info["round_robin"] = {
+        f"{name}, tdlib": {"seconds": float(np.median(seconds[f"{name}, tdlib"])), "ratio": float(np.median(ratio)),
+                           "quartiles": np.percentile(ratio, [25, 75]).tolist(), "against": "torch.optim.Adam"}
         for name, ratio in ratios.items()}
 
 

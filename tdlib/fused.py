@@ -112,7 +112,7 @@ def _cache_safe(kernel):
             if not any(frame.f_code.co_filename.endswith(CACHE_READER)
                        for frame, _ in traceback.walk_tb(error.__traceback__)):
                 raise
-            for cached in CACHED:
+            for cached in (*CACHED, kernel):  # the kernel too, for one compiled outside this module
                 cached._cache.flush()  # an empty index: each compiles anew, and writes its cache again
             warnings.warn(f"numba's cache of tdlib's kernels ({CACHED[0]._cache.cache_path}) could not be read "
                           f"({type(error).__name__}: {error}); it was cleared and the kernels compiled again",

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
+from tdlib.adam import Adam
 from tdlib.data import Data
 from tdlib.dropout import add_targeted_dropout, set_progress
 from tdlib.factories import plain_skeleton, untrained
@@ -40,7 +41,7 @@ class TrainState:
 
     spec: RunSpec
     model: nn.Module
-    optimizer: torch.optim.Adam
+    optimizer: Adam
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     rng: Tensor = field(default_factory=torch.get_rng_state)  # the CPU generator's state after ``epoch``
@@ -125,7 +126,7 @@ def initial_state(spec: RunSpec) -> TrainState:
     """The state before the first step."""
     model, rng = _seeded_model(spec)
     model = model.to(spec.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    optimizer = Adam(model.parameters(), lr=spec.lr)
     return TrainState(spec, model, optimizer, rng=rng)
 
 
