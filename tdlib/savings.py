@@ -43,7 +43,7 @@ from tdlib.compress import (
 )
 from tdlib.compress.chain import Chain
 from tdlib.compress.module import compact_layouts
-from tdlib.compress.tiled import DEPTH
+from tdlib.compress.tiled import tiled_forms
 from tdlib.metrics import PruneKind, masks_at
 from tdlib.model import MLP, eval_mode
 from tdlib.prune import Masks, apply_masks, install_with_torch_prune
@@ -229,9 +229,9 @@ def fastest_form(model: CompressedMLP, batch: int, threads: int = 1, sample: Ten
     """``model`` in the form fastest at ``batch`` inputs of ``sample`` (as :func:`tdlib.compress.timing_inputs`
     takes them; uniform random numbers without one) on ``threads`` threads, among: what
     :func:`tdlib.compress.fastest_tiled` picks (timing each candidate once, one after another), the chain in
-    its compact layouts (by rows, and with a dense first layer by columns), tiled in its compact and its dense
-    layouts, in passes of :data:`tdlib.compress.tiled.DEPTH` features or all in one (batches above one), and
-    ``model``'s layers in the form of each of ``also``. These are timed against each other in paired rounds
+    its compact layouts (by rows, and with a dense first layer by columns), tiled in each of
+    :func:`tdlib.compress.tiled.tiled_forms` (batches above one), and ``model``'s layers in the form of each
+    of ``also``. These are timed against each other in paired rounds
     (:func:`tdlib.compress.paired_seconds`, ``seconds`` each), so that a drift of the machine while they are
     timed cannot pick a slower one, as it can one after another."""
     choice = partial(median_seconds, min_run_time=seconds / 3)
@@ -245,8 +245,7 @@ def fastest_form(model: CompressedMLP, batch: int, threads: int = 1, sample: Ten
         if compact[0] == "dense":
             candidates.append(model.fuse(compact, sparse_inputs=True))
         if batch > 1:
-            candidates += [tiled(model, layouts, depth) for layouts in (compact, ("dense",) * len(model.linears))
-                           for depth in (DEPTH, 0)]
+            candidates += tiled_forms(model)
     unique: dict[tuple, CompressedMLP] = {}
     for candidate in candidates:
         unique.setdefault((type(candidate), tuple(candidate.layouts), candidate.fused, candidate.sparse_inputs,

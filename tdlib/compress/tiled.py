@@ -400,7 +400,13 @@ def fastest_tiled(model: CompressedMLP, batch: int, threads: int | None = None,
     weight = model.linears[0].weight
     if batch == 1 or not Chain.runs(weight):
         return chosen
-    layouts = dict.fromkeys([("dense",) * len(model.linears), compact_layouts(model.linears)])  # each once
-    candidates = [chosen, *(tiled(model, each, depth) for each in layouts for depth in (DEPTH, 0))]
+    candidates = [chosen, *tiled_forms(model)]
     x = timing_inputs(sample, batch, model.shapes[0][1], weight)
     return min(candidates, key=lambda candidate: seconds(candidate, x, threads))
+
+
+def tiled_forms(model: CompressedMLP) -> list[TiledMLP]:
+    """``model`` tiled in each form worth timing: every layer dense, and each in the form that stores fewer
+    numbers (once, where the two are the same), with features in passes of DEPTH and all in one pass."""
+    layouts = dict.fromkeys([("dense",) * len(model.linears), compact_layouts(model.linears)])
+    return [tiled(model, each, depth) for each in layouts for depth in (DEPTH, 0)]
