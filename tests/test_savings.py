@@ -15,7 +15,7 @@ from tdlib.compress.module import compact_layouts
 from tdlib.compress.tiled import DEPTH
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
-from tdlib.savings import CHOICE_RUN_TIME, MIN_RUN_TIME, Form, Timing, saving, speed, speedup_curve, timings
+from tdlib.savings import CHOICE_RUN_TIME, MIN_RUN_TIME, Form, Saving, Timing, saving, speed, speedup_curve, timings
 
 QUICK = 0.002  # seconds behind a timing: these tests check what is measured, not how fast it runs
 
@@ -200,3 +200,26 @@ def test_the_fastest_form_is_picked_by_paired_rounds_among_distinct_candidates(m
     assert compact[0] == "csr" and {("CompressedMLP", compact, True, False, None)} | {
         ("TiledMLP", layouts, True, False, depth) for layouts in (compact, ("dense",) * 3) for depth in (DEPTH, 0)
     } <= set(forms)
+
+
+def test_the_word_on_speed_ups_beyond_their_flop_ratio_leaves_the_control_out() -> None:
+    """A pruned model whose speed-up over the fastest dense runtime beats its FLOP ratio in three rounds of
+    four is named; the control, set against the same network, is not, though its ratio is over 1 too."""
+    from tdlib.claims.savings_report import PrunedModel, Savings, _above_flop_ratio
+
+    def timing(flop_ratio: float, ratio: float) -> Timing:
+        seconds = {"compressed": (1.0,) * 4, "module": (9.0,) * 4, "control": (ratio,) * 4}
+        return Timing(256, seconds, Form(flop_ratio, ("dense",), fused=True, tiled=True))
+
+    seed = Saving({}, {}, {}, {"dense": 2_400_000, "compressed": 240_000}, ())
+
+    def model(k: float, flop_ratio: float, ratio: float) -> PrunedModel:
+        return PrunedModel("B", "weight", k, (seed,), (timing(flop_ratio, ratio),))
+
+    def words(*models: PrunedModel) -> str:
+        return " ".join(_above_flop_ratio(Savings(models, {}, 0.0)))
+
+    control, beyond, within = model(0, 1.0, 1.02), model(90, 2.0, 2.5), model(80, 2.0, 1.9)
+    assert words(control, within) == ""
+    assert "B, weights (per layer) 90% at batch 256 (2.5x against 2.0x)" in words(control, beyond, within)
+    assert "control" not in words(control, beyond, within)

@@ -442,8 +442,9 @@ def _legacy_speed(savings: Savings, ev: Evidence) -> list[str]:
 
 def _above_flop_ratio(savings: Savings) -> list[str]:
     """A word on the speed-ups over the fastest dense runtime that beat their FLOP ratio, rounds' lower
-    quartile included, if any do."""
-    above = [(m.name, t, t.speedup(t.fastest_dense)) for m in savings.models for t in m.timings
+    quartile included, if any do. Not the control's: the fastest dense runtime it is set against is mostly
+    the same network in the same form, so its ratio, about 1, says only how much the timing moves."""
+    above = [(m.name, t, t.speedup(t.fastest_dense)) for m in savings.models if m.k != 0 for t in m.timings
              if math.isfinite(t.form.flop_ratio)]
     above = [(name, t, speedup) for name, t, speedup in above if speedup[0] > t.form.flop_ratio]
     if not above:
