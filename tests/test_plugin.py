@@ -246,6 +246,18 @@ def continued(pytester: pytest.Pytester, cache: Path) -> tuple[Path, list[str]]:
                     "--claims-budget", "12", "--claims-report", str(report)]
 
 
+def continued_with(pytester: pytest.Pytester, cache: Path, claims: str, passed: int, lines: list[str]
+                   ) -> tuple[Path, dict]:
+    """A continued session (:func:`continued`) of the claim file ``claims``, checked to pass ``passed`` tests and
+    to print ``lines``: its report's path and its claims.json."""
+    pytester.makepyfile(test_claims=claims)
+    report, args = continued(pytester, cache)
+    result = pytester.runpytest_subprocess(*args, "--claims-continue")
+    result.assert_outcomes(passed=passed)
+    result.stdout.fnmatch_lines(lines)
+    return report, json.loads((report.parent / "claims.json").read_text())
+
+
 def test_the_sequence_is_continued_until_its_parts_are_decided_and_judged_whole_from_then_on(
         pytester: pytest.Pytester, shared_cache: Path) -> None:
     """Two seeds decide nothing; continuing B's sequence (two seeds a round on two workers) decides both claims
@@ -294,18 +306,59 @@ def test_x3_cut_short(ev):
 def test_a_claim_whose_later_seed_this_machine_cannot_measure_is_judged_on_the_seeds_before_it(
         pytester: pytest.Pytester, shared_cache: Path) -> None:
     # Its verdict comes from the longest prefix it can be measured on, and the sequence is not continued for it.
-    pytester.makepyfile(test_claims=CUT_FILE)
-    report, args = continued(pytester, shared_cache)
-    result = pytester.runpytest_subprocess(*args, "--claims-continue")
-    result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["*X1 SUPPORTED*10 of 10 seeds*", "*X3 INCONCLUSIVE*5 of 5 seeds*"])
-    data = json.loads((report.parent / "claims.json").read_text())
+    report, data = continued_with(pytester, shared_cache, CUT_FILE, 3,
+                                  ["*X1 SUPPORTED*10 of 10 seeds*", "*X3 INCONCLUSIVE*5 of 5 seeds*"])
     x3 = data["claims"][2]["parts"][0]["comparisons"][0]
     assert x3["seeds"] == [0, 1, 100, 101, 102] and not data["sequence"]["errors"]
     assert data["sequence"]["cut"] == {"X3": "judged on 5 seeds at most: run B-s103 is archived without a measurement "
                                              "this needs, and its weights are not at hand (trained again here, they "
                                              "do not reproduce its record; or this session may not train)"}
     assert "Judged short of their stored seeds" in report.read_text()
+
+
+LATER_UNMEASURABLE_FILE = CLAIM_FILE + '''
+
+from tdlib.runs import CertificateMismatch
+
+
+def later_unmeasurable(ev, key):
+    """B's number ``key``, which this machine cannot measure from seed 103 (the 6th) on, as if B-s103 were
+    archived from another CPU without it, its weights needed."""
+    def measured(run, model):
+        if run.spec.seed >= 103:
+            raise CertificateMismatch(f"run {run.spec.name}, trained again here, does not reproduce its archived "
+                                      "record", run=run.spec.name)
+        return 50.0
+    return ev.measure("B", key, measured)
+
+
+@claim("X4", quote="B learns", rule="B's dense accuracy > 30% (a number it cannot measure later, reported)",
+       conditions=("B",))
+def test_x4_reports_what_it_cannot_measure_later(ev):
+    return Finding([Part("learns", (Comparison("B dense", ev.accuracy("B"), 30.0, "greater", "%"),))],
+                   info={"B, measurable on the first seeds only": tuple(later_unmeasurable(ev, "x4-info"))})
+
+
+@claim("X5", quote="B learns, as far as this machine can measure", rule="B's dense accuracy > 30% (the same)",
+       conditions=("B",))
+def test_x5_judges_what_it_cannot_measure_later(ev):
+    judged = ev.accuracy("B") - later_unmeasurable(ev, "x5-part") + 50.0  # its accuracy, where measurable
+    return Finding([Part("learns", (Comparison("B dense", judged, 30.0, "greater", "%"),))])
+'''
+
+
+def test_a_number_only_reported_does_not_cut_a_claim_short_where_a_judged_one_does(
+        pytester: pytest.Pytester, shared_cache: Path) -> None:
+    """A seed this machine cannot measure a number of cuts a claim short only if a judged comparison needs
+    the number: X4 reports it beside its rule (from the profile's own seeds) and is judged on all 10 seeds;
+    X5 judges with it and is judged on the 5 before the seed that lacks it."""
+    report, data = continued_with(pytester, shared_cache, LATER_UNMEASURABLE_FILE, 4,
+                                  ["*X4 SUPPORTED*10 of 10 seeds*", "*X5 INCONCLUSIVE*5 of 5 seeds*"])
+    x4, x5 = data["claims"][2], data["claims"][3]
+    assert x4["parts"][0]["comparisons"][0]["seeds"] == [0, 1, *range(100, 108)]
+    assert x5["parts"][0]["comparisons"][0]["seeds"] == [0, 1, 100, 101, 102]
+    assert list(data["sequence"]["cut"]) == ["X5"] and "run B-s103" in data["sequence"]["cut"]["X5"]
+    assert "| B, measurable on the first seeds only | 50.00, 50.00 |" in report.read_text()
 
 
 def test_a_report_is_drawn_again_from_stored_evidence_alone(pytester: pytest.Pytester, shared_cache: Path) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from tdlib.claims.claim import Claim, Finding, Findings, Judged, check_sound
 from tdlib.claims.conditions import CONDITIONS
-from tdlib.claims.evidence import Evidence, NotStored, NotStoredArchived
+from tdlib.claims.evidence import BrokenEvidence, Evidence, NotStored, NotStoredArchived
 from tdlib.claims.stats import Part, Verdict
 from tdlib.executors import Engine, train_all
 from tdlib.plan import plan
@@ -175,6 +175,37 @@ class Unmeasurable(Exception):
         self.length, self.cause = length, cause
 
 
+UNMEASURED_STAND_INS = (1e6, -1e6)  # what a number that cannot be had reads as, in two evaluations
+
+
+def _evaluated(claim_: Claim, fn: ClaimFunction, ev: Evidence, seeds: tuple[int, ...], conditions: set[str],
+               lengths: dict[PartKey, int], n: int) -> tuple[Evidence, Finding | None, str | None]:
+    """``claim_`` evaluated on ``seeds``: its evidence, its finding, and the run that cut it short, if one did.
+
+    A number that cannot be had here (an archived run lacks it and its weights are not at hand) does not cut
+    the claim short unless a part judged on these seeds needs it: it is read as each of two stand-ins far
+    apart, and the claim is cut only if a judged comparison differs between the two, or the evaluation fails.
+    What is reported beside the rule comes from the profile's own seeds, not from this evaluation."""
+    results = []
+    for stand_in in UNMEASURED_STAND_INS:
+        longer = ev.with_seeds(seeds, conditions)
+        longer.unmeasured, longer.unmeasured_reads_as = {}, stand_in
+        try:
+            found = fn(longer)
+        except (CertificateMismatch, NotStoredArchived) as error:  # the same cut whether trained here or drawn
+            return longer, None, error.run
+        except BrokenEvidence:  # a stand-in read where a number was checked
+            if not longer.unmeasured:
+                raise
+            return longer, None, next(iter(longer.unmeasured))
+        if not longer.unmeasured:
+            return longer, found, None
+        judged = [tuple(c.values) for p in found.parts if lengths.get((claim_.id, p.name)) == n for c in p.comparisons]
+        results.append((longer, found, judged, next(iter(longer.unmeasured))))
+    (longer, found, judged, cause), (_, _, other, _) = results
+    return (longer, found, None) if judged == other else (longer, None, cause)
+
+
 def _extended(claim_: Claim, finding: Finding, fn: ClaimFunction, ev: Evidence, seq: Sequence,
               lengths: dict[PartKey, int], own: int) -> Finding:
     """``finding`` with each part's comparisons taken from its claim evaluated on its own prefix; raises
@@ -183,15 +214,12 @@ def _extended(claim_: Claim, finding: Finding, fn: ClaimFunction, ev: Evidence, 
     for n in sorted(set(lengths.values()) - {own}):
         conditions = set().union(*(seq.needs[key] for key, m in lengths.items() if m >= n))
         seeds = seq.seeds[:n]
-        longer = ev.with_seeds(seeds, conditions)
-        seq.evidence.append(longer)
-        try:
-            found = fn(longer)
-        except (CertificateMismatch, NotStoredArchived) as error:  # the same cut whether trained here or drawn
-            seq.evidence.pop()
-            raise Unmeasurable(n, f"run {error.run} is archived without a measurement this needs, and its weights "
+        longer, found, cause = _evaluated(claim_, fn, ev, seeds, conditions, lengths, n)
+        if cause is not None:
+            raise Unmeasurable(n, f"run {cause} is archived without a measurement this needs, and its weights "
                                   "are not at hand (trained again here, they do not reproduce its record; or this "
-                                  "session may not train)") from None
+                                  "session may not train)")
+        seq.evidence.append(longer)
         check_sound(claim_, found, n)
         for p in found.parts:
             if lengths[(claim_.id, p.name)] == n:

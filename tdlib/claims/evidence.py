@@ -41,7 +41,7 @@ from tdlib.metrics import (
     small_weight_fraction,
 )
 from tdlib.model import MLP
-from tdlib.runs import Run, RunCache, weight_digests
+from tdlib.runs import CertificateMismatch, Run, RunCache, weight_digests
 from tdlib.spec import RunSpec
 
 # Bump when a measurement changes meaning, so that stored numbers are measured again.
@@ -200,6 +200,10 @@ class Evidence:
         self.read: set[str] = set()  # the conditions measured or asked for so far
         self.withheld: set[str] = set()  # those of them answered with the stand-in
         self.reading = reading
+        # With a dict, a number that cannot be had (an archived run lacks it, and its weights are not at hand)
+        # reads as ``unmeasured_reads_as``, and the run is named here, rather than raising (see measure_many).
+        self.unmeasured: dict[str, str] | None = None
+        self.unmeasured_reads_as = np.nan
         self._unstored: dict[tuple[str, int | None], dict[str, float]] = {}  # stand-ins' numbers, by run and epoch
         self._runs: dict[str, list[Run]] = {}
         self._models: dict[tuple[str, int], MLP] = {}
@@ -332,7 +336,10 @@ class Evidence:
     def measure_many(
         self, condition: str, key: str, compute: Callable[[Run, MLP], dict[str, float]], undefined_ok: bool = False
     ) -> np.ndarray:
-        """Like :meth:`measure`, where one computation also yields other keys worth storing."""
+        """Like :meth:`measure`, where one computation also yields other keys worth storing. A seed whose
+        number cannot be had (its run archived without it and without its weights, or trained again here to
+        other bits) raises, or, where :attr:`unmeasured` is a dict, reads as :attr:`unmeasured_reads_as`, its
+        run named there."""
         self.read.add(condition)
         if self.conditions is not None and condition not in self.conditions:
             self.withheld.add(condition)
@@ -340,12 +347,19 @@ class Evidence:
         values = []
         tag = self._tag()
         identity = self._identity(compute)
+
+        def tagged(run: Run) -> dict[str, float]:
+            return {k + tag: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()}
+
         for run in self.runs(condition):
-            stored = self._stored(
-                run, key + tag, lambda stored: key + tag in stored,
-                lambda run: {k + tag: float(v) for k, v in compute(run, self.model(condition, run.spec.seed)).items()},
-                identity,
-            )
+            try:
+                stored = self._stored(run, key + tag, lambda stored: key + tag in stored, tagged, identity)
+            except (NotStoredArchived, CertificateMismatch) as error:
+                if self.unmeasured is None:
+                    raise
+                self.unmeasured.setdefault(error.run, str(error))
+                values.append(self.unmeasured_reads_as)
+                continue
             value = stored[key + tag]
             if not np.isfinite(value) and not (undefined_ok and np.isnan(value)):
                 raise BrokenEvidence(f"{key} of {run.spec.name} is {value}")
