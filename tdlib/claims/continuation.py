@@ -175,35 +175,45 @@ class Unmeasurable(Exception):
         self.length, self.cause = length, cause
 
 
-UNMEASURED_STAND_INS = (1e6, -1e6)  # what a number that cannot be had reads as, in two evaluations
+UNMEASURED_STAND_INS = (1e6, -1e6)  # what a number that cannot be had reads as: one, or for one run the other
 
 
 def _evaluated(claim_: Claim, fn: ClaimFunction, ev: Evidence, seeds: tuple[int, ...], conditions: set[str],
                lengths: dict[PartKey, int], n: int) -> tuple[Evidence, Finding | None, str | None]:
-    """``claim_`` evaluated on ``seeds``: its evidence, its finding, and the run that cut it short, if one did.
+    """``claim_`` evaluated on ``seeds``: its evidence, its finding, and the run that cuts it short, if one does.
 
-    A number that cannot be had here (an archived run lacks it and its weights are not at hand) does not cut
-    the claim short unless a part judged on these seeds needs it: it is read as each of two stand-ins far
-    apart, and the claim is cut only if a judged comparison differs between the two, or the evaluation fails.
-    What is reported beside the rule comes from the profile's own seeds, not from this evaluation."""
-    results = []
-    for stand_in in UNMEASURED_STAND_INS:
+    A number that cannot be had here (an archived run lacks it and its weights are not at hand) cuts the claim
+    short only if a part judged on these seeds needs it: it reads as a stand-in, and the claim is evaluated
+    again with each such run's numbers at another stand-in far from the first; a run whose numbers move a
+    judged comparison, or an evaluation that fails, cuts it. What is reported beside the rule is taken from
+    the profile's own seeds, not from this evaluation."""
+    usual, other = UNMEASURED_STAND_INS
+
+    def evaluate(moved: str | None) -> tuple[Evidence, Finding | None, str | None]:
         longer = ev.with_seeds(seeds, conditions)
-        longer.unmeasured, longer.unmeasured_reads_as = {}, stand_in
+        longer.unmeasured, longer.unmeasured_reads_as = {}, lambda run: other if run == moved else usual
         try:
-            found = fn(longer)
+            return longer, fn(longer), None
         except (CertificateMismatch, NotStoredArchived) as error:  # the same cut whether trained here or drawn
             return longer, None, error.run
         except BrokenEvidence:  # a stand-in read where a number was checked
             if not longer.unmeasured:
                 raise
             return longer, None, next(iter(longer.unmeasured))
-        if not longer.unmeasured:
-            return longer, found, None
-        judged = [tuple(c.values) for p in found.parts if lengths.get((claim_.id, p.name)) == n for c in p.comparisons]
-        results.append((longer, found, judged, next(iter(longer.unmeasured))))
-    (longer, found, judged, cause), (_, _, other, _) = results
-    return (longer, found, None) if judged == other else (longer, None, cause)
+
+    def judged(found: Finding) -> list[tuple[float, ...]]:
+        return [tuple(c.values) for p in found.parts if lengths.get((claim_.id, p.name)) == n for c in p.comparisons]
+
+    longer, found, cause = evaluate(None)
+    if found is None or not longer.unmeasured:
+        return longer, found, cause
+    for run in longer.unmeasured:
+        _, moved, cause = evaluate(run)
+        if moved is None:
+            return longer, None, cause
+        if judged(moved) != judged(found):
+            return longer, None, run
+    return longer, found, None
 
 
 def _extended(claim_: Claim, finding: Finding, fn: ClaimFunction, ev: Evidence, seq: Sequence,

@@ -201,9 +201,9 @@ class Evidence:
         self.withheld: set[str] = set()  # those of them answered with the stand-in
         self.reading = reading
         # With a dict, a number that cannot be had (an archived run lacks it, and its weights are not at hand)
-        # reads as ``unmeasured_reads_as``, and the run is named here, rather than raising (see measure_many).
+        # reads as ``unmeasured_reads_as(run name)``, and the run is named here, rather than raising.
         self.unmeasured: dict[str, str] | None = None
-        self.unmeasured_reads_as = np.nan
+        self.unmeasured_reads_as: Callable[[str], float] = lambda run: np.nan
         self._unstored: dict[tuple[str, int | None], dict[str, float]] = {}  # stand-ins' numbers, by run and epoch
         self._runs: dict[str, list[Run]] = {}
         self._models: dict[tuple[str, int], MLP] = {}
@@ -338,8 +338,8 @@ class Evidence:
     ) -> np.ndarray:
         """Like :meth:`measure`, where one computation also yields other keys worth storing. A seed whose
         number cannot be had (its run archived without it and without its weights, or trained again here to
-        other bits) raises, or, where :attr:`unmeasured` is a dict, reads as :attr:`unmeasured_reads_as`, its
-        run named there."""
+        other bits) raises, or, where :attr:`unmeasured` is a dict, reads as :attr:`unmeasured_reads_as` says
+        for its run, named there."""
         self.read.add(condition)
         if self.conditions is not None and condition not in self.conditions:
             self.withheld.add(condition)
@@ -358,7 +358,7 @@ class Evidence:
                 if self.unmeasured is None:
                     raise
                 self.unmeasured.setdefault(error.run, str(error))
-                values.append(self.unmeasured_reads_as)
+                values.append(self.unmeasured_reads_as(error.run))
                 continue
             value = stored[key + tag]
             if not np.isfinite(value) and not (undefined_ok and np.isnan(value)):
