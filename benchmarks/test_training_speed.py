@@ -37,7 +37,8 @@ STEPS_PER_TURN = 3
 # Fewer would time a transient. Adam's second moment is exactly 0 for a weight that has never had a
 # gradient, and at alpha 0.99 a targeted weight is kept in 1 step of 100, so after 20 steps half of them
 # are still 0, after 470 under 1%; torch's sqrt of 0 is several times slower than of other numbers here
-# (it took 21 ms instead of 8 on the Adam state with half zeros), which made gamma 0.99 look 0.1x slower.
+# (it took 21 ms instead of 8 on the Adam state with half zeros), which made gamma 0.99 look 0.1x slower
+# with torch's Adam. tdlib's (tdlib.adam) skips those roots; zeros left by dead units stay after the warm-up.
 WARM_UP_STEPS = 470
 # The targets, each step's time as a ratio to a plain step's (the median over the rounds), printed beside
 # the measured ratios.

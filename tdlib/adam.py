@@ -95,7 +95,7 @@ class Adam(torch.optim.Adam):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._roots: dict[int, Tensor] = {}  # scratch for the square roots, one per size, reused every step
+        self._roots: dict[int, np.ndarray] = {}  # scratch for the square roots, one per size, reused every step
 
     def _replayable(self) -> bool:
         """Whether every group and parameter is one the compiled update covers."""

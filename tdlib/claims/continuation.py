@@ -207,11 +207,12 @@ def _evaluated(claim_: Claim, fn: ClaimFunction, ev: Evidence, seeds: tuple[int,
     longer, found, cause = evaluate(None)
     if found is None or not longer.unmeasured:
         return longer, found, cause
+    usual_judged = judged(found)
     for run in longer.unmeasured:
         _, moved, cause = evaluate(run)
         if moved is None:
             return longer, None, cause
-        if judged(moved) != judged(found):
+        if judged(moved) != usual_judged:
             return longer, None, run
     return longer, found, None
 
