@@ -8,9 +8,10 @@ module (a masked one is slower still), ONNX Runtime (where installed), and the c
 control, the unpruned model in the compressed form. The control shows what the form alone buys: a speed-up
 over the torch module counts per-call overhead that the form removes as a gain of pruning, while a
 speed-up over the fastest dense runtime is what pruning itself buys. All are timed in the same paired
-rounds (:func:`tdlib.compress.paired_seconds`) on real inputs, and a speed-up is the median of the rounds'
-ratios, with their quartiles. :func:`speed` and :func:`speedup_curve` are the short form: the torch
-module against the compressed model, as a ratio of medians.
+rounds (:func:`tdlib.compress.paired_seconds`) on real inputs; a speed-up is the ratio of the two
+runtimes' fastest rounds, and the quartiles of the rounds' ratios say how much it moves. :func:`speed` and
+:func:`speedup_curve` are the short form: the torch module against the compressed model, as a ratio of
+medians.
 """
 
 from __future__ import annotations
@@ -182,21 +183,30 @@ class Timing:
     seconds: dict[str, tuple[float, ...]]  # per-call seconds in each round: "compressed" and each dense runtime
     form: Form
 
-    def median(self, runtime: str) -> float:
-        return statistics.median(self.seconds[runtime])
+    def fastest(self, runtime: str) -> float:
+        """``runtime``'s per-call seconds in its fastest round: what the code costs when nothing else on the
+        machine gets in its way (interference only ever adds time, so the minimum is the steadiest figure
+        of a runtime's own cost from one sitting to the next)."""
+        return min(self.seconds[runtime])
 
-    def speedup(self, over: str) -> tuple[float, float, float]:
-        """The compressed model's speed-up over the runtime ``over``: the quartiles (lower, median, upper)
-        of the ratios of ``over``'s time to the compressed model's, round by round."""
+    def speedup(self, over: str) -> float:
+        """The compressed model's speed-up over the runtime ``over``: the ratio of their fastest rounds."""
+        return self.fastest(over) / self.fastest("compressed")
+
+    def spread(self, over: str) -> tuple[float, float]:
+        """How the speed-up over ``over`` moves from round to round: the quartiles (lower, upper) of the
+        ratios of ``over``'s time to the compressed model's, round by round."""
         ratios = [a / b for a, b in zip(self.seconds[over], self.seconds["compressed"], strict=True)]
-        lower, median, upper = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-        return lower, median, upper
+        if len(ratios) == 1:
+            return ratios[0], ratios[0]
+        lower, _, upper = statistics.quantiles(ratios, n=4, method="inclusive")
+        return lower, upper
 
     @property
     def fastest_dense(self) -> str:
-        """The dense runtime that holds its own best against the compressed model: the one its median
-        speed-up is smallest over (ranked by the paired rounds' ratios, as the speed-ups are)."""
-        return min((r for r in DENSE_RUNTIMES if r in self.seconds), key=lambda r: self.speedup(r)[1])
+        """The dense runtime that holds its own best against the compressed model: the one its speed-up is
+        smallest over."""
+        return min((r for r in DENSE_RUNTIMES if r in self.seconds), key=self.speedup)
 
 
 def dense_runtimes(model: MLP, batch: int, threads: int = 1, sample: Tensor | None = None,

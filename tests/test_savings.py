@@ -119,13 +119,16 @@ def test_paired_rounds_time_every_runtime_once_a_round_in_a_shuffled_order(monke
     assert again.calls == clock.calls  # the order is drawn from a seed: a measurement can be repeated
 
 
-def test_a_speed_up_is_the_median_of_the_rounds_ratios_with_their_quartiles() -> None:
+def test_a_speed_up_is_the_ratio_of_the_fastest_rounds_and_its_spread_the_rounds_ratios_quartiles() -> None:
     form = Form(flop_ratio=2.0, layouts=("csr", "dense"), fused=True, tiled=False)
-    timing = Timing(1, {"module": (4.0, 8.0, 6.0, 100.0, 5.0), "control": (2.0, 2.0, 2.0, 2.0, 2.0),
-                        "compressed": (1.0, 2.0, 1.0, 50.0, 1.0)}, form)
-    assert timing.speedup("module") == (4.0, 4.0, 5.0)  # ratios 4, 4, 6, 2, 5: the slow 4th round cancels out
-    assert timing.speedup("control") == (1.0, 2.0, 2.0)
-    assert timing.median("module") == 6.0 and timing.fastest_dense == "control"
+    timing = Timing(1, {"module": (4.0, 8.0, 6.0, 100.0, 5.0), "control": (2.0, 2.0, 2.0, 2.0, 3.0),
+                        "compressed": (1.0, 2.0, 1.0, 50.0, 0.5)}, form)
+    assert timing.fastest("module") == 4.0 and timing.fastest("compressed") == 0.5
+    assert timing.speedup("module") == 8.0  # 4.0 / 0.5: each runtime's own fastest round, not a paired one
+    assert timing.spread("module") == (4.0, 6.0)  # ratios 4, 4, 6, 2, 10: the slow 4th round only widens it
+    assert timing.speedup("control") == 4.0 and timing.spread("control") == (1.0, 2.0)
+    assert timing.fastest_dense == "control"
+    assert Timing(1, {"module": (3.0,), "compressed": (1.5,)}, form).spread("module") == (2.0, 2.0)
     assert form.short == "fused" and Form(1.0, ("csr", "dense"), False, False).short == "CD"
 
 

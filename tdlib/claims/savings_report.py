@@ -264,7 +264,7 @@ def measure(ev: Evidence, models: Sequence[Model]) -> Savings:
 
 def figure(savings: Savings, ev: Evidence, path: Path) -> None:
     """Measured speed-up over the fastest dense runtime (the one each compressed model gains least over; solid,
-    its rounds' quartiles shaded) and over the torch module (dotted), and the FLOP ratio (dashed), against
+    the quartiles of its rounds' ratios shaded) and over the torch module (dotted), and the FLOP ratio (dashed), against
     sparsity, one panel per batch size."""
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, len(BATCHES), sharey=True)
@@ -281,12 +281,12 @@ def figure(savings: Savings, ev: Evidence, path: Path) -> None:
                 curve = savings.curves[(kind, batch)]
                 positions = np.arange(len(curve))
                 fastest = [t.fastest_dense for t in curve.values()]
-                over = np.array([t.speedup(r) for t, r in zip(curve.values(), fastest)])
+                spread = np.array([t.spread(r) for t, r in zip(curve.values(), fastest)])
                 names = " or ".join(RUNTIME_NAMES[r] for r in dict.fromkeys(fastest))
-                ax.plot(positions, over[:, 1], marker="o", ms=3, color=colours[kind],
-                        label=f"{KIND_NAMES[kind]}: over the fastest dense ({names})")
-                ax.fill_between(positions, over[:, 0], over[:, 2], color=colours[kind], alpha=0.25, lw=0)
-                ax.plot(positions, [t.speedup("module")[1] for t in curve.values()], ls=":", color=colours[kind],
+                ax.plot(positions, [t.speedup(r) for t, r in zip(curve.values(), fastest)], marker="o", ms=3,
+                        color=colours[kind], label=f"{KIND_NAMES[kind]}: over the fastest dense ({names})")
+                ax.fill_between(positions, spread[:, 0], spread[:, 1], color=colours[kind], alpha=0.25, lw=0)
+                ax.plot(positions, [t.speedup("module") for t in curve.values()], ls=":", color=colours[kind],
                         label=f"{KIND_NAMES[kind]}: over the torch module")
                 flops, ks = [t.form.flop_ratio for t in curve.values()], list(curve)
             ax.plot(positions, flops, ls="--", color=colours[kind], label=f"{KIND_NAMES[kind]}: FLOP ratio")
@@ -304,7 +304,7 @@ def figure(savings: Savings, ev: Evidence, path: Path) -> None:
 
 
 def _microseconds(timing: Timing, runtime: str) -> str:
-    return f"{1e6 * timing.median(runtime):,.{0 if timing.median(runtime) >= 1e-4 else 1}f}" \
+    return f"{1e6 * timing.fastest(runtime):,.{0 if timing.fastest(runtime) >= 1e-4 else 1}f}" \
         if runtime in timing.seconds else "-"
 
 
@@ -325,8 +325,8 @@ def _dense_named(dense: Sequence[str]) -> str:
 def _speedup_cell(timing: Timing, over: str) -> str:
     if over not in timing.seconds:
         return "-"
-    lower, median, upper = timing.speedup(over)
-    figure = f"{median:.2f}x" if median < 10 else f"{median:.1f}x"
+    speedup, (lower, upper) = timing.speedup(over), timing.spread(over)
+    figure = f"{speedup:.2f}x" if speedup < 10 else f"{speedup:.1f}x"
     return f"{f'**{figure}**' if over == timing.fastest_dense else figure} ({lower:.2f}-{upper:.2f})"
 
 
@@ -378,11 +378,13 @@ def _speed(savings: Savings, ev: Evidence) -> list[str]:
         "rounds, a block of back-to-back calls on the same inputs each per round (about "
         f"{1000 * TIMING_SECONDS * ev.profile.timing / TIMING_ROUNDS:.2g} ms, and at least one call), in an order "
         "shuffled each round (`tdlib.savings.timings`): warm-cache timings, as of a model serving requests back to "
-        "back. A speed-up is the median over rounds of the ratio of two runtimes' times in the same round, its "
-        "quartiles in brackets. The one in bold, over the dense runtime it gains least over, is what pruning "
-        "itself buys; the one over the torch module also counts the per-call overhead that the compressed form "
-        "removes from any network, pruned or not (the control row shows how much). The FLOP ratio counts "
-        "multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
+        "back. A time per call is the runtime's fastest round (whatever else runs on the machine only ever adds "
+        "time, so the fastest round is the figure that moves least from one sitting to the next), and a "
+        "speed-up the ratio of two runtimes' fastest rounds; in brackets, the quartiles of their ratios round by "
+        "round, how much it moves within the sitting. The one in bold, over the dense runtime it gains least "
+        "over, is what pruning itself buys; the one over the torch module also counts the per-call overhead "
+        "that the compressed form removes from any network, pruned or not (the control row shows how much). The "
+        "FLOP ratio counts multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
         "",
         "| pruned model | batch | us per call: " + " / ".join(RUNTIME_NAMES[r] for r in dense) + " / compressed | "
         + "".join(f"speed-up over {RUNTIME_NAMES[r]} | " for r in dense) + "FLOP ratio | form |",
@@ -444,13 +446,12 @@ def _above_flop_ratio(savings: Savings) -> list[str]:
     """A word on the speed-ups over the fastest dense runtime that beat their FLOP ratio, rounds' lower
     quartile included, if any do. Not the control's: the fastest dense runtime it is set against is mostly
     the same network in the same form, so its ratio, about 1, says only how much the timing moves."""
-    above = [(m.name, t, t.speedup(t.fastest_dense)) for m in savings.models if m.k != 0 for t in m.timings
-             if math.isfinite(t.form.flop_ratio)]
-    above = [(name, t, speedup) for name, t, speedup in above if speedup[0] > t.form.flop_ratio]
+    above = [(m.name, t) for m in savings.models if m.k != 0 for t in m.timings
+             if math.isfinite(t.form.flop_ratio) and t.spread(t.fastest_dense)[0] > t.form.flop_ratio]
     if not above:
         return []
-    cases = ", ".join(f"{name} at batch {t.batch} ({speedup[1]:.1f}x against {t.form.flop_ratio:.1f}x)"
-                      for name, t, speedup in above)
+    cases = ", ".join(f"{name} at batch {t.batch} ({t.speedup(t.fastest_dense):.1f}x against {t.form.flop_ratio:.1f}x)"
+                      for name, t in above)
     megabytes = 4 * savings.models[0].mean("parameters", "dense") / 1e6
     return [
         f"Some speed-ups over the fastest dense runtime exceed their FLOP ratio in three rounds of four: {cases}. "
@@ -465,8 +466,9 @@ def _above_flop_ratio(savings: Savings) -> list[str]:
 def _timing_json(timing: Timing) -> dict:
     return {"batch": timing.batch, "form": asdict(timing.form),
             "seconds_per_round": {r: list(t) for r, t in timing.seconds.items()},
-            "median_seconds": {r: timing.median(r) for r in timing.seconds},
-            "speedup_quartiles": {r: list(timing.speedup(r)) for r in DENSE_RUNTIMES if r in timing.seconds},
+            "fastest_seconds": {r: timing.fastest(r) for r in timing.seconds},
+            "speedup": {r: timing.speedup(r) for r in DENSE_RUNTIMES if r in timing.seconds},
+            "round_ratio_quartiles": {r: list(timing.spread(r)) for r in DENSE_RUNTIMES if r in timing.seconds},
             "fastest_dense": timing.fastest_dense}
 
 
