@@ -19,8 +19,8 @@ float32, with two changes that cannot change a bit:
 That square root is not IEEE's: it differs from a correctly rounded one by an ulp for about a fifth of
 all floats, so it is kept, as are torch's ``lerp_``, ``mul_`` and ``addcmul_`` (the first uses fused
 multiply-adds). A configuration this does not cover (amsgrad, weight decay, maximize, foreach or fused,
-capturable or differentiable, a tensor learning rate, a gradient scaler, a parameter that is not a
-contiguous float32 CPU tensor) takes torch's own step. The state and its ``state_dict`` are torch's.
+capturable or differentiable, a tensor learning rate, a gradient scaler, a parameter or a moment that is not
+a contiguous float32 CPU tensor) takes torch's own step. The state and its ``state_dict`` are torch's.
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ class Adam(torch.optim.Adam):
             for p in group["params"]:
                 if p.grad is not None and not (compiled_for(p) and p.is_contiguous() and p.grad.is_contiguous()
                                                and not p.grad.is_sparse and not torch.is_complex(p)):
+                    return False
+                moments = [self.state[p][key] for key in ("exp_avg", "exp_avg_sq") if key in self.state.get(p, {})]
+                if not all(compiled_for(m) and m.is_contiguous() for m in moments):  # as a checkpoint may load them
                     return False
         return True
 
