@@ -49,10 +49,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     for bench in paired:
         info = bench.extra_info["paired"]
         low, high = info["quartiles"]
+        rates = info.get("GFLOP/s (dense work, fastest round)")
+        rate = f"; {rates['ours']:.0f} and {rates['theirs']:.0f} GFLOP/s of dense work" if rates else ""
         terminalreporter.write_line(
             f"{bench.group}: {bench.name.split('[')[-1].rstrip(']')}: tdlib {info['ours'] * 1e6:.1f} us, "
             f"ONNX Runtime {info['theirs'] * 1e6:.1f} us: {info['ratio']:.3f}x the time "
-            f"(quartiles {low:.3f}-{high:.3f}; {info['form']}){against(info)}")
+            f"(quartiles {low:.3f}-{high:.3f}; {info['form']}{rate}){against(info)}")
     for bench in session.benchmarks:
         turns = bench.extra_info.get("round_robin", {})
         if turns:

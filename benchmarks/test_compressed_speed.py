@@ -160,7 +160,8 @@ def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, floa
         pytest.skip(f"{threads} threads asked for, {torch.get_num_threads()} here")
     net = compressed(benchmark, model, masks[(kind, k)], "fastest", batch, threads,
                      data.train_x[:256] if images else None)
-    session = onnx_session(compress(model, masks[(kind, k)], "dense"), threads, exported / f"{kind}-{k:g}.onnx")
+    shrunk = compress(model, masks[(kind, k)], "dense")
+    session = onnx_session(shrunk, threads, exported / f"{kind}-{k:g}.onnx")
     calls = {1: 50, 16: 20}.get(batch, 3)  # a block of a few milliseconds: a first call's cold caches weigh little
     xs = list(data.test_x[:calls * batch].split(batch)) if images else [torch.rand(batch, 784)] * calls
     feeds = [{"x": x.numpy()} for x in xs]
@@ -190,8 +191,12 @@ def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, floa
     finally:
         torch.set_num_threads(previous)
     ratios = np.array(ours) / np.array(theirs)
+    # The shrunk network's dense work per call, the same for both: where both run near this CPU's matrix
+    # product rate (test_training_speed's GEMM benchmark), a ratio about 1 is a tie at the machine's limit.
+    flops = 2 * shrunk.flops() * batch
     benchmark.extra_info["paired"] = {
         "ours": float(np.median(ours)), "theirs": float(np.median(theirs)),
         "ratio": float(np.median(ratios)), "quartiles": np.percentile(ratios, [25, 75]).tolist(),
         "form": net.form, "target": 1.0, "judged on": "upper quartile",
+        "GFLOP/s (dense work, fastest round)": {"ours": flops / min(ours) / 1e9, "theirs": flops / min(theirs) / 1e9},
     }
