@@ -185,8 +185,8 @@ class Timing:
 
     def fastest(self, runtime: str) -> float:
         """``runtime``'s per-call seconds in its fastest round: what the code costs when nothing else on the
-        machine gets in its way (interference only ever adds time, so the minimum is the steadiest figure
-        of a runtime's own cost from one sitting to the next)."""
+        machine gets in its way (interference only ever adds time, so the minimum is the figure it touches
+        least)."""
         return min(self.seconds[runtime])
 
     def speedup(self, over: str) -> float:
