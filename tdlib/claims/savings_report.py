@@ -380,11 +380,11 @@ def _speed(savings: Savings, ev: Evidence) -> list[str]:
         "shuffled each round (`tdlib.savings.timings`): warm-cache timings, as of a model serving requests back to "
         "back. A time per call is the runtime's fastest round (whatever else runs on the machine only ever adds "
         "time, so the fastest round is the figure it touches least), and a speed-up the ratio of two runtimes' "
-        "fastest rounds; in brackets, the quartiles of their ratios round by "
-        "round, how much it moves within the sitting. The one in bold, over the dense runtime it gains least "
-        "over, is what pruning itself buys; the one over the torch module also counts the per-call overhead "
-        "that the compressed form removes from any network, pruned or not (the control row shows how much). The "
-        "FLOP ratio counts multiply-adds as run: every entry of a dense layer, the non-zeros of a CSR one.",
+        "fastest rounds; in brackets, the quartiles of their ratios round by round, how much it moves within the "
+        "sitting. The one in bold, over the dense runtime it gains least over, is what pruning itself buys; the "
+        "one over the torch module also counts the per-call overhead that the compressed form removes from any "
+        "network, pruned or not (the control row shows how much). The FLOP ratio counts multiply-adds as run: "
+        "every entry of a dense layer, the non-zeros of a CSR one.",
         "",
         "| pruned model | batch | us per call: " + " / ".join(RUNTIME_NAMES[r] for r in dense) + " / compressed | "
         + "".join(f"speed-up over {RUNTIME_NAMES[r]} | " for r in dense) + "FLOP ratio | form |",
