@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tdlib.claims.fingerprint import code_identity
+from tdlib.claims.fingerprint import _methods, code_identity
 
 MODULE = '''
 import numpy as np
@@ -86,3 +87,92 @@ def test_tdlibs_own_code_is_followed_into_other_modules() -> None:
         return metrics.pruning_sweep(model, "weight", None, None, ())
 
     assert code_identity(measured) != code_identity(measured_other)
+
+
+KERNEL_MODULE = '''
+from dataclasses import dataclass
+from functools import cached_property
+
+from fingerprint_marks import follows_methods
+
+
+def kernel(x):
+    return x * 2{kernel}
+
+
+class Intrinsic:  # as numba's: a callable object whose generating function is its _defn
+    def __init__(self, defn):
+        self._defn = defn
+        self.__module__ = defn.__module__
+
+    def __call__(self, *args):
+        raise NotImplementedError
+
+
+def _codegen():
+    return "fma"{intrinsic}
+
+
+fma = Intrinsic(_codegen)
+
+
+class Base:
+    def prepare(self, x):
+        return x{base}
+
+
+@dataclass(frozen=True)
+class Runner(Base):
+    scale: float = 1.0
+
+    def __call__(self, x):
+        return kernel(self.prepare(x)) * self.scale
+
+    @cached_property
+    def code(self):
+        return fma
+
+
+def timing(run, model):
+    return Runner()(model)
+
+
+@follows_methods
+def deep_timing(run, model):
+    return Runner()(model)
+'''
+
+
+def load_kernels(tmp_path: Path, name: str, **changes: str):
+    import tdlib.claims.fingerprint as fingerprint
+
+    sys.modules["fingerprint_marks"] = fingerprint
+    text = KERNEL_MODULE.format(**{"kernel": "", "intrinsic": "", "base": "", **changes})
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(text))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("change", [{"kernel": " + 1"}, {"intrinsic": " + '!'"}, {"base": " + 1"}],
+                         ids=["a kernel a method calls", "an intrinsic's generator", "an own base class"])
+def test_a_timing_follows_the_methods_of_the_classes_it_reaches(tmp_path: Path, change: dict) -> None:
+    # A class is hashed as its source; the functions its methods call are followed only for a measurement
+    # marked follows_methods (the timings), so that the archived sizes and accuracies keep the identities
+    # they were stored under.
+    before = load_kernels(tmp_path, "fp_kernels")
+    deep, shallow = code_identity(before.deep_timing), code_identity(before.timing)
+    (tmp_path / "again").mkdir()
+    after = load_kernels(tmp_path / "again", "fp_kernels", **change)
+    assert code_identity(after.deep_timing) != deep
+    assert code_identity(after.timing) == shallow
+    assert code_identity(partial(after.deep_timing, model=1)) == code_identity(after.deep_timing)  # as stored
+
+
+def test_following_methods_leaves_out_what_a_decorator_generates(tmp_path: Path) -> None:
+    # dataclass's __init__, __repr__ and __eq__ have no source, and differ from one Python version to another
+    module = load_kernels(tmp_path, "fp_generated")
+    assert {f.__name__ for f in _methods(module.Runner)} == {"__call__", "code"}

@@ -9,6 +9,15 @@ read as tokens, not as bytecode, so the identity is the same on every Python ver
 
 Closure values that are plain data (the ``k`` of a pruning) are left out: a stored key names them already.
 Module names are left out too: pytest imports a claims file under a name that depends on how it was invoked.
+
+A class counts as its own source: the functions its methods call are not followed, so a change to a compiled
+kernel that only a method calls (``tdlib.compress.chain._run_one``, under ``Chain.__call__``) changes no
+identity. A measuring function marked :func:`follows_methods` also follows, from every class it reaches, the
+methods written in the class's body (their calls, kernels included, and their closures) and its own base
+classes. The timings are marked: what they measure is the speed of those kernels. The sizes and accuracies
+of the archived runs keep the rule they were stored under, and their runs keep no weights to measure them
+again; a change to such a kernel's arithmetic, which could move what they measured, has to be checked
+against them by hand.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import textwrap
 import tokenize
 import types
 from collections.abc import Callable
-from functools import lru_cache, partial
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +117,41 @@ def _plain(value: Any) -> bool:
     return isinstance(value, tuple | frozenset) and len(value) <= 64 and all(isinstance(v, PLAIN) for v in value)
 
 
+FOLLOWS_METHODS = "__identity_follows_methods__"
+
+
+def follows_methods(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark the measuring function ``fn`` so that its identity also follows the methods of the classes it
+    reaches, and their own base classes (see the module docstring)."""
+    setattr(fn, FOLLOWS_METHODS, True)
+    return fn
+
+
+def _methods(cls: type) -> list[types.FunctionType]:
+    """The functions written in ``cls``'s body: its methods, static and class methods, and the getters of
+    its properties and cached properties; not those that a decorator such as ``dataclass`` generates (they
+    have no source, and differ between Python versions)."""
+    found = []
+    for value in vars(cls).values():
+        if isinstance(value, staticmethod | classmethod):
+            value = value.__func__
+        elif isinstance(value, property):
+            value = value.fget
+        elif isinstance(value, cached_property):
+            value = value.func
+        if isinstance(value, types.FunctionType) and not inspect.unwrap(value).__code__.co_filename.startswith("<"):
+            found.append(value)  # generated code is compiled from a string: its file is "<string>"
+    return found
+
+
 def code_identity(fn: Callable[..., Any]) -> str:
     """A short hash of ``fn``'s code and of this project's code it reaches (see the module docstring)."""
     seen: dict[int, str] = {}
     parts: list[str] = []
+    root = fn
+    while isinstance(root, partial):
+        root = root.func
+    deep = bool(getattr(inspect.unwrap(root), FOLLOWS_METHODS, False))
 
     def visit(obj: Any) -> None:
         obj = inspect.unwrap(obj) if callable(obj) else obj
@@ -125,9 +165,17 @@ def code_identity(fn: Callable[..., Any]) -> str:
         seen[id(obj)] = ""
         if isinstance(obj, type):
             parts.append(f"class {obj.__qualname__}:{_source(obj)}")
+            if deep:
+                for base in obj.__bases__:
+                    if _own(base):
+                        visit(base)
+                for method in _methods(obj):
+                    visit(method)
             return
         if not isinstance(obj, types.FunctionType):
-            dispatched = getattr(obj, "py_func", None)  # a numba dispatcher: its Python source is the code
+            # A numba dispatcher's Python source is its code, and an intrinsic's (numba.extending.intrinsic)
+            # is the function that generates it
+            dispatched = getattr(obj, "py_func", None) or getattr(obj, "_defn", None)
             if dispatched is not None:
                 visit(dispatched)
             return

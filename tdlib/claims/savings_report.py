@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tdlib.claims.evidence import Evidence
+from tdlib.claims.fingerprint import follows_methods
 from tdlib.claims.report import ReportContext, Section, SectionOutput
 from tdlib.compress import compress
 from tdlib.data import FashionMNIST
@@ -146,6 +147,7 @@ def _time(model: MLP, pruned: dict[str, object], batch: int, data: FashionMNIST,
                    seconds=TIMING_SECONDS * timing, rounds=TIMING_ROUNDS)
 
 
+@follows_methods  # what a timing measures is the speed of kernels that methods call
 def _timing_curve_values(run: Run, model: MLP, kind: PruneKind, batch: int, timing: float, data: FashionMNIST
                   ) -> dict[str, float]:
     """B compressed at every sparsity of the sweep and its dense runtimes, timed together at ``batch``: the
@@ -180,6 +182,7 @@ def _speed_from(values: dict[str, float], head: str, batch: int) -> Speed:
                  fused=bool(values[f"{head}fused"]))
 
 
+@follows_methods
 def _model_timing_values(run: Run, model: MLP, kind: PruneKind, k: float, timing: float, data: FashionMNIST
                          ) -> dict[str, float]:
     """One pruned model and its dense runtimes timed at each batch size, under ``batch<b>:``."""
