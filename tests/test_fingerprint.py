@@ -36,8 +36,13 @@ def with_closure(k):
 
 
 def load(tmp_path: Path, name: str, scale: int = 100, comment: str = "", change: str = ""):
+    return import_source(tmp_path, name, MODULE.format(scale=scale, comment=comment, change=change))
+
+
+def import_source(tmp_path: Path, name: str, source: str):
+    """``source`` written to ``tmp_path/<name>.py`` and imported as the module ``name``."""
     path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(MODULE.format(scale=scale, comment=comment, change=change)))
+    path.write_text(textwrap.dedent(source))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -93,7 +98,7 @@ KERNEL_MODULE = '''
 from dataclasses import dataclass
 from functools import cached_property
 
-from fingerprint_marks import follows_methods
+from tdlib.claims.fingerprint import follows_methods
 
 
 def kernel(x):
@@ -144,17 +149,7 @@ def deep_timing(run, model):
 
 
 def load_kernels(tmp_path: Path, name: str, **changes: str):
-    import tdlib.claims.fingerprint as fingerprint
-
-    sys.modules["fingerprint_marks"] = fingerprint
-    text = KERNEL_MODULE.format(**{"kernel": "", "intrinsic": "", "base": "", **changes})
-    path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(text))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_source(tmp_path, name, KERNEL_MODULE.format(**{"kernel": "", "intrinsic": "", "base": "", **changes}))
 
 
 @pytest.mark.parametrize("change", [{"kernel": " + 1"}, {"intrinsic": " + '!'"}, {"base": " + 1"}],
