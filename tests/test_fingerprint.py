@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tdlib.claims import fingerprint
 from tdlib.claims.fingerprint import _methods, code_identity
 
 MODULE = '''
@@ -95,8 +96,9 @@ def test_tdlibs_own_code_is_followed_into_other_modules() -> None:
 
 
 KERNEL_MODULE = '''
+import enum
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, update_wrapper
 
 from tdlib.claims.fingerprint import follows_methods
 
@@ -105,10 +107,9 @@ def kernel(x):
     return x * 2{kernel}
 
 
-class Intrinsic:  # as numba's: a callable object whose generating function is its _defn
+class Intrinsic:  # as numba's: a callable object that wraps the function generating its code
     def __init__(self, defn):
-        self._defn = defn
-        self.__module__ = defn.__module__
+        update_wrapper(self, defn)
 
     def __call__(self, *args):
         raise NotImplementedError
@@ -121,12 +122,28 @@ def _codegen():
 fma = Intrinsic(_codegen)
 
 
+def _store(x):
+    return x{setter}
+
+
+def _half(x):
+    return x / 2{static}
+
+
+def _scale_of(x):
+    return float(x){classmethod}
+
+
 class Base:
     def prepare(self, x):
         return x{base}
 
 
-@dataclass(frozen=True)
+class Kind(enum.Enum):
+    DENSE = 0
+
+
+@dataclass
 class Runner(Base):
     scale: float = 1.0
 
@@ -136,6 +153,25 @@ class Runner(Base):
     @cached_property
     def code(self):
         return fma
+
+    @property
+    def value(self):
+        return self.scale
+
+    @value.setter
+    def value(self, x):
+        self.scale = _store(x)
+
+    @staticmethod
+    def helper(x):
+        return _half(x)
+
+    @classmethod
+    def make(cls, x):
+        return cls(_scale_of(x))
+
+    def kind(self):
+        return Kind.DENSE
 
 
 def timing(run, model):
@@ -149,11 +185,16 @@ def deep_timing(run, model):
 
 
 def load_kernels(tmp_path: Path, name: str, **changes: str):
-    return import_source(tmp_path, name, KERNEL_MODULE.format(**{"kernel": "", "intrinsic": "", "base": "", **changes}))
+    return import_source(tmp_path, name, KERNEL_MODULE.format(**{**dict.fromkeys(KERNEL_CHANGES, ""), **changes}))
 
 
-@pytest.mark.parametrize("change", [{"kernel": " + 1"}, {"intrinsic": " + '!'"}, {"base": " + 1"}],
-                         ids=["a kernel a method calls", "an intrinsic's generator", "an own base class"])
+KERNEL_CHANGES = {"kernel": " + 1", "intrinsic": " + '!'", "base": " + 1", "setter": " + 1", "static": " + 1",
+                  "classmethod": " + 1"}
+
+
+@pytest.mark.parametrize("change", [{k: v} for k, v in KERNEL_CHANGES.items()],
+                         ids=["a kernel a method calls", "an intrinsic's generator", "an own base class",
+                              "a property's setter", "a static method", "a class method"])
 def test_a_timing_follows_the_methods_of_the_classes_it_reaches(tmp_path: Path, change: dict) -> None:
     # A class is hashed as its source; the functions its methods call are followed only for a measurement
     # marked follows_methods (the timings), so that the archived sizes and accuracies keep the identities
@@ -167,7 +208,17 @@ def test_a_timing_follows_the_methods_of_the_classes_it_reaches(tmp_path: Path, 
     assert code_identity(partial(after.deep_timing, model=1)) == code_identity(after.deep_timing)  # as stored
 
 
-def test_following_methods_leaves_out_what_a_decorator_generates(tmp_path: Path) -> None:
-    # dataclass's __init__, __repr__ and __eq__ have no source, and differ from one Python version to another
+def test_following_methods_leaves_out_what_a_decorator_generates_and_the_standard_library(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # dataclass's __init__, __repr__ and __eq__ have no source, an Enum's methods are the standard library's:
+    # both differ from one Python version to another
     module = load_kernels(tmp_path, "fp_generated")
-    assert {f.__name__ for f in _methods(module.Runner)} == {"__call__", "code"}
+    assert sorted(f.__name__ for f in _methods(module.Runner)) == ["__call__", "code", "helper", "kind", "make",
+                                                                  "value", "value"]
+    assert _methods(module.Kind) == []
+    hashed = []
+    source = fingerprint._source
+    monkeypatch.setattr(fingerprint, "_source", lambda obj: hashed.append(obj) or source(obj))
+    code_identity(module.deep_timing)
+    assert {obj.__module__ for obj in hashed} == {"fp_generated"}  # Kind's base, Enum, is not followed
+    assert module.Kind in hashed and module.Base in hashed

@@ -32,7 +32,7 @@ import textwrap
 import tokenize
 import types
 from collections.abc import Callable
-from functools import cached_property, lru_cache, partial
+from functools import cached_property, lru_cache, partial, partialmethod
 from pathlib import Path
 from typing import Any
 
@@ -127,20 +127,34 @@ def follows_methods(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _methods(cls: type) -> list[types.FunctionType]:
-    """The functions written in ``cls``'s body: its methods, static and class methods, and the getters of
-    its properties and cached properties; not those that a decorator such as ``dataclass`` generates (they
-    have no source, and differ between Python versions)."""
+def _methods(cls: type) -> list[Callable[..., Any]]:
+    """What ``cls``'s body defines to be called, as this project or its user wrote it: methods, static and
+    class methods, partial methods, the accessors of properties and cached properties, compiled kernels
+    assigned there. Not what a decorator such as ``dataclass`` generates (compiled from a string, it has no
+    source file, and differs between Python versions), nor what a class takes from the standard library
+    (an ``Enum``'s ``__new__``)."""
     found = []
-    for value in vars(cls).values():
-        if isinstance(value, staticmethod | classmethod):
-            value = value.__func__
+    for name, value in vars(cls).items():
+        if name == "__annotate__":  # made by the compiler for annotations (Python 3.14), not written
+            continue
+        if isinstance(value, staticmethod | classmethod | partialmethod):
+            candidates = [getattr(value, "__func__", None) or value.func]
         elif isinstance(value, property):
-            value = value.fget
+            candidates = [value.fget, value.fset, value.fdel]
         elif isinstance(value, cached_property):
-            value = value.func
-        if isinstance(value, types.FunctionType) and not inspect.unwrap(value).__code__.co_filename.startswith("<"):
-            found.append(value)  # generated code is compiled from a string: its file is "<string>"
+            candidates = [value.func]
+        else:
+            candidates = [value]
+        for candidate in candidates:
+            if not callable(candidate) or isinstance(candidate, type):
+                continue
+            try:
+                inner = inspect.unwrap(candidate)
+            except ValueError:  # a cycle of __wrapped__
+                continue
+            code = getattr(inner, "__code__", None)
+            if _own(inner) and (code is None or not code.co_filename.startswith("<")):
+                found.append(candidate)
     return found
 
 
@@ -173,9 +187,7 @@ def code_identity(fn: Callable[..., Any]) -> str:
                     visit(method)
             return
         if not isinstance(obj, types.FunctionType):
-            # A numba dispatcher's Python source is its code, and an intrinsic's (numba.extending.intrinsic)
-            # is the function that generates it
-            dispatched = getattr(obj, "py_func", None) or getattr(obj, "_defn", None)
+            dispatched = getattr(obj, "py_func", None)  # a numba dispatcher: its Python source is the code
             if dispatched is not None:
                 visit(dispatched)
             return
