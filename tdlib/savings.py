@@ -163,10 +163,11 @@ class Form:
     tiled: bool  # the chain by rows of the batch through the register-tiled kernel
 
     @classmethod
-    def of(cls, dense: MLP, fast: CompressedMLP) -> Form:
+    def of(cls, dense: MLP, fast: CompressedMLP, batch: int) -> Form:
+        """How ``fast`` runs at ``batch`` (a tiled model runs a batch of one through the fused chain's kernel)."""
         flops = fast.flops()
         return cls(flop_ratio=dense_flops(dense) / flops if flops else math.inf, layouts=tuple(fast.layouts),
-                   fused=fast.fused, tiled=isinstance(fast, TiledMLP))
+                   fused=fast.fused, tiled=isinstance(fast, TiledMLP) and batch > 1)
 
     @property
     def short(self) -> str:
@@ -228,7 +229,7 @@ def dense_runtimes(model: MLP, batch: int, threads: int = 1, sample: Tensor | No
 def _in_form_of(model: CompressedMLP, like: CompressedMLP) -> CompressedMLP:
     """``model``'s layers run in the form ``like`` runs in (its layouts, fused or not, tiled or not)."""
     if isinstance(like, TiledMLP):
-        return tiled(model, like.layouts, like.depth)
+        return tiled(model, like.layouts, like.depth, like.sparse_inputs)
     if like.fused:
         return model.fuse(like.layouts, sparse_inputs=like.sparse_inputs)
     return model.with_layouts(like.layouts)
@@ -239,9 +240,10 @@ def fastest_form(model: CompressedMLP, batch: int, threads: int = 1, sample: Ten
     """``model`` in the form fastest at ``batch`` inputs of ``sample`` (as :func:`tdlib.compress.timing_inputs`
     takes them; uniform random numbers without one) on ``threads`` threads, among: what
     :func:`tdlib.compress.fastest_tiled` picks (timing each candidate once, one after another), the chain in
-    its compact layouts (by rows, and with a dense first layer by columns), tiled in each of
-    :func:`tdlib.compress.tiled.tiled_forms` (batches above one), and ``model``'s layers in the form of each
-    of ``also``. These are timed against each other in paired rounds
+    its compact layouts (by rows, and with a dense first layer by columns), the same as tiled models
+    (:class:`tdlib.compress.TiledMLP`: at a batch of one, the same kernel on aligned arrays) or, at larger
+    batches, tiled in each of :func:`tdlib.compress.tiled.tiled_forms`, and ``model``'s layers in the form of
+    each of ``also``. These are timed against each other in paired rounds
     (:func:`tdlib.compress.paired_seconds`, ``seconds`` each), so that a drift of the machine while they are
     timed cannot pick a slower one, as it can one after another."""
     choice = partial(median_seconds, min_run_time=seconds / 3)
@@ -251,11 +253,10 @@ def fastest_form(model: CompressedMLP, batch: int, threads: int = 1, sample: Ten
                   *(_in_form_of(model, like) for like in also)]
     if Chain.runs(first):
         compact = compact_layouts(model.linears)
-        candidates.append(model.fuse(compact))
-        if compact[0] == "dense":
-            candidates.append(model.fuse(compact, sparse_inputs=True))
-        if batch > 1:
-            candidates += tiled_forms(model)
+        by_columns = [False, True] if compact[0] == "dense" else [False]
+        candidates += [model.fuse(compact, sparse_inputs=s) for s in by_columns]
+        # at a batch of one, the same chains run on aligned arrays
+        candidates += tiled_forms(model) if batch > 1 else [tiled(model, compact, sparse_inputs=s) for s in by_columns]
     unique: dict[tuple, CompressedMLP] = {}
     for candidate in candidates:
         unique.setdefault((type(candidate), tuple(candidate.layouts), candidate.fused, candidate.sparse_inputs,
@@ -291,5 +292,5 @@ def timings(model: MLP, pruned: Mapping[str, CompressedMLP], batch: int, images:
         timed = paired_seconds({**runtimes, **{f"pruned:{name}": f for name, f in fast.items()}}, x, threads,
                                seconds, rounds)
     dense = {name: timed[name] for name in runtimes}
-    return {name: Timing(batch, {**dense, "compressed": timed[f"pruned:{name}"]}, Form.of(model, f))
+    return {name: Timing(batch, {**dense, "compressed": timed[f"pruned:{name}"]}, Form.of(model, f, batch))
             for name, f in fast.items()}

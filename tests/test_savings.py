@@ -130,6 +130,9 @@ def test_a_speed_up_is_the_ratio_of_the_fastest_rounds_and_its_spread_the_rounds
     assert timing.fastest_dense == "control"
     assert Timing(1, {"module": (3.0,), "compressed": (1.5,)}, form).spread("module") == (2.0, 2.0)
     assert form.short == "fused" and Form(1.0, ("csr", "dense"), False, False).short == "CD"
+    model = small_model()
+    aligned = tdlib.savings.tiled(compress(model, {}, "dense"))  # a batch of one: the fused chain's kernel
+    assert Form.of(model, aligned, 1).short == "fused" and Form.of(model, aligned, 2).short == "tiled"
 
 
 def test_pruned_models_are_timed_against_every_dense_runtime_in_the_same_rounds() -> None:
@@ -169,13 +172,14 @@ def test_without_onnx_runtime_the_other_dense_runtimes_are_timed(monkeypatch) ->
     assert measured.fastest_dense in ("module", "control")
 
 
-@pytest.mark.parametrize("form", ["layers", "fused", "columns", "tiled"])
+@pytest.mark.parametrize("form", ["layers", "fused", "columns", "tiled", "tiled by columns"])
 def test_a_pruned_model_can_run_in_the_controls_form(form: str) -> None:
     model = small_model()
     control = compress(model, {}, "dense")
     like = {"layers": control.with_layouts(["csr", "dense", "csr"]), "fused": control.fuse(["dense", "csr", "dense"]),
             "columns": control.fuse(["dense", "dense", "csr"], sparse_inputs=True),
-            "tiled": tdlib.savings.tiled(control, ["dense", "csr", "dense"], depth=0)}[form]
+            "tiled": tdlib.savings.tiled(control, ["dense", "csr", "dense"], depth=0),
+            "tiled by columns": tdlib.savings.tiled(control, ["dense", "csr", "dense"], sparse_inputs=True)}[form]
     small = compress(model, masks_for(model, "unit", 50), "dense")
     same = tdlib.savings._in_form_of(small, like)
     assert (type(same), same.layouts, same.fused, same.sparse_inputs, getattr(same, "depth", None)) == (
@@ -203,6 +207,14 @@ def test_the_fastest_form_is_picked_by_paired_rounds_among_distinct_candidates(m
     assert compact[0] == "csr" and {("CompressedMLP", compact, True, False, None)} | {
         ("TiledMLP", layouts, True, False, depth) for layouts in (compact, ("dense",) * 3) for depth in (DEPTH, 0)
     } <= set(forms)
+    # A batch of one: each chain in its compact layouts also as a tiled model (aligned), no depth but one
+    offered.clear()
+    unit = compress(model, masks_for(model, "unit", 50), "dense")
+    tdlib.savings.fastest_form(unit, 1, sample=torch.rand(20, 60), seconds=QUICK, also=[like])
+    compact = compact_layouts(unit.linears)
+    forms = {(type(f).__name__, tuple(f.layouts), f.sparse_inputs, getattr(f, "depth", None)) for f in offered.values()}
+    assert {(kind, compact, by_columns, depth) for kind, depth in (("CompressedMLP", None), ("TiledMLP", DEPTH))
+            for by_columns in (False, True)} <= forms and not any(f[3] == 0 for f in forms)
 
 
 def test_the_word_on_speed_ups_beyond_their_flop_ratio_leaves_the_control_out() -> None:

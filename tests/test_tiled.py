@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
-from tdlib.compress.chain import Chain
+from tdlib.compress.chain import VALUES, Chain
 from tdlib.compress.tiled import DEPTH, HALF, PANEL, TILE, TiledChain
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
@@ -132,7 +133,8 @@ def test_a_tiled_model_is_an_ordinary_compressed_model(tmp_path) -> None:
     model = MLP((60, 40), in_features=30, n_classes=4).eval()
     plain = compress(model, masks_for(model, "unit", 50), "dense")
     small = tiled(plain, ["dense", "dense", "dense"])
-    assert isinstance(small, CompressedMLP) and small.form == "fused, layers dense/dense/dense, by rows, tiled"
+    assert isinstance(small, CompressedMLP)
+    assert small.form == "fused, layers dense/dense/dense, aligned, batches by rows, tiled"
     x = torch.randn(5, 30)
     with torch.no_grad():
         before = small(x)
@@ -143,15 +145,18 @@ def test_a_tiled_model_is_an_ordinary_compressed_model(tmp_path) -> None:
         assert torch.equal(torch.load(pickled, weights_only=False)(x), before)
         assert torch.allclose(small.double()(x.double()).float(), before, atol=1e-5)  # layer by layer in float64
         small.float()
-        small[0].weight.mul_(2.0)  # in place: the panels are laid out again
+        small(x)  # built again, in float32
+        small[0].weight.mul_(2.0)  # in place: the arrays and panels are laid out again
         assert torch.allclose(small(x), torch.nn.Sequential(*small)(x), atol=1e-5)
+        small[2].bias.add_(1.0)
+        assert torch.allclose(small(x[:1]), torch.nn.Sequential(*small)(x[:1]), atol=1e-5)  # a batch of one too
     save(small, tmp_path / "m.safetensors")
     again = load(tmp_path / "m.safetensors")
     assert type(again) is CompressedMLP and again.fused and again.layouts == small.layouts
     with torch.no_grad(), pytest.raises(ValueError, match=r"inputs must be \(batch, 30\), got \(5, 29\)"):
         small(torch.randn(5, 29))
     one_pass = tiled(plain, ["dense", "dense", "dense"], depth=0)
-    assert one_pass.form == "fused, layers dense/dense/dense, by rows, tiled, in one pass"
+    assert one_pass.form == "fused, layers dense/dense/dense, aligned, batches by rows, tiled, in one pass"
     with torch.no_grad():
         assert torch.equal(one_pass(x), tiled(plain, ["dense"] * 3)(x)) and one_pass._backend.depth == 0
         pickled = io.BytesIO()
@@ -160,6 +165,29 @@ def test_a_tiled_model_is_an_ordinary_compressed_model(tmp_path) -> None:
         assert torch.load(pickled, weights_only=False)._ensure_backend().depth == 0
     with pytest.raises(ValueError, match="depth must be 0"):
         tiled(plain, depth=-1)
+
+
+def test_a_batch_of_one_runs_the_chains_kernel_on_aligned_arrays() -> None:
+    """A tiled model runs a batch of one through the chain's own kernel, bit for bit as the fused chain
+    does, on a copy of the arrays with each layer's weights from a 64-byte boundary, also after pickling
+    (numpy places what it unpickles wherever it likes)."""
+    generator = torch.Generator().manual_seed(3)
+    shapes = [(PANEL + 3, 37), (HALF + 1, PANEL + 3), (5, HALF + 1), (3, 5)]
+    weights = [csr(rows, cols, 0.4, generator) if i == 2 else weight(rows, cols, generator)
+               for i, (rows, cols) in enumerate(shapes)]
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    relus = [True, True, True, False]
+    for sparse_inputs in (False, True):
+        packed = Chain.pack(weights, biases, relus, sparse_inputs)
+        chain = TiledChain.of(packed)
+        pickled = io.BytesIO()
+        torch.save(chain, pickled)
+        pickled.seek(0)
+        for each in (chain, torch.load(pickled, weights_only=False)):
+            layout, _, _, values, _, _ = each._arrays
+            assert all(values[start:].ctypes.data % 64 == 0 for start in layout[VALUES, :-1])
+            x = torch.randn(1, 37, generator=generator).relu()
+            assert torch.equal(each(x), packed(x))
 
 
 def test_fastest_tiled_takes_the_tiled_model_only_where_it_measures_faster() -> None:
@@ -173,7 +201,16 @@ def test_fastest_tiled_takes_the_tiled_model_only_where_it_measures_faster() -> 
     assert isinstance(fastest_tiled(plain, 16, seconds=tiled_faster), TiledMLP)
     one_pass = fastest_tiled(plain, 16, seconds=lambda fn, x, t: 0.5 if getattr(fn, "depth", None) == 0 else 1.0)
     assert isinstance(one_pass, TiledMLP) and one_pass.depth == 0  # the depth is measured too
-    assert not isinstance(fastest_tiled(plain, 1, seconds=tiled_faster), TiledMLP)  # a batch of one: not tried
+    # A batch of one: the form fastest picks, as it is and as a tiled model (the same chain, aligned)
+    fused_fastest = partial(fastest_tiled, plain, 1, sample=torch.rand(4, 30).relu_())
+    one = fused_fastest(seconds=lambda fn, x, t: 0.5 if isinstance(fn, TiledMLP) else
+                        1.0 if getattr(fn, "sparse_inputs", False) else 2.0)
+    assert isinstance(one, TiledMLP) and one.layouts == ["dense"] * 3 and one.sparse_inputs
+    slower = fused_fastest(seconds=lambda fn, x, t: 2.0 if isinstance(fn, TiledMLP) else
+                           1.0 if getattr(fn, "sparse_inputs", False) else 1.5)
+    assert type(slower) is CompressedMLP and slower.fused and slower.sparse_inputs  # the tiled one measured slower
+    layered = fused_fastest(seconds=lambda fn, x, t: 1.0 if getattr(fn, "fused", False) else 0.5)
+    assert type(layered) is CompressedMLP and not layered.fused  # no chain to align
     assert not isinstance(fastest_tiled(plain, 16, seconds=lambda fn, x, t: 2.0 if isinstance(fn, TiledMLP)
                                         else 1.0), TiledMLP)
     in_double = compress(model.double(), masks_for(model, "unit", 50), "dense")

@@ -8,11 +8,14 @@ outputs held in registers as 8 x 2 sixteen-lane sums (:mod:`.simd`) while DEPTH 
 one torch thread the panels are shared among numba's threads. CSR layers gather each input's entries.
 
 :class:`TiledMLP` is a :class:`~tdlib.compress.CompressedMLP` run this way at batches above one (a batch of
-one runs through the chain's own matrix-vector kernel, which measured faster), and :func:`fastest_tiled`
-picks it where it measures faster than what :func:`~tdlib.compress.fastest` picks. ``fastest`` itself, and
-so ``compress(..., "fastest")``, keeps to the forms it had: the committed reports' stored speed-ups were
-measured through it, and a change to the code a measurement reaches makes the stored value stale
-(:mod:`tdlib.claims.fingerprint`), while the archived runs keep no weights to measure them again.
+one runs through the chain's own matrix-vector kernel, which measured faster), on its own copy of the
+chain's arrays, each layer's weights from a 64-byte boundary: where numpy happens to place them, vector
+loads can straddle two cache lines, and the same network at batch 1 measured up to 8% slower, as the
+copy fell. :func:`fastest_tiled` picks it where it measures faster than what
+:func:`~tdlib.compress.fastest` picks. ``fastest`` itself, and so ``compress(..., "fastest")``, keeps to
+the forms it had: the archived sizes and accuracies were measured by code that reaches it, and a
+change to the code a measurement reaches makes the stored value stale (:mod:`tdlib.claims.fingerprint`),
+while the archived runs keep no weights to measure them again.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import Tensor
 from tdlib.compress import chain as chain_module
 from tdlib.compress import simd
 from tdlib.compress.autotune import Seconds, _quick_seconds, fastest, timing_inputs
-from tdlib.compress.chain import BIAS, CROW, CSR, DENSE, INPUTS, REASSOCIATE, VALUES, Chain
+from tdlib.compress.chain import BIAS, CROW, CSR, DENSE, INPUTS, REASSOCIATE, VALUES, Chain, _run_one, _starts
 from tdlib.compress.module import CompressedMLP, Layout, compact_layouts
 from tdlib.fused import kernel_threads
 
@@ -323,10 +326,28 @@ def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return panels, at, bias
 
 
+def aligned_arrays(chain: Chain) -> tuple[np.ndarray, ...]:
+    """``chain``'s arrays as its kernels take them (:attr:`Chain._arrays`), with ``values`` laid out again so
+    that each layer's slice starts on a 64-byte boundary (zeros between the slices), ``col`` at the same
+    offsets and ``layout``'s VALUES row to match; the other arrays are shared."""
+    starts = chain.layout[VALUES]
+    sizes = np.diff(starts)
+    at = _starts([-(-int(size) // simd.LANES) * simd.LANES for size in sizes])
+    values, col = simd.aligned_empty(int(at[-1])), np.zeros(int(at[-1]), np.int64)
+    values[:] = 0
+    for layer, size in enumerate(sizes):
+        values[at[layer]:at[layer] + size] = chain.values[starts[layer]:starts[layer + 1]]
+        col[at[layer]:at[layer] + size] = chain.col[starts[layer]:starts[layer + 1]]
+    layout = chain.layout.copy()
+    layout[VALUES] = at
+    return layout, chain.crow, col, values, chain.bias, chain.relu
+
+
 @dataclass(frozen=True)
 class TiledChain(Chain):
     """A :class:`Chain` whose batches of more than one run by rows through :func:`_run_rows`, features in
-    passes of at most ``depth`` (0: all in one pass); a batch of one through the chain's own kernel."""
+    passes of at most ``depth`` (0: all in one pass); a batch of one through the chain's own kernel. Both
+    run on :func:`aligned_arrays`, laid out when first needed (and again after unpickling)."""
 
     depth: int = DEPTH
 
@@ -339,15 +360,21 @@ class TiledChain(Chain):
     def panels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return panels_of(self)
 
-    def __getstate__(self) -> dict:  # the panels are laid out again where needed, on 64-byte boundaries
-        return {k: v for k, v in self.__dict__.items() if k != "panels"}
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return aligned_arrays(self)
+
+    def __getstate__(self) -> dict:  # what is laid out on 64-byte boundaries is laid out again where needed
+        return {k: v for k, v in self.__dict__.items() if k not in ("panels", "_arrays")}
 
     def __call__(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[0] == 1 or x.dtype is not torch.float32 or not x.is_cpu:
-            return super().__call__(x)  # which checks the inputs, and runs a batch of one
+        if x.dtype is not torch.float32 or not x.is_cpu or x.dim() != 2:
+            return super().__call__(x)  # which says what is wrong
         h = (x.detach() if x.requires_grad else x).numpy()
         if h.shape[1] != self._in_features:  # the kernel does not check its indices
             raise ValueError(f"inputs must be (batch, {self._in_features}), got {tuple(x.shape)}")
+        if h.shape[0] == 1:  # here rather than through the chain's own call, whose checks would run again
+            return torch.from_numpy(_run_one(h, *self._arrays))
         # Always through kernel_threads, one thread too: the first call in a process starts numba's OpenMP
         # pool (the kernel holds a parallel loop), which sets the thread count torch reads to every core;
         # kernel_threads puts torch's count back, or every later call, and torch, would run on all cores.
@@ -359,21 +386,22 @@ class TiledChain(Chain):
 class TiledMLP(CompressedMLP):
     """A compressed model run as one compiled chain (float32, on the CPU), its batches by rows, dense
     layers by the tiled kernel (:class:`TiledChain`), features in passes of at most ``depth`` (0: all in
-    one pass; the results are the same to the bit, the speed is the cache's). Everything else is
-    :class:`CompressedMLP`'s; saved, it loads as the fused chain it is (the file holds no run-time choice of
-    kernel)."""
+    one pass; the results are the same to the bit, the speed is the cache's), and a batch of one by the
+    chain's matrix-vector kernel (a dense first layer by columns if ``sparse_inputs``), both on arrays laid
+    out on 64-byte boundaries. Everything else is :class:`CompressedMLP`'s; saved, it loads as the fused
+    chain it is (the file holds no run-time choice of kernel)."""
 
     def __init__(self, linears, relus, layouts: list[Layout] | tuple[Layout, ...] | None = None,
-                 depth: int = DEPTH) -> None:
+                 depth: int = DEPTH, sparse_inputs: bool = False) -> None:
         if depth < 0:
             raise ValueError(f"depth must be 0 (every feature in one pass) or positive, got {depth}")
-        super().__init__(linears, relus, layouts, fused=True)
+        super().__init__(linears, relus, layouts, fused=True, sparse_inputs=sparse_inputs)
         self.depth = depth
 
     @property
     def form(self) -> str:
         passes = "" if self.depth == DEPTH else ", in one pass" if self.depth == 0 else f", in passes of {self.depth}"
-        return f"{super().form}, by rows, tiled{passes}"
+        return f"{super().form}, aligned, batches by rows, tiled{passes}"
 
     def _ensure_backend(self) -> object | None:
         backend = super()._ensure_backend()
@@ -383,24 +411,30 @@ class TiledMLP(CompressedMLP):
 
 
 def tiled(model: CompressedMLP, layouts: list[Layout] | tuple[Layout, ...] | None = None,
-          depth: int = DEPTH) -> TiledMLP:
+          depth: int = DEPTH, sparse_inputs: bool = False) -> TiledMLP:
     """``model``'s layers (shared, not copied) run as a :class:`TiledMLP`, layer ``i`` in ``layouts[i]``
-    (by default the form that stores fewer numbers), features in passes of at most ``depth`` (0: one)."""
-    return TiledMLP(model.linears, model.relus, layouts, depth)
+    (by default the form that stores fewer numbers), features in passes of at most ``depth`` (0: one), a
+    dense first layer held by columns if ``sparse_inputs``."""
+    return TiledMLP(model.linears, model.relus, layouts, depth, sparse_inputs)
 
 
 def fastest_tiled(model: CompressedMLP, batch: int, threads: int | None = None,
                   seconds: Seconds = _quick_seconds, sample: Tensor | None = None) -> CompressedMLP:
-    """What :func:`~tdlib.compress.fastest` picks, or ``model`` tiled (every layer dense, or each in the
-    form that stores fewer numbers; features in passes of DEPTH, or all in one pass: which is faster
-    depends on the machine's caches), whichever ``seconds`` measures fastest at ``batch`` inputs on
-    ``threads`` threads (on ``sample``'s rows, if given). A batch of one, or weights the chain cannot run
-    (not float32 on the CPU), get what ``fastest`` picks."""
+    """What :func:`~tdlib.compress.fastest` picks, or ``model`` tiled, whichever ``seconds`` measures fastest
+    at ``batch`` inputs on ``threads`` threads (on ``sample``'s rows, if given). Tiled: at a batch of one,
+    in the form ``fastest`` picks where that is the fused chain (the same kernel, on aligned arrays); at
+    larger batches, each of :func:`tiled_forms`. Weights the chain cannot run (not float32 on the CPU) get
+    what ``fastest`` picks."""
     chosen = fastest(model, batch, threads, seconds, sample=sample)
     weight = model.linears[0].weight
-    if batch == 1 or not Chain.runs(weight):
+    if not Chain.runs(weight):
         return chosen
-    candidates = [chosen, *tiled_forms(model)]
+    if batch > 1:
+        candidates = [chosen, *tiled_forms(model)]
+    elif chosen.fused:
+        candidates = [chosen, tiled(chosen, chosen.layouts, sparse_inputs=chosen.sparse_inputs)]
+    else:
+        return chosen
     x = timing_inputs(sample, batch, model.shapes[0][1], weight)
     return min(candidates, key=lambda candidate: seconds(candidate, x, threads))
 
