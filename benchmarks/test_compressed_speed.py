@@ -3,8 +3,9 @@
 Each group holds one batch size and thread count; its baseline is the dense model. The pruned models
 are the paper MLP with magnitude masks; timing does not depend on the trained values, so the masks are
 taken on a freshly initialised network (its |w| ranks like a trained one's for this purpose). Each
-compressed model runs in the form measured fastest for the group's batch and threads (each layer dense
-or CSR, or the whole chain fused, its batches by features or by rows through the tiled kernel), except
+compressed model runs in the form measured fastest for the group's batch and threads, chosen as the report
+chooses it (each layer dense or CSR, or the whole chain fused, its batches by features or by rows through
+the tiled kernel, a batch of one on aligned arrays or not), except
 reference rows: 99% weights with every layer a torch CSR product, 90% units as the plain
 ``nn.Linear``/ReLU chain of the units kept (the compressed module with no backend), and the peer: the
 same compressed networks exported to ONNX and run by ONNX Runtime with the group's thread count.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import random
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +32,12 @@ import pytest
 import torch
 from torch import nn
 
-from tdlib.compress import CompressedMLP, OnnxRuntime, compress, dense_flops, export_onnx, fastest_tiled, median_seconds
+from tdlib.compress import CompressedMLP, OnnxRuntime, compress, dense_flops, export_onnx
 from tdlib.data import FashionMNIST
 from tdlib.metrics import masks_at
 from tdlib.model import MLP
 from tdlib.prune import Masks, install_with_torch_prune
+from tdlib.savings import TIMING_CHOICE_SECONDS, fastest_form
 
 CASES = [
     ("dense", None, 0, "dense"),
@@ -66,13 +67,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def compressed(benchmark, model: MLP, masks: Masks, layout: str, batch: int, threads: int,
                sample: torch.Tensor | None = None) -> nn.Module:
-    """``compress(model, masks, layout, ...)``, where ``layout`` "fastest" is the fastest form of all,
-    the tiled one included (:func:`tdlib.compress.fastest_tiled`). With the benchmarks disabled (a run that
-    checks that each one runs, not how fast), it is chosen on timings of a tenth of a millisecond: every
-    candidate still runs, and no time is read."""
+    """``compress(model, masks, layout, ...)``, where ``layout`` "fastest" is the fastest form of all, the
+    tiled ones included, chosen as the report chooses (:func:`tdlib.savings.fastest_form`: the candidates
+    timed against each other in paired rounds; one after another, a drift of the machine while they are
+    timed picks a slower form now and then). With the benchmarks disabled (a run that checks that each one
+    runs, not how fast), it is chosen on timings of a millisecond: every candidate still runs."""
     if layout == "fastest":
-        quick = {"seconds": partial(median_seconds, min_run_time=1e-4)} if benchmark.disabled else {}
-        return fastest_tiled(compress(model, masks, "dense"), batch, threads, sample=sample, **quick)
+        seconds = 1e-3 if benchmark.disabled else TIMING_CHOICE_SECONDS
+        return fastest_form(compress(model, masks, "dense"), batch, threads, sample, seconds)
     return compress(model, masks, layout, batch=batch, threads=threads, sample=sample)
 
 
