@@ -3,10 +3,10 @@
 Each group holds one batch size and thread count; its baseline is the dense model. The pruned models
 are the paper MLP with magnitude masks; timing does not depend on the trained values, so the masks are
 taken on a freshly initialised network (its |w| ranks like a trained one's for this purpose). Each
-compressed model runs in the form measured fastest for the group's batch and threads, chosen as the report
-chooses it (each layer dense or CSR, or the whole chain fused, its batches by features or by rows through
-the tiled kernel, a batch of one on aligned arrays or not), except
-reference rows: 99% weights with every layer a torch CSR product, 90% units as the plain
+compressed model runs in the form measured fastest for the group's batch and threads, chosen by the
+report's chooser, :func:`tdlib.savings.fastest_form` (each layer dense or CSR, or the whole chain fused,
+its batches by features or by rows through the tiled kernel, a batch of one on aligned arrays or not),
+except reference rows: 99% weights with every layer a torch CSR product, 90% units as the plain
 ``nn.Linear``/ReLU chain of the units kept (the compressed module with no backend), and the peer: the
 same compressed networks exported to ONNX and run by ONNX Runtime with the group's thread count.
 Targets (issue 4), read off the printed ratios, never asserted: unit-pruned speed-up >= 0.8 of the FLOP
@@ -68,7 +68,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def compressed(benchmark, model: MLP, masks: Masks, layout: str, batch: int, threads: int,
                sample: torch.Tensor | None = None) -> nn.Module:
     """``compress(model, masks, layout, ...)``, where ``layout`` "fastest" is the fastest form of all, the
-    tiled ones included, chosen as the report chooses (:func:`tdlib.savings.fastest_form`: the candidates
+    tiled ones included, chosen by the report's chooser (:func:`tdlib.savings.fastest_form`: the candidates
     timed against each other in paired rounds; one after another, a drift of the machine while they are
     timed picks a slower form now and then). With the benchmarks disabled (a run that checks that each one
     runs, not how fast), it is chosen on timings of a millisecond: every candidate still runs."""

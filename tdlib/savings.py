@@ -259,8 +259,9 @@ def fastest_form(model: CompressedMLP, batch: int, threads: int = 1, sample: Ten
         candidates += tiled_forms(model) if batch > 1 else [tiled(model, compact, sparse_inputs=s) for s in by_columns]
     unique: dict[tuple, CompressedMLP] = {}
     for candidate in candidates:
-        unique.setdefault((type(candidate), tuple(candidate.layouts), candidate.fused, candidate.sparse_inputs,
-                           getattr(candidate, "depth", None)), candidate)
+        depth = getattr(candidate, "depth", None) if batch > 1 else None  # a batch of one makes no passes
+        unique.setdefault((type(candidate), tuple(candidate.layouts), candidate.fused, candidate.sparse_inputs, depth),
+                          candidate)
     forms = {str(i): candidate for i, candidate in enumerate(unique.values())}
     timed = paired_seconds(forms, at, threads, seconds, rounds=7)
     return forms[min(timed, key=lambda name: statistics.median(timed[name]))]

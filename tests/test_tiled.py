@@ -180,13 +180,16 @@ def test_a_batch_of_one_runs_the_chains_kernel_on_aligned_arrays() -> None:
     for sparse_inputs in (False, True):
         packed = Chain.pack(weights, biases, relus, sparse_inputs)
         chain = TiledChain.of(packed)
+        x = torch.randn(1, 37, generator=generator).relu()
+        assert torch.equal(chain(x), packed(x))
         pickled = io.BytesIO()
         torch.save(chain, pickled)
         pickled.seek(0)
-        for each in (chain, torch.load(pickled, weights_only=False)):
-            layout, _, _, values, _, _ = each._arrays
+        again = torch.load(pickled, weights_only=False)
+        assert "_aligned" not in again.__dict__  # laid out anew, not unpickled wherever numpy put it
+        for each in (chain, again):
+            layout, _, _, values, _, _ = each._aligned
             assert all(values[start:].ctypes.data % 64 == 0 for start in layout[VALUES, :-1])
-            x = torch.randn(1, 37, generator=generator).relu()
             assert torch.equal(each(x), packed(x))
 
 

@@ -345,9 +345,10 @@ def aligned_arrays(chain: Chain) -> tuple[np.ndarray, ...]:
 
 @dataclass(frozen=True)
 class TiledChain(Chain):
-    """A :class:`Chain` whose batches of more than one run by rows through :func:`_run_rows`, features in
-    passes of at most ``depth`` (0: all in one pass); a batch of one through the chain's own kernel. Both
-    run on :func:`aligned_arrays`, laid out when first needed (and again after unpickling)."""
+    """A :class:`Chain` whose batches other than one run by rows through :func:`_run_rows`, features in
+    passes of at most ``depth`` (0: all in one pass), on the chain's arrays and weight panels; a batch of
+    one through the chain's own kernel on :func:`aligned_arrays`. Panels and aligned arrays are laid out
+    when first needed (and again after unpickling)."""
 
     depth: int = DEPTH
 
@@ -361,11 +362,11 @@ class TiledChain(Chain):
         return panels_of(self)
 
     @functools.cached_property
-    def _arrays(self) -> tuple[np.ndarray, ...]:
+    def _aligned(self) -> tuple[np.ndarray, ...]:
         return aligned_arrays(self)
 
     def __getstate__(self) -> dict:  # what is laid out on 64-byte boundaries is laid out again where needed
-        return {k: v for k, v in self.__dict__.items() if k not in ("panels", "_arrays")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("panels", "_aligned")}
 
     def __call__(self, x: Tensor) -> Tensor:
         if x.dtype is not torch.float32 or not x.is_cpu or x.dim() != 2:
@@ -374,7 +375,7 @@ class TiledChain(Chain):
         if h.shape[1] != self._in_features:  # the kernel does not check its indices
             raise ValueError(f"inputs must be (batch, {self._in_features}), got {tuple(x.shape)}")
         if h.shape[0] == 1:  # here rather than through the chain's own call, whose checks would run again
-            return torch.from_numpy(_run_one(h, *self._arrays))
+            return torch.from_numpy(_run_one(h, *self._aligned))
         # Always through kernel_threads, one thread too: the first call in a process starts numba's OpenMP
         # pool (the kernel holds a parallel loop), which sets the thread count torch reads to every core;
         # kernel_threads puts torch's count back, or every later call, and torch, would run on all cores.
