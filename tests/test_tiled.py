@@ -11,6 +11,7 @@ import warnings
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -18,11 +19,12 @@ from hypothesis import strategies as st
 
 from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
 from tdlib.compress.chain import VALUES, Chain
-from tdlib.compress.tiled import DEPTH, HALF, PANEL, TILE, TiledChain
+from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 
-WIDTHS = [1, 15, 16, 17, PANEL - 1, PANEL, PANEL + 1, PANEL + 16, PANEL + 17, 3 * PANEL + 5, DEPTH + 3]
+WIDTHS = [1, QUARTER, QUARTER + 1, 15, 16, 17, PANEL - 1, PANEL, PANEL + 1, PANEL + QUARTER, PANEL + 16, PANEL + 17,
+          3 * PANEL + 5, DEPTH + 3]
 
 
 def weight(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
@@ -54,7 +56,7 @@ def reference(x: torch.Tensor, weights, biases, relus) -> torch.Tensor:
        batch=st.sampled_from([1, 2, TILE - 1, TILE, TILE + 1, 2 * TILE + 3, 64]), csr_every=st.sampled_from([0, 2, 3]),
        seed=st.integers(0, 2**16))
 def test_a_batch_by_rows_equals_torch(widths: list[int], batch: int, csr_every: int, seed: int) -> None:
-    """Every edge of the tiles: output widths around a panel and half a panel, inputs past one pass of
+    """Every edge of the tiles: output widths around a panel, half and a quarter of one, inputs past one pass of
     DEPTH features, batches around a tile of TILE rows (and of one, which runs by features), CSR layers
     between dense ones, layers with and without a bias or a ReLU."""
     generator = torch.Generator().manual_seed(seed)
@@ -191,6 +193,26 @@ def test_a_batch_of_one_runs_the_chains_kernel_on_aligned_arrays() -> None:
             layout, _, _, values, _, _ = each._aligned
             assert all(values[start:].ctypes.data % 64 == 0 for start in layout[VALUES, :-1])
             assert torch.equal(each(x), packed(x))
+
+
+def test_panels_start_each_layer_on_64_bytes_and_pad_outputs_to_a_quarter_panel() -> None:
+    """Each dense layer's outputs are padded to a multiple of QUARTER (not of a panel or half of one: 8
+    lanes of work, not 16, where 8 are left) and its weights and bias start on a 64-byte boundary though
+    an odd count of inputs times such a width is not a multiple of 16 floats."""
+    generator = torch.Generator().manual_seed(4)
+    shapes = [(PANEL + QUARTER - 3, 37), (HALF + QUARTER, PANEL + QUARTER - 3), (3, HALF + QUARTER), (PANEL + 1, 3)]
+    weights = [weight(rows, cols, generator) for rows, cols in shapes]
+    chain = TiledChain.of(Chain.pack(weights, [torch.randn(rows, generator=generator) for rows, _ in shapes],
+                                     [True, True, True, False]))
+    panels, at, bias = chain.panels
+    widths = [-(-rows // QUARTER) * QUARTER for rows, _ in shapes]
+    assert [int(size) for size in np.diff([*at[0], panels.size])] == [-(-w * n // 16) * 16 for w, (_, n) in
+                                                                      zip(widths, shapes)]
+    assert [int(size) for size in np.diff([*at[1], bias.size])] == [-(-w // 16) * 16 for w in widths]
+    assert all(panels[start:].ctypes.data % 64 == 0 for start in at[0])
+    assert all(bias[start:].ctypes.data % 64 == 0 for start in at[1])
+    x = torch.randn(TILE + 3, 37, generator=generator)
+    assert chain(x).shape == (TILE + 3, PANEL + 1)
 
 
 def test_fastest_tiled_takes_the_tiled_model_only_where_it_measures_faster() -> None:

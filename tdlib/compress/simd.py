@@ -1,15 +1,19 @@
-"""Sixteen float32 lanes as one value in numba-compiled code, for a matrix-product micro-kernel.
+"""Sixteen (or eight) float32 lanes as one value in numba-compiled code, for a matrix-product micro-kernel.
 
 Numba's loops are vectorised by LLVM one innermost loop at a time, and LLVM does not keep a tile of
 partial sums in registers across a loop over the shared dimension: written as loops, a dense layer at a
 batch of 16 ran at under half of what the same arithmetic reaches with its sums held in registers. Here a
 :data:`f32x16` is an LLVM ``<16 x float>`` value, so a kernel can name each of its accumulators, as BLAS
 micro-kernels do, and LLVM keeps them in registers: one 512-bit register each with AVX-512, two with AVX2,
-four with SSE or NEON (the same code and results everywhere, each lane a fused multiply-add).
+four with SSE or NEON (the same code and results everywhere, each lane a fused multiply-add). An
+:data:`f32x8` (``<8 x float>``, one 256-bit register) serves a layer's last eight outputs: where 512-bit
+arithmetic runs at half the rate of 256-bit (AMD's Zen 4, AVX2 machines), eight lanes of work cost half of
+sixteen, instead of the same as padding them to sixteen.
 
 Every access takes a flat float32 array and an element index, unchecked (the kernels' own loops keep
 them in bounds); loads and stores are unaligned, and fastest on 64-byte-aligned addresses
-(:func:`aligned_empty`).
+(:func:`aligned_empty`). :func:`fma`, :func:`add_relu` and :func:`store` take either width, and
+:func:`load_as` and :func:`broadcast_as` give the width of a vector they are shown.
 """
 
 from __future__ import annotations
@@ -27,96 +31,137 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 16
-VECTOR = ir.VectorType(ir.FloatType(), LANES)
 
 
-class Float32x16(types.Type):
-    """The numba type of sixteen float32 lanes."""
+class Float32xN(types.Type):
+    """The numba type of ``lanes`` float32 lanes."""
 
-    def __init__(self) -> None:
-        super().__init__(name="float32x16")
-
-
-f32x16 = Float32x16()
+    def __init__(self, lanes: int) -> None:
+        self.lanes = lanes
+        super().__init__(name=f"float32x{lanes}")
 
 
-@register_model(Float32x16)
-class _Float32x16Model(models.PrimitiveModel):
+f32x16, f32x8 = Float32xN(LANES), Float32xN(LANES // 2)
+
+
+@register_model(Float32xN)
+class _Float32xNModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type) -> None:
-        super().__init__(dmm, fe_type, VECTOR)
+        super().__init__(dmm, fe_type, ir.VectorType(ir.FloatType(), fe_type.lanes))
 
 
-def _address(context, builder, array_type, array, index):
-    """The address of ``array[index]`` (a C-contiguous float32 array, flat index), as a ``<16 x float>*``."""
+def _address(context, builder, array_type, array, index, vector):
+    """The address of ``array[index]`` (a C-contiguous float32 array, flat index), as a ``vector*``."""
     data = context.make_array(array_type)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [index]), VECTOR.as_pointer())
+    return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
 
 
-def _splat(builder, scalar):
-    lane0 = builder.insert_element(ir.Constant(VECTOR, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(lane0, ir.Constant(VECTOR, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+def _splat(builder, scalar, vector):
+    lane0 = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(lane0, ir.Constant(vector, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
 
 
-def _call(builder, name: str, arguments):
-    function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(VECTOR, [VECTOR] * len(arguments)),
-                                              name)
-    return builder.call(function, arguments)
+def _zeros(vector_type):
+    def codegen(context, builder, signature, args):
+        return ir.Constant(context.get_value_type(vector_type), [0.0] * vector_type.lanes)
+    return vector_type(), codegen
+
+
+def _load(vector_type, *leading):
+    """``vector_type``'s lanes from ``array[index:]``, the last two of the intrinsic's arguments."""
+    def codegen(context, builder, signature, args):
+        vector = context.get_value_type(vector_type)
+        return builder.load(_address(context, builder, signature.args[-2], *args[-2:], vector), align=4)
+    return vector_type(*leading, types.intp), codegen
+
+
+def _broadcast(vector_type, *leading):
+    """``array[index]`` (the last two of the intrinsic's arguments) in each of ``vector_type``'s lanes."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[-2])(context, builder, args[-2]).data
+        return _splat(builder, builder.load(builder.gep(data, [args[-1]]), align=4),
+                      context.get_value_type(vector_type))
+    return vector_type(*leading, types.intp), codegen
 
 
 @intrinsic
 def zeros(typingctx):
     """Sixteen zeros."""
-    def codegen(context, builder, signature, args):
-        return ir.Constant(VECTOR, [0.0] * LANES)
-    return f32x16(), codegen
+    return _zeros(f32x16)
+
+
+@intrinsic
+def zeros8(typingctx):
+    """Eight zeros."""
+    return _zeros(f32x8)
 
 
 @intrinsic
 def load(typingctx, array, index):
     """``array[index:index + 16]`` of a C-contiguous float32 array."""
-    def codegen(context, builder, signature, args):
-        return builder.load(_address(context, builder, signature.args[0], *args), align=4)
-    return f32x16(array, types.intp), codegen
+    return _load(f32x16, array)
 
 
 @intrinsic
-def store(typingctx, array, index, value):
-    """``array[index:index + 16] = value``."""
-    def codegen(context, builder, signature, args):
-        builder.store(args[2], _address(context, builder, signature.args[0], args[0], args[1]), align=4)
-        return context.get_dummy_value()
-    return types.none(array, types.intp, f32x16), codegen
+def load_as(typingctx, like, array, index):
+    """``array[index:index + lanes]``, as many lanes as ``like`` (a vector of either width) has."""
+    return _load(like, like, array) if isinstance(like, Float32xN) else None
 
 
 @intrinsic
 def broadcast(typingctx, array, index):
-    """``array[index]`` in every lane."""
+    """``array[index]`` in each of sixteen lanes."""
+    return _broadcast(f32x16, array)
+
+
+@intrinsic
+def broadcast_as(typingctx, like, array, index):
+    """``array[index]`` in each of as many lanes as ``like`` has."""
+    return _broadcast(like, like, array) if isinstance(like, Float32xN) else None
+
+
+@intrinsic
+def store(typingctx, array, index, value):
+    """``array[index:index + lanes] = value``."""
+    if not isinstance(value, Float32xN):
+        return None
+
     def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return _splat(builder, builder.load(builder.gep(data, [args[1]]), align=4))
-    return f32x16(array, types.intp), codegen
+        vector = context.get_value_type(signature.args[2])
+        builder.store(args[2], _address(context, builder, signature.args[0], args[0], args[1], vector), align=4)
+        return context.get_dummy_value()
+    return types.none(array, types.intp, value), codegen
 
 
 @intrinsic
 def fma(typingctx, accumulator, a, b):
     """``accumulator + a * b`` lane by lane, each one rounding."""
+    if not (isinstance(accumulator, Float32xN) and accumulator == a == b):
+        return None
+
     def codegen(context, builder, signature, args):
         accumulator, a, b = args
-        return _call(builder, "llvm.fma.v16f32", [a, b, accumulator])
-    return f32x16(f32x16, f32x16, f32x16), codegen
+        vector = context.get_value_type(signature.return_type)
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                  f"llvm.fma.v{vector.count}f32")
+        return builder.call(function, [a, b, accumulator])
+    return accumulator(accumulator, a, b), codegen
 
 
 @intrinsic
 def add_relu(typingctx, value, bias, relu):
     """``value + bias``, and where ``relu`` 0 in the lanes below 0 (a NaN stays NaN, as in torch)."""
+    if not (isinstance(value, Float32xN) and value == bias):
+        return None
+
     def codegen(context, builder, signature, args):
         value, bias, relu = args
         total = builder.fadd(value, bias)
-        zero = ir.Constant(VECTOR, [0.0] * LANES)
+        zero = ir.Constant(total.type, [0.0] * total.type.count)
         rectified = builder.select(builder.fcmp_ordered("<", total, zero), zero, total)
         return builder.select(relu, rectified, total)
-    return f32x16(f32x16, f32x16, types.boolean), codegen
+    return value(value, value, types.boolean), codegen
 
 
 @njit(cache=True)

@@ -37,13 +37,15 @@ from tdlib.fused import kernel_threads
 
 # The dense layers of a batch, by tiles of TILE inputs x PANEL outputs: 8 x 2 sixteen-lane sums held in
 # registers (of AVX-512's 32) while up to DEPTH input features pass; DEPTH x PANEL weights (32 KiB) stay in
-# a 48 KiB L1 cache while every tile of the batch reads them. A layer's last panel is half as wide if its
-# outputs leave 16 or fewer to it. Chosen by measuring tiles of 6, 8, 12 and 14 inputs, panels of 32 and
-# 64 outputs and depths of 128, 256 and all: 8 x 32 at 256 was fastest at batches of 16 and 256 on an
-# Intel Xeon (48 KiB of L1); on an AMD EPYC (32 KiB), every feature in one pass was 3-9% faster than 256,
-# so a tiled chain's depth is a choice (:func:`fastest_tiled` times both).
+# a 48 KiB L1 cache while every tile of the batch reads them. Chosen by measuring tiles of 6, 8, 12 and 14
+# inputs, panels of 32 and 64 outputs and depths of 128, 256 and all: 8 x 32 at 256 was fastest at batches
+# of 16 and 256 on an Intel Xeon (48 KiB of L1); on an AMD EPYC (32 KiB), every feature in one pass was 3-9%
+# faster than 256, so a tiled chain's depth is a choice (:func:`fastest_tiled` times both).
+# A layer's outputs are padded to a multiple of QUARTER, not of HALF: what its whole panels leave (8, 16 or
+# 24 outputs) runs as a tile of sixteen-lane sums, one of eight-lane sums, or both. Where 512-bit arithmetic
+# runs at half the rate of 256-bit (AMD's Zen 4; AVX2), 100 outputs then cost the arithmetic of 104, not 112.
 PANEL, TILE, DEPTH = 32, 8, 256
-HALF = PANEL // 2
+HALF, QUARTER = PANEL // 2, PANEL // 4
 
 
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
@@ -130,33 +132,35 @@ def _tile(h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b, endi
 
 
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
-def _half_tile(h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b, ending):  # pragma: no cover
-    """:func:`_tile` for a panel of 16 outputs, its 16 weights of feature ``c`` at ``panels[panel + 16 c]``."""
+def _narrow_tile(zero, lanes, h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b,  # pragma: no cover
+                 ending):
+    """:func:`_tile` for a panel of ``lanes`` (HALF or QUARTER) outputs, its weights of feature ``c`` at
+    ``panels[panel + lanes c]``, its sums vectors like ``zero`` (zeros of that width)."""
     r0, r1, r2, r3, r4, r5, r6, r7 = rows_at
     last = rows - 1
     if k0 == 0:
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = simd.zeros()
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
     else:
-        a0 = simd.load(out, o0)
-        a1 = simd.load(out, o0 + min(1, last) * width)
-        a2 = simd.load(out, o0 + min(2, last) * width)
-        a3 = simd.load(out, o0 + min(3, last) * width)
-        a4 = simd.load(out, o0 + min(4, last) * width)
-        a5 = simd.load(out, o0 + min(5, last) * width)
-        a6 = simd.load(out, o0 + min(6, last) * width)
-        a7 = simd.load(out, o0 + min(7, last) * width)
+        a0 = simd.load_as(zero, out, o0)
+        a1 = simd.load_as(zero, out, o0 + min(1, last) * width)
+        a2 = simd.load_as(zero, out, o0 + min(2, last) * width)
+        a3 = simd.load_as(zero, out, o0 + min(3, last) * width)
+        a4 = simd.load_as(zero, out, o0 + min(4, last) * width)
+        a5 = simd.load_as(zero, out, o0 + min(5, last) * width)
+        a6 = simd.load_as(zero, out, o0 + min(6, last) * width)
+        a7 = simd.load_as(zero, out, o0 + min(7, last) * width)
     for c in range(k0, k1):
-        w = simd.load(panels, panel + c * HALF)
-        a0 = simd.fma(a0, w, simd.broadcast(h, r0 + c))
-        a1 = simd.fma(a1, w, simd.broadcast(h, r1 + c))
-        a2 = simd.fma(a2, w, simd.broadcast(h, r2 + c))
-        a3 = simd.fma(a3, w, simd.broadcast(h, r3 + c))
-        a4 = simd.fma(a4, w, simd.broadcast(h, r4 + c))
-        a5 = simd.fma(a5, w, simd.broadcast(h, r5 + c))
-        a6 = simd.fma(a6, w, simd.broadcast(h, r6 + c))
-        a7 = simd.fma(a7, w, simd.broadcast(h, r7 + c))
+        w = simd.load_as(zero, panels, panel + c * lanes)
+        a0 = simd.fma(a0, w, simd.broadcast_as(zero, h, r0 + c))
+        a1 = simd.fma(a1, w, simd.broadcast_as(zero, h, r1 + c))
+        a2 = simd.fma(a2, w, simd.broadcast_as(zero, h, r2 + c))
+        a3 = simd.fma(a3, w, simd.broadcast_as(zero, h, r3 + c))
+        a4 = simd.fma(a4, w, simd.broadcast_as(zero, h, r4 + c))
+        a5 = simd.fma(a5, w, simd.broadcast_as(zero, h, r5 + c))
+        a6 = simd.fma(a6, w, simd.broadcast_as(zero, h, r6 + c))
+        a7 = simd.fma(a7, w, simd.broadcast_as(zero, h, r7 + c))
     if ending:
-        b0 = simd.load(bias, b)
+        b0 = simd.load_as(zero, bias, b)
         rectify = ending == 2
         a0, a1, a2, a3 = (simd.add_relu(a0, b0, rectify), simd.add_relu(a1, b0, rectify),
                           simd.add_relu(a2, b0, rectify), simd.add_relu(a3, b0, rectify))
@@ -185,11 +189,11 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth):  # 
     rectified if ``relu``.
 
     ``h``: the inputs, flat, row ``j`` at ``h[j * stride:]``; ``panels[start:]``: the weight W (width, n),
-    its outputs padded with zeros to ``width`` (a multiple of 16), by panels of PANEL outputs (the last of
-    HALF if ``width`` leaves it that), each (n, its outputs) row-major; ``bias`` (width,); ``out``: flat,
-    (batch, width) row-major. The features pass in passes of at most ``depth`` (0: all in one); each sum
-    adds its products in the order of the features whatever the passes, so the result is the same to the
-    bit.
+    its outputs padded with zeros to ``width`` (a multiple of QUARTER), by panels of PANEL outputs (then one
+    of HALF, one of QUARTER or both, if ``width`` leaves them), each (n, its outputs) row-major; ``bias``
+    (width,); ``out``: flat, (batch, width) row-major. The features pass in passes of at most ``depth`` (0:
+    all in one); each sum adds its products in the order of the features whatever the passes, so the result
+    is the same to the bit.
     """
     if width == 0:
         return
@@ -232,7 +236,7 @@ def _pass_depth(n, depth):  # pragma: no cover - compiled
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
 def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, k1, p, j0):  # pragma: no cover
     """The tile of rows ``j0`` on of the panel of outputs ``p`` on, features ``k0`` to ``k1``: a whole
-    panel's or a half one's."""
+    panel's, or what the layer's whole panels leave (HALF, QUARTER or both)."""
     ending = (2 if relu else 1) if k1 == n else 0  # the last pass adds the bias, and rectifies
     # Rows past the batch read its last row again, and are not stored
     rows_at = (j0 * stride, min(j0 + 1, batch - 1) * stride, min(j0 + 2, batch - 1) * stride,
@@ -240,10 +244,17 @@ def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, k1,
                min(j0 + 5, batch - 1) * stride, min(j0 + 6, batch - 1) * stride,
                min(j0 + 7, batch - 1) * stride)
     rows = min(TILE, batch - j0)
+    # A panel of outputs [o, o + w) is held at panels[start + o n:], whatever its width
     if p + PANEL <= width:
         _tile(h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width, rows, bias, p, ending)
-    else:
-        _half_tile(h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width, rows, bias, p, ending)
+        return
+    if width - p >= HALF:
+        _narrow_tile(simd.zeros(), HALF, h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width,
+                     rows, bias, p, ending)
+    if (width - p) % HALF:
+        q = width - QUARTER
+        _narrow_tile(simd.zeros8(), QUARTER, h, rows_at, k0, k1, panels, start + q * n, out, j0 * width + q, width,
+                     rows, bias, q, ending)
 
 
 @njit(fastmath=REASSOCIATE, cache=True)
@@ -255,14 +266,14 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
     in passes of at most ``depth`` (0: all in one), on its weight panels at ``panels[panel_at[0, layer]:]`` and
     its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]`` (:func:`panels_of`); a CSR layer
     (``panel_at[0, layer] == -1``) gathers each input's entries row by row. Between layers, activations
-    are (batch, width), width padded with zeros to whole vectors of 16."""
+    are (batch, width), width padded with zeros to a multiple of QUARTER."""
     batch = x.shape[0]
     h = x.reshape(-1)
     stride = x.shape[1]
     for layer in range(relu.shape[0]):
         rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
         n = layout[INPUTS, layer]
-        width = (rows + simd.LANES - 1) // simd.LANES * simd.LANES
+        width = (rows + QUARTER - 1) // QUARTER * QUARTER
         out = simd.aligned_empty(batch * width)
         if panel_at[0, layer] >= 0 and threads > 1 and n and width:
             _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
@@ -290,16 +301,16 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
 
 
 # These kernels are compiled with chain.py's layout constants and simd.py's intrinsics in them
-simd.cache_depends_on((_tile, _half_tile, _dense_rows, _dense_rows_threads, _pass_depth, _tile_at, _run_rows), simd,
+simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _tile_at, _run_rows), simd,
                       chain_module)
 
 
 def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``chain``'s dense layers as :func:`_dense_rows` reads them: ``(panels, at, bias)``. Layer ``l``'s weight
-    (out, in), its outputs padded with zeros to a multiple of 16, panel by panel (PANEL outputs each,
-    the last HALF if the padded outputs leave it that), each (in, its outputs) row-major, starts at
+    (out, in), its outputs padded with zeros to a multiple of QUARTER, panel by panel (PANEL outputs each,
+    then HALF, QUARTER or both, as the padded outputs leave), each (in, its outputs) row-major, starts at
     ``panels[at[0, l]]``, its bias padded alike at ``bias[at[1, l]]``; a CSR layer has ``at[:, l] ==
-    -1``. Both arrays start on 64-byte boundaries."""
+    -1``. Both arrays start on 64-byte boundaries, and so does each layer's part of them."""
     blocks, biases = [], []
     at = np.full((2, len(chain.relu)), -1, np.int64)
     offsets = [0, 0]
@@ -309,21 +320,29 @@ def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows, n = int(chain.layout[BIAS, layer + 1] - chain.layout[BIAS, layer]), int(chain.layout[INPUTS, layer])
         flat = chain.values[chain.layout[VALUES, layer]:chain.layout[VALUES, layer + 1]]
         weight = flat.reshape(rows, n) if form == DENSE else flat.reshape(n, rows).T
-        width = -(-rows // HALF) * HALF
+        width = -(-rows // QUARTER) * QUARTER
         padded = np.zeros((width, n), np.float32)
         padded[:rows] = weight
-        full = width // PANEL * PANEL  # whole panels, then a half one if width leaves it
-        blocks.append(np.concatenate([padded[:full].reshape(full // PANEL, PANEL, n).transpose(0, 2, 1).ravel(),
-                                      padded[full:].T.ravel()]))
+        full = width // PANEL * PANEL
+        narrow = [(full, full + HALF)] if width - full >= HALF else []
+        narrow += [(width - QUARTER, width)] if (width - full) % HALF else []
+        parts = [padded[:full].reshape(full // PANEL, PANEL, n).transpose(0, 2, 1).ravel()]
+        parts += [padded[o0:o1].T.ravel() for o0, o1 in narrow]
         bias = np.zeros(width, np.float32)
         bias[:rows] = chain.bias[chain.layout[BIAS, layer]:chain.layout[BIAS, layer + 1]]
-        biases.append(bias)
+        blocks.append(_padded_to_lanes(np.concatenate(parts)))
+        biases.append(_padded_to_lanes(bias))
         at[:, layer] = offsets
-        offsets = [offsets[0] + blocks[-1].size, offsets[1] + width]
+        offsets = [offsets[0] + blocks[-1].size, offsets[1] + biases[-1].size]
     panels, bias = simd.aligned_empty(offsets[0]), simd.aligned_empty(offsets[1])
     if blocks:
         panels[:], bias[:] = np.concatenate(blocks), np.concatenate(biases)
     return panels, at, bias
+
+
+def _padded_to_lanes(values: np.ndarray) -> np.ndarray:
+    """``values`` and zeros after them to a multiple of 16 (so that what follows starts 64 bytes on)."""
+    return np.concatenate([values, np.zeros(-values.size % simd.LANES, values.dtype)])
 
 
 def aligned_arrays(chain: Chain) -> tuple[np.ndarray, ...]:
