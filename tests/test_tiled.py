@@ -106,8 +106,9 @@ def test_layers_with_no_units_or_no_inputs_left() -> None:
 
 
 def test_two_threads_give_the_bits_of_one() -> None:
-    """On more than one torch thread, dense layers of a batch run on numba's threads, panel by panel: each
-    output is summed in the same order, so the bits are those of one thread; torch's count is left alone."""
+    """On more than one torch thread, dense layers of a batch run on numba's threads, by runs of the batch's
+    tiles (here) or, for fewer tiles than threads, by panels (the depth test's batch of 2): each output is
+    summed in the same order, so the bits are those of one thread; torch's count is left alone."""
     generator = torch.Generator().manual_seed(2)
     shapes = [(3 * PANEL + HALF, DEPTH + 5), (PANEL, 3 * PANEL + HALF), (3, PANEL)]
     weights = [weight(rows, cols, generator) for rows, cols in shapes]

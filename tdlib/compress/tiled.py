@@ -5,7 +5,8 @@ the whole batch, which suits CSR layers and wastes most of a dense layer's arith
 a matrix product in the way BLAS libraries and ONNX Runtime do it: the weights laid out once in panels of
 PANEL outputs (each feature's PANEL weights together, 64-byte aligned), and a tile of TILE inputs x PANEL
 outputs held in registers as 8 x 2 sixteen-lane sums (:mod:`.simd`) while DEPTH features pass; on more than
-one torch thread the panels are shared among numba's threads. CSR layers gather each input's entries.
+one torch thread the batch's tiles (or, for a batch of fewer tiles than threads, the panels) are shared among
+numba's threads. CSR layers gather each input's entries.
 
 :class:`TiledMLP` is a :class:`~tdlib.compress.CompressedMLP` run this way at batches above one (a batch of
 one runs through the chain's own matrix-vector kernel, which measured faster), on its own copy of the
@@ -211,16 +212,27 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth):  # 
 
 
 @njit(fastmath=REASSOCIATE, cache=True, parallel=True)
-def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu, depth):  # pragma: no cover
-    """:func:`_dense_rows` on numba's threads, each taking whole panels (every pass and tile of it); its
-    caller has zero-size layers run by :func:`_dense_rows`."""
+def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu, depth, threads):  # pragma: no cover
+    """:func:`_dense_rows` on ``threads`` of numba's threads: each takes a run of the batch's tiles through
+    every panel where the batch has a tile for each thread (whole panels would share out unevenly where a
+    layer's outputs leave a narrow one: 104 outputs are 64 + 40), else whole panels (every pass and tile of
+    one). Its caller has zero-size layers run by :func:`_dense_rows`."""
     batch = out.shape[0] // width
     step = _pass_depth(n, depth)
-    for q in prange((width + PANEL - 1) // PANEL):
-        for k0 in range(0, n, step):
-            for j0 in range(0, batch, TILE):
-                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + step),
-                         q * PANEL, j0)
+    tiles = (batch + TILE - 1) // TILE
+    by_rows = tiles >= threads
+    per = (tiles + threads - 1) // threads * TILE  # rows a part, by rows
+    parts = threads if by_rows else (width + PANEL - 1) // PANEL
+    for part in prange(parts):
+        if by_rows:
+            p0, p1, r0, r1 = 0, width, part * per, min(batch, (part + 1) * per)
+        else:
+            p0, p1, r0, r1 = part * PANEL, part * PANEL + 1, 0, batch
+        for p in range(p0, p1, PANEL):
+            for k0 in range(0, n, step):
+                for j0 in range(r0, r1, TILE):
+                    _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + step), p,
+                             j0)
 
 
 @njit(cache=True, inline="always")
@@ -277,7 +289,7 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
         out = simd.aligned_empty(batch * width)
         if panel_at[0, layer] >= 0 and threads > 1 and n and width:
             _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
-                                width, relu[layer], depth)
+                                width, relu[layer], depth, threads)
         elif panel_at[0, layer] >= 0:
             _dense_rows(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out, width,
                         relu[layer], depth)
