@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
 from tdlib.compress.chain import VALUES, Chain
 from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain
+from tdlib.fused import NUMBA_THREADS
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 
@@ -105,17 +106,21 @@ def test_layers_with_no_units_or_no_inputs_left() -> None:
     assert torch.allclose(tiled_chain(weights, biases, relus)(x), reference(x, weights, biases, relus), atol=1e-5)
 
 
-def test_two_threads_give_the_bits_of_one() -> None:
+@pytest.mark.skipif(NUMBA_THREADS < 2, reason="numba starts one thread on this machine")
+@pytest.mark.parametrize("batch", [2, 2 * TILE + 3, 5 * TILE])
+def test_two_threads_give_the_bits_of_one(batch: int) -> None:
     """On more than one torch thread, dense layers of a batch run on numba's threads, by runs of the batch's
-    tiles (here) or, for fewer tiles than threads, by panels (the depth test's batch of 2): each output is
-    summed in the same order, so the bits are those of one thread; torch's count is left alone."""
+    tiles, or, for fewer tiles than threads (a batch of 2), by panels, with what whole panels leave (16,
+    24 and 8 outputs here) in the last: each output is summed in the same order, so the bits are those of
+    one thread; torch's count is left alone."""
     generator = torch.Generator().manual_seed(2)
-    shapes = [(3 * PANEL + HALF, DEPTH + 5), (PANEL, 3 * PANEL + HALF), (3, PANEL)]
+    shapes = [(3 * PANEL + HALF, DEPTH + 5), (PANEL + HALF + QUARTER - 2, 3 * PANEL + HALF),
+              (QUARTER, PANEL + HALF + QUARTER - 2), (3, QUARTER)]
     weights = [weight(rows, cols, generator) for rows, cols in shapes]
     biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
-    relus = [True, True, False]
+    relus = [True, True, True, False]
     chain = tiled_chain(weights, biases, relus)
-    x = torch.randn(2 * TILE + 3, DEPTH + 5, generator=generator)
+    x = torch.randn(batch, DEPTH + 5, generator=generator)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # first: a later call could find the memory of an earlier one's result
@@ -203,8 +208,8 @@ def test_panels_start_each_layer_on_64_bytes_and_pad_outputs_to_a_quarter_panel(
     generator = torch.Generator().manual_seed(4)
     shapes = [(PANEL + QUARTER - 3, 37), (HALF + QUARTER, PANEL + QUARTER - 3), (3, HALF + QUARTER), (PANEL + 1, 3)]
     weights = [weight(rows, cols, generator) for rows, cols in shapes]
-    chain = TiledChain.of(Chain.pack(weights, [torch.randn(rows, generator=generator) for rows, _ in shapes],
-                                     [True, True, True, False]))
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    chain = TiledChain.of(Chain.pack(weights, biases, [True, True, True, False]))
     panels, at, bias = chain.panels
     widths = [-(-rows // QUARTER) * QUARTER for rows, _ in shapes]
     assert [int(size) for size in np.diff([*at[0], panels.size])] == [-(-w * n // 16) * 16 for w, (_, n) in
@@ -213,7 +218,7 @@ def test_panels_start_each_layer_on_64_bytes_and_pad_outputs_to_a_quarter_panel(
     assert all(panels[start:].ctypes.data % 64 == 0 for start in at[0])
     assert all(bias[start:].ctypes.data % 64 == 0 for start in at[1])
     x = torch.randn(TILE + 3, 37, generator=generator)
-    assert chain(x).shape == (TILE + 3, PANEL + 1)
+    assert torch.allclose(chain(x), reference(x, weights, biases, [True, True, True, False]), atol=1e-4, rtol=1e-4)
 
 
 def test_fastest_tiled_takes_the_tiled_model_only_where_it_measures_faster() -> None:

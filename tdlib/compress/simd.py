@@ -6,9 +6,10 @@ batch of 16 ran at under half of what the same arithmetic reaches with its sums 
 :data:`f32x16` is an LLVM ``<16 x float>`` value, so a kernel can name each of its accumulators, as BLAS
 micro-kernels do, and LLVM keeps them in registers: one 512-bit register each with AVX-512, two with AVX2,
 four with SSE or NEON (the same code and results everywhere, each lane a fused multiply-add). An
-:data:`f32x8` (``<8 x float>``, one 256-bit register) serves a layer's last eight outputs: where 512-bit
-arithmetic runs at half the rate of 256-bit (AMD's Zen 4, AVX2 machines), eight lanes of work cost half of
-sixteen, instead of the same as padding them to sixteen.
+:data:`f32x8` (``<8 x float>``: one 256-bit register with AVX) serves a layer's last eight outputs: where
+sixteen lanes take twice the time of eight (AMD's Zen 4, whose 512-bit arithmetic runs at half the rate of
+256-bit; AVX2, where they are two registers), eight lanes of work cost half of sixteen, instead of the same
+as padding them to sixteen.
 
 Every access takes a flat float32 array and an element index, unchecked (the kernels' own loops keep
 them in bounds); loads and stores are unaligned, and fastest on 64-byte-aligned addresses
