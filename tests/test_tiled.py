@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
 from tdlib.compress.chain import VALUES, Chain
+from tdlib.compress.csr_batch import LANES, WIDE
 from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain
 from tdlib.fused import NUMBA_THREADS
 from tdlib.metrics import masks_for
@@ -54,15 +55,17 @@ def reference(x: torch.Tensor, weights, biases, relus) -> torch.Tensor:
 
 @settings(max_examples=40, deadline=None, database=None)
 @given(widths=st.lists(st.sampled_from(WIDTHS), min_size=2, max_size=4),
-       batch=st.sampled_from([1, 2, TILE - 1, TILE, TILE + 1, 2 * TILE + 3, 64]), csr_every=st.sampled_from([0, 2, 3]),
+       batch=st.sampled_from([1, 2, TILE - 1, TILE, TILE + 1, 2 * TILE + 3, WIDE, WIDE + 2 * LANES + 5]),
+       csr_every=st.sampled_from([0, 1, 2, 3]),
        seed=st.integers(0, 2**16))
 def test_a_batch_by_rows_equals_torch(widths: list[int], batch: int, csr_every: int, seed: int) -> None:
     """Every edge of the tiles: output widths around a panel, half and a quarter of one, inputs past one pass of
     DEPTH features, batches around a tile of TILE rows (and of one, which runs by features), CSR layers
-    between dense ones, layers with and without a bias or a ReLU."""
+    (every layer, or between dense ones) over batches of a vector of lanes or less, of WIDE lanes, and of both
+    and a remainder, layers with and without a bias or a ReLU."""
     generator = torch.Generator().manual_seed(seed)
     shapes = list(zip(widths[1:], widths[:-1]))
-    weights = [csr(rows, cols, 0.3, generator) if csr_every and i % csr_every == 1 else
+    weights = [csr(rows, cols, 0.3, generator) if csr_every and i % csr_every == 1 % csr_every else
                weight(rows, cols, generator) for i, (rows, cols) in enumerate(shapes)]
     biases = [torch.randn(rows, generator=generator) if i % 2 == 0 else None for i, (rows, _) in enumerate(shapes)]
     relus = [i % 3 != 1 for i in range(len(shapes))]
@@ -107,16 +110,19 @@ def test_layers_with_no_units_or_no_inputs_left() -> None:
 
 
 @pytest.mark.skipif(NUMBA_THREADS < 2, reason="numba starts one thread on this machine")
-@pytest.mark.parametrize("batch", [2, 2 * TILE + 3, 5 * TILE])
-def test_two_threads_give_the_bits_of_one(batch: int) -> None:
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("batch", [2, 2 * TILE + 3, 5 * TILE, WIDE + LANES])
+def test_two_threads_give_the_bits_of_one(batch: int, sparse: bool) -> None:
     """On more than one torch thread, dense layers of a batch run on numba's threads, by runs of the batch's
     tiles, or, for fewer tiles than threads (a batch of 2), by panels, with what whole panels leave (16,
-    24 and 8 outputs here) in the last: each output is summed in the same order, so the bits are those of
-    one thread; torch's count is left alone."""
+    24 and 8 outputs here) in the last; CSR layers (the first two, where ``sparse``) by runs of their
+    outputs: each output is summed in the same order, so the bits are those of one thread; torch's count is
+    left alone."""
     generator = torch.Generator().manual_seed(2)
     shapes = [(3 * PANEL + HALF, DEPTH + 5), (PANEL + HALF + QUARTER - 2, 3 * PANEL + HALF),
               (QUARTER, PANEL + HALF + QUARTER - 2), (3, QUARTER)]
-    weights = [weight(rows, cols, generator) for rows, cols in shapes]
+    weights = [csr(rows, cols, 0.3, generator) if sparse and i < 2 else weight(rows, cols, generator)
+               for i, (rows, cols) in enumerate(shapes)]
     biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
     relus = [True, True, True, False]
     chain = tiled_chain(weights, biases, relus)
@@ -132,6 +138,24 @@ def test_two_threads_give_the_bits_of_one(batch: int) -> None:
         torch.set_num_threads(previous)
     assert torch.equal(one, two)
     assert torch.allclose(two, reference(x, weights, biases, relus), atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=10, deadline=None, database=None)
+@given(seed=st.integers(0, 2**16))
+def test_an_input_gives_the_same_bits_in_any_batch_above_one(seed: int) -> None:
+    """Each output adds its products in one order whatever the batch: a dense layer's by features in any tile,
+    a CSR layer's by its row's entries in blocks of WIDE lanes or of LANES, four rows side by side. So an input's
+    outputs do not depend on the batch it comes in (of two or more; one runs through the chain's own kernel)."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(PANEL + 5, 37), (HALF + 3, PANEL + 5), (PANEL + HALF, HALF + 3), (3, PANEL + HALF)]
+    weights = [csr(rows, cols, 0.3, generator) if i < 3 else weight(rows, cols, generator)
+               for i, (rows, cols) in enumerate(shapes)]
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    chain = tiled_chain(weights, biases, [True, True, True, False])
+    x = torch.randn(WIDE + 2 * LANES + 5, 37, generator=generator).relu()
+    whole = chain(x)
+    for batch in (2, LANES - 1, LANES + 1, WIDE, WIDE + LANES):
+        assert torch.equal(chain(x[-batch:]), whole[-batch:]), batch
 
 
 def test_a_tiled_model_is_an_ordinary_compressed_model(tmp_path) -> None:

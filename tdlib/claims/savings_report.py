@@ -405,8 +405,9 @@ def _speed(savings: Savings, ev: Evidence) -> list[str]:
         *lines,
         "",
         "Form: the layers' layouts from the first layer to the output layer (C = CSR, D = dense) run layer by "
-        "layer, or fused (one compiled chain), or tiled (the chain by rows of the batch through a register-tiled "
-        f"kernel). Measuring took {savings.seconds:.0f} s; every number here, timings included, is stored "
+        "layer, or fused (one compiled chain), or tiled (the chain by rows of the batch, dense layers through a "
+        "register-tiled kernel, CSR layers with the batch in the vector lanes"
+        f"). Measuring took {savings.seconds:.0f} s; every number here, timings included, is stored "
         "evidence of its run (`evidence.csv`, each round's time), measured once. The timings are this machine's, "
         "on one thread; with more threads the dense runtimes gain more from threading than sparse products do, "
         "so the speed-ups shrink (`./dev bench` measures both).",

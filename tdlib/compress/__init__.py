@@ -6,8 +6,9 @@ nor faster. :func:`compress` turns a model and its masks into a :class:`Compress
 float tolerance, without the units the masks left constant or unread (:mod:`.surgery`), and runs it for
 inference layer by layer, each layer dense or CSR, or as one compiled chain of such layers, whichever is
 measured faster, on a sample of real inputs if given (:mod:`.module`, :mod:`.autotune`, :mod:`.chain`);
-:func:`fastest_tiled` also tries batches by rows through a register-tiled matrix-product kernel, and a
-batch of one through the chain on arrays aligned to 64 bytes (:mod:`.tiled`).
+:func:`fastest_tiled` also tries batches by rows through a register-tiled matrix-product kernel (CSR layers
+with the batch in the vector lanes, :mod:`.csr_batch`), and a batch of one through the chain on arrays
+aligned to 64 bytes (:mod:`.tiled`).
 :func:`save` and :func:`load` keep it in a checked safetensors file (:mod:`.fileformat`); :func:`export_onnx`
 writes it as an ONNX file that takes any batch size, which :class:`OnnxRuntime` runs (:mod:`.export`);
 :func:`paired_seconds` times several runtimes against each other in paired rounds.

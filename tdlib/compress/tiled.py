@@ -6,7 +6,8 @@ a matrix product in the way BLAS libraries and ONNX Runtime do it: the weights l
 PANEL outputs (each feature's PANEL weights together, 64-byte aligned), and a tile of TILE inputs x PANEL
 outputs held in registers as 8 x 2 sixteen-lane sums (:mod:`.simd`) while DEPTH features pass; on more than
 one torch thread the batch's tiles (or, for a batch of fewer tiles than threads, the panels) are shared among
-numba's threads. CSR layers gather each input's entries.
+numba's threads. A CSR layer runs with the batch in the vector lanes instead (:mod:`.csr_batch`), the
+activations turned from rows to features, and back, where the layers' forms change.
 
 :class:`TiledMLP` is a :class:`~tdlib.compress.CompressedMLP` run this way at batches above one (a batch of
 one runs through the chain's own matrix-vector kernel, which measured faster), on its own copy of the
@@ -30,7 +31,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from tdlib.compress import chain as chain_module
-from tdlib.compress import simd
+from tdlib.compress import csr_batch, simd
 from tdlib.compress.autotune import Seconds, _quick_seconds, fastest, timing_inputs
 from tdlib.compress.chain import BIAS, CROW, CSR, DENSE, INPUTS, REASSOCIATE, VALUES, Chain, _run_one, _starts
 from tdlib.compress.module import CompressedMLP, Layout, compact_layouts
@@ -276,45 +277,57 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
 
     A dense layer runs by :func:`_dense_rows` (on ``threads`` > 1, :func:`_dense_rows_threads`), its features
     in passes of at most ``depth`` (0: all in one), on its weight panels at ``panels[panel_at[0, layer]:]`` and
-    its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]`` (:func:`panels_of`); a CSR layer
-    (``panel_at[0, layer] == -1``) gathers each input's entries row by row. Between layers, activations
-    are (batch, width), width padded with zeros to a multiple of QUARTER."""
+    its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]`` (:func:`panels_of`), on activations by rows
+    (batch, width), width padded with zeros to a multiple of QUARTER; a CSR layer (``panel_at[0, layer] ==
+    -1``) by :func:`~tdlib.compress.csr_batch.csr_rows`, on activations by features (in, batch padded to a
+    multiple of 16). Activations change hands from one to the other where a layer's form does."""
     batch = x.shape[0]
     h = x.reshape(-1)
     stride = x.shape[1]
+    by_features = False  # h is (features, padded batch), else (batch, stride)
+    lanes = csr_batch.padded_batch(batch)
     for layer in range(relu.shape[0]):
         rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
         n = layout[INPUTS, layer]
-        width = (rows + QUARTER - 1) // QUARTER * QUARTER
-        out = simd.aligned_empty(batch * width)
-        if panel_at[0, layer] >= 0 and threads > 1 and n and width:
-            _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
-                                width, relu[layer], depth, threads)
-        elif panel_at[0, layer] >= 0:
-            _dense_rows(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out, width,
-                        relu[layer], depth)
+        if panel_at[0, layer] >= 0:
+            if by_features:
+                stride = (n + QUARTER - 1) // QUARTER * QUARTER
+                h = csr_batch.rows_of(h, n, batch, stride)
+                by_features = False
+            width = (rows + QUARTER - 1) // QUARTER * QUARTER
+            out = simd.aligned_empty(batch * width)
+            if threads > 1 and n and width:
+                _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
+                                    width, relu[layer], depth, threads)
+            else:
+                _dense_rows(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out, width,
+                            relu[layer], depth)
+            stride = width
         else:
-            start = layout[VALUES, layer]
+            if not by_features:
+                h = csr_batch.features_of(h, stride, n, batch)
+                by_features = True
+            out = simd.aligned_empty(rows * lanes)
             pointers = crow[layout[CROW, layer]:layout[CROW, layer + 1]]
             b = bias[layout[BIAS, layer]:layout[BIAS, layer + 1]]
-            for j in range(batch):
-                for r in range(rows):
-                    acc = b[r]
-                    for p in range(start + pointers[r], start + pointers[r + 1]):
-                        acc += values[p] * h[j * stride + col[p]]
-                    out[j * width + r] = max(acc, np.float32(0.0)) if relu[layer] else acc
+            if threads > 1:
+                csr_batch.csr_rows_threads(h, lanes, values, col, pointers, layout[VALUES, layer], b, relu[layer],
+                                           out, threads)
+            else:
+                csr_batch.csr_rows(h, lanes, values, col, pointers, layout[VALUES, layer], b, relu[layer], out, 0,
+                                   rows)
         h = out
-        stride = width
     rows = layout[BIAS, relu.shape[0]] - layout[BIAS, relu.shape[0] - 1]
     result = np.empty((batch, rows), np.float32)
     for j in range(batch):
-        result[j] = h[j * stride:j * stride + rows]
+        for r in range(rows):
+            result[j, r] = h[r * lanes + j] if by_features else h[j * stride + r]
     return result
 
 
 # These kernels are compiled with chain.py's layout constants and simd.py's intrinsics in them
 simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _tile_at, _run_rows), simd,
-                      chain_module)
+                      chain_module, csr_batch)
 
 
 def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -417,11 +430,12 @@ class TiledChain(Chain):
 
 class TiledMLP(CompressedMLP):
     """A compressed model run as one compiled chain (float32, on the CPU), its batches by rows, dense
-    layers by the tiled kernel (:class:`TiledChain`), features in passes of at most ``depth`` (0: all in
-    one pass; the results are the same to the bit, the speed is the cache's), and a batch of one by the
-    chain's matrix-vector kernel (a dense first layer by columns if ``sparse_inputs``), both on arrays laid
-    out on 64-byte boundaries. Everything else is :class:`CompressedMLP`'s; saved, it loads as the fused
-    chain it is (the file holds no run-time choice of kernel)."""
+    layers by the tiled kernel and CSR layers with the batch in the lanes (:class:`TiledChain`), features in
+    passes of at most ``depth`` (0: all in one pass; the results are the same to the bit, the speed is the
+    cache's), and a batch of one by the chain's matrix-vector kernel (a dense first layer by columns if
+    ``sparse_inputs``), both on arrays laid out on 64-byte boundaries. Everything else is
+    :class:`CompressedMLP`'s; saved, it loads as the fused chain it is (the file holds no run-time choice of
+    kernel)."""
 
     def __init__(self, linears, relus, layouts: list[Layout] | tuple[Layout, ...] | None = None,
                  depth: int = DEPTH, sparse_inputs: bool = False) -> None:
@@ -433,7 +447,8 @@ class TiledMLP(CompressedMLP):
     @property
     def form(self) -> str:
         passes = "" if self.depth == DEPTH else ", in one pass" if self.depth == 0 else f", in passes of {self.depth}"
-        return f"{super().form}, aligned, batches by rows, tiled{passes}"
+        by_features = ", CSR layers by features" if "csr" in self.layouts else ""
+        return f"{super().form}, aligned, batches by rows, tiled{passes}{by_features}"
 
     def _ensure_backend(self) -> object | None:
         backend = super()._ensure_backend()
