@@ -34,6 +34,27 @@ INPUTS, FORM, CROW, VALUES, BIAS = range(5)  # INPUTS and FORM: per layer (the l
 REASSOCIATE = {"reassoc", "contract", "nsz", "arcp"}
 
 
+@njit(fastmath={"contract"}, cache=True)
+def _csr_dot(values, col, h, first, last):  # pragma: no cover - compiled
+    """``sum(values[p] * h[col[p]])`` over entries ``first`` to ``last``, as four sums side by side (one alone
+    waits on each of its additions). Compiled without reassociation, which would let LLVM vectorise the loop
+    with gathers, three times slower on AMD's Zen 4 than loads one by one; indexed unsigned, which spares
+    each load numba's check for a negative index (half the time again)."""
+    a0 = a1 = a2 = a3 = np.float32(0.0)
+    p, end = np.uint64(first), np.uint64(last)
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    while p + four <= end:
+        a0 += values[p] * h[np.uint64(col[p])]
+        a1 += values[p + one] * h[np.uint64(col[p + one])]
+        a2 += values[p + two] * h[np.uint64(col[p + two])]
+        a3 += values[p + three] * h[np.uint64(col[p + three])]
+        p += four
+    while p < end:
+        a0 += values[p] * h[np.uint64(col[p])]
+        p += one
+    return (a0 + a1) + (a2 + a3)
+
+
 @njit(fastmath=REASSOCIATE, cache=True)
 def _run_one(x, layout, crow, col, values, bias, relu):  # pragma: no cover - compiled
     """One input ``x`` (1, in) float32 through each layer: (1, out) float32. See :class:`Chain` for the arrays."""
@@ -94,10 +115,7 @@ def _run_one(x, layout, crow, col, values, bias, relu):  # pragma: no cover - co
         else:
             pointers = crow[layout[CROW, layer]:layout[CROW, layer + 1]]
             for r in range(rows):
-                acc = np.float32(0.0)
-                for p in range(start + pointers[r], start + pointers[r + 1]):
-                    acc += values[p] * h[col[p]]
-                out[r] += acc
+                out[r] += _csr_dot(values, col, h, start + pointers[r], start + pointers[r + 1])
         if relu[layer]:
             for r in range(rows):
                 out[r] = max(out[r], np.float32(0.0))

@@ -58,6 +58,12 @@ def rows_of(h, n, batch, width):  # pragma: no cover - compiled
     return transposed(h, padded_batch(batch), n, batch, width)
 
 
+@njit(cache=True, inline="always")
+def _column(col, p):  # pragma: no cover - compiled
+    """``col[p]``, indexed unsigned: numba's check of each load for a negative index took a third of the time."""
+    return col[np.uint64(p)]
+
+
 @njit(fastmath=REASSOCIATE, cache=True)
 def csr_rows(h, width, values, col, pointers, start, bias, relu, out, r0, r1):  # pragma: no cover - compiled
     """Outputs ``r0`` to ``r1`` of a CSR layer: ``out[r, :] = sum_p values[p] * h[col[p], :] + bias[r]`` over
@@ -75,7 +81,7 @@ def csr_rows(h, width, values, col, pointers, start, bias, relu, out, r0, r1):  
             a0 = a1 = a2 = a3 = simd.zeros()
             for p in range(first, last):
                 v = simd.broadcast(values, p)
-                at = col[p] * width + j0
+                at = _column(col, p) * width + j0
                 a0 = simd.fma(a0, v, simd.load(h, at))
                 a1 = simd.fma(a1, v, simd.load(h, at + LANES))
                 a2 = simd.fma(a2, v, simd.load(h, at + 2 * LANES))
@@ -101,19 +107,19 @@ def csr_rows(h, width, values, col, pointers, start, bias, relu, out, r0, r1):  
         for j0 in range(wide, width, LANES):
             a0 = a1 = a2 = a3 = simd.zeros()
             for i in range(shared):
-                a0 = simd.fma(a0, simd.broadcast(values, f0 + i), simd.load(h, col[f0 + i] * width + j0))
-                a1 = simd.fma(a1, simd.broadcast(values, f1 + i), simd.load(h, col[f1 + i] * width + j0))
-                a2 = simd.fma(a2, simd.broadcast(values, f2 + i), simd.load(h, col[f2 + i] * width + j0))
-                a3 = simd.fma(a3, simd.broadcast(values, f3 + i), simd.load(h, col[f3 + i] * width + j0))
+                a0 = simd.fma(a0, simd.broadcast(values, f0 + i), simd.load(h, _column(col, f0 + i) * width + j0))
+                a1 = simd.fma(a1, simd.broadcast(values, f1 + i), simd.load(h, _column(col, f1 + i) * width + j0))
+                a2 = simd.fma(a2, simd.broadcast(values, f2 + i), simd.load(h, _column(col, f2 + i) * width + j0))
+                a3 = simd.fma(a3, simd.broadcast(values, f3 + i), simd.load(h, _column(col, f3 + i) * width + j0))
             for i in range(shared, longest):  # the rows still going, side by side
                 if i < n0:
-                    a0 = simd.fma(a0, simd.broadcast(values, f0 + i), simd.load(h, col[f0 + i] * width + j0))
+                    a0 = simd.fma(a0, simd.broadcast(values, f0 + i), simd.load(h, _column(col, f0 + i) * width + j0))
                 if i < n1:
-                    a1 = simd.fma(a1, simd.broadcast(values, f1 + i), simd.load(h, col[f1 + i] * width + j0))
+                    a1 = simd.fma(a1, simd.broadcast(values, f1 + i), simd.load(h, _column(col, f1 + i) * width + j0))
                 if i < n2:
-                    a2 = simd.fma(a2, simd.broadcast(values, f2 + i), simd.load(h, col[f2 + i] * width + j0))
+                    a2 = simd.fma(a2, simd.broadcast(values, f2 + i), simd.load(h, _column(col, f2 + i) * width + j0))
                 if i < n3:
-                    a3 = simd.fma(a3, simd.broadcast(values, f3 + i), simd.load(h, col[f3 + i] * width + j0))
+                    a3 = simd.fma(a3, simd.broadcast(values, f3 + i), simd.load(h, _column(col, f3 + i) * width + j0))
             simd.store(out, g * width + j0, simd.add_relu(a0, simd.broadcast(bias, g), relu))
             if rows > 1:
                 simd.store(out, g1 * width + j0, simd.add_relu(a1, simd.broadcast(bias, g1), relu))
@@ -138,4 +144,4 @@ def csr_rows_threads(h, width, values, col, pointers, start, bias, relu, out, th
 
 
 # These kernels are compiled with simd.py's intrinsics and chain.py's constants in them
-simd.cache_depends_on((padded_batch, transposed, features_of, rows_of, csr_rows, csr_rows_threads), simd)
+simd.cache_depends_on((padded_batch, transposed, features_of, rows_of, _column, csr_rows, csr_rows_threads), simd)
