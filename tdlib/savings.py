@@ -160,7 +160,7 @@ class Form:
     flop_ratio: float  # dense multiply-adds / compressed multiply-adds as run (inf: nothing left to run)
     layouts: tuple[str, ...]  # per layer, "dense" or "csr"
     fused: bool  # one compiled chain rather than layer by layer
-    tiled: bool  # the chain by rows of the batch: dense layers by the register-tiled kernel (tdlib.compress.tiled)
+    tiled: bool  # the chain by rows of the batch (tdlib.compress.tiled): dense layers tiled, CSR ones by features
 
     @classmethod
     def of(cls, dense: MLP, fast: CompressedMLP, batch: int) -> Form:

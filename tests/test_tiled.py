@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
 from tdlib.compress.chain import VALUES, Chain
 from tdlib.compress.csr_batch import LANES, WIDE
-from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain
-from tdlib.fused import NUMBA_THREADS
+from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain, _run_rows
+from tdlib.fused import NUMBA_THREADS, kernel_threads
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
 
@@ -99,14 +99,37 @@ def test_passes_of_any_depth_give_the_bits_of_one_pass(n: int, depth: int, batch
     assert torch.allclose(one_pass, reference(x, weights, biases, [True, False]), atol=1e-4, rtol=1e-4)
 
 
-def test_layers_with_no_units_or_no_inputs_left() -> None:
+@pytest.mark.parametrize("forms", ["DDDD", "CCCC", "CDCD", "DCDC"])
+def test_layers_with_no_units_or_no_inputs_left(forms: str) -> None:
+    """Dense (D) or CSR (C) layers of no outputs, then of no inputs, and a CSR layer whose rows hold nothing:
+    the bias alone."""
     generator = torch.Generator().manual_seed(0)
-    shapes = [(7, 5), (0, 7), (4, 0), (3, 4)]
-    weights = [weight(rows, cols, generator) for rows, cols in shapes]
+    shapes = [(7, 5), (0, 7), (4, 0), (3, 4), (6, 3)]
+    weights = [csr(rows, cols, 0.0 if i == 4 else 0.6, generator) if (forms + "C")[i] == "C" else
+               weight(rows, cols, generator) for i, (rows, cols) in enumerate(shapes)]
     biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
-    relus = [True, True, False, False]
+    relus = [True, True, False, True, False]
     x = torch.randn(9, 5, generator=generator)
-    assert torch.allclose(tiled_chain(weights, biases, relus)(x), reference(x, weights, biases, relus), atol=1e-5)
+    out = tiled_chain(weights, biases, relus)(x)
+    assert torch.allclose(out, reference(x, weights, biases, relus), atol=1e-5)
+    assert torch.equal(out, biases[-1].expand(9, 6))
+
+
+def test_any_count_of_threads_gives_the_bits_of_one() -> None:
+    """The kernels share out a CSR layer's outputs (by equal shares of its non-zeros) and a dense layer's tiles
+    among as many parts as threads asked for, also more parts than outputs or than numba has threads (which
+    then run the parts in turn, as on a machine of one core): the bits of one thread."""
+    generator = torch.Generator().manual_seed(5)
+    shapes = [(PANEL + 3, 37), (5, PANEL + 3), (HALF + 1, 5), (3, HALF + 1)]
+    weights = [csr(rows, cols, 0.3, generator) if i != 2 else weight(rows, cols, generator)
+               for i, (rows, cols) in enumerate(shapes)]
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    chain = tiled_chain(weights, biases, [True, True, True, False])
+    x = np.ascontiguousarray(torch.randn(WIDE + 3, 37, generator=generator).numpy())
+    with kernel_threads():  # numba's pool, started here, leaves torch's count as it was
+        one = _run_rows(x, *chain._arrays, *chain.panels, 1, DEPTH)
+        for threads in (2, 3, 7, 50):
+            assert np.array_equal(_run_rows(x, *chain._arrays, *chain.panels, threads, DEPTH), one), threads
 
 
 @pytest.mark.skipif(NUMBA_THREADS < 2, reason="numba starts one thread on this machine")

@@ -11,7 +11,8 @@ is one dot product, a row-held layer takes four units at once (measured 8-19% fa
 784-input layers of 100 and 200 units, the same at 500), and a layer held by columns adds
 ``h[c] * W[:, c]`` for each input ``c`` that is not 0 (after a ReLU about half are 0, and about half the
 pixels of a Fashion-MNIST image, so it reads about half its weights).
-Sums are vectorised and reassociated, so their rounding differs from torch's, within float tolerance.
+Sums are vectorised and reassociated (a CSR row at batch 1: four sums, side by side), so their rounding
+differs from torch's, within float tolerance.
 At larger batches each weight is applied to the whole batch at once, contiguous in the batch.
 """
 

@@ -7,10 +7,12 @@ one vector multiply-add: a layer costs one such operation per non-zero and sixte
 of its non-zeros alone, with the sums held in registers while the row's non-zeros pass (a 90%-pruned layer of
 the writeup's MLP at batch 256 in a quarter of the time of gathering each input's entries one by one).
 
-The batch is padded to a multiple of sixteen (:func:`features_of`, zeros in the padding). Each output's sum
-adds its row's products one after another, in the order they are stored, from 0, then the bias: the same
-arithmetic whatever the batch, the row of the batch or the threads, so a row's outputs are the same to the
-bit in any batch and on any number of threads.
+The batch is padded to a multiple of sixteen (:func:`features_of` puts 0 there; a layer's outputs hold its
+bias there, rectified or not, never read out). Each output's sum adds its row's products one after another,
+in the order they are stored, from 0, then the bias: the same arithmetic whatever the batch, the row of the
+batch or the threads, so an input's outputs are the same to the bit in any batch these kernels run (a tiled
+chain runs a batch of one through the chain's own kernel instead) and on any number of threads. The kernels
+are compiled without fast-math flags, so that this order is the compiled one by construction.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import numpy as np
 from numba import njit, prange
 
 from tdlib.compress import simd
-from tdlib.compress.chain import REASSOCIATE
 
 LANES = simd.LANES  # a block of the batch: one vector of sums
 WIDE = 4 * LANES  # a row's sums for four blocks at once: four chains of multiply-adds in flight
@@ -64,7 +65,13 @@ def _column(col, p):  # pragma: no cover - compiled
     return col[np.uint64(p)]
 
 
-@njit(fastmath=REASSOCIATE, cache=True)
+@njit(cache=True, inline="always")
+def _step(a, h, width, values, col, p, j0):  # pragma: no cover - compiled
+    """``a`` plus non-zero ``p``'s product with the block of the batch at ``j0``: one multiply-add."""
+    return simd.fma(a, simd.broadcast(values, p), simd.load(h, _column(col, p) * width + j0))
+
+
+@njit(cache=True)
 def csr_rows(h, width, values, col, pointers, start, bias, relu, out, r0, r1):  # pragma: no cover - compiled
     """Outputs ``r0`` to ``r1`` of a CSR layer: ``out[r, :] = sum_p values[p] * h[col[p], :] + bias[r]`` over
     row ``r``'s non-zeros ``p`` (``start + pointers[r]`` to ``start + pointers[r + 1]``), rectified if ``relu``.
@@ -107,19 +114,19 @@ def csr_rows(h, width, values, col, pointers, start, bias, relu, out, r0, r1):  
         for j0 in range(wide, width, LANES):
             a0 = a1 = a2 = a3 = simd.zeros()
             for i in range(shared):
-                a0 = simd.fma(a0, simd.broadcast(values, f0 + i), simd.load(h, _column(col, f0 + i) * width + j0))
-                a1 = simd.fma(a1, simd.broadcast(values, f1 + i), simd.load(h, _column(col, f1 + i) * width + j0))
-                a2 = simd.fma(a2, simd.broadcast(values, f2 + i), simd.load(h, _column(col, f2 + i) * width + j0))
-                a3 = simd.fma(a3, simd.broadcast(values, f3 + i), simd.load(h, _column(col, f3 + i) * width + j0))
+                a0 = _step(a0, h, width, values, col, f0 + i, j0)
+                a1 = _step(a1, h, width, values, col, f1 + i, j0)
+                a2 = _step(a2, h, width, values, col, f2 + i, j0)
+                a3 = _step(a3, h, width, values, col, f3 + i, j0)
             for i in range(shared, longest):  # the rows still going, side by side
                 if i < n0:
-                    a0 = simd.fma(a0, simd.broadcast(values, f0 + i), simd.load(h, _column(col, f0 + i) * width + j0))
+                    a0 = _step(a0, h, width, values, col, f0 + i, j0)
                 if i < n1:
-                    a1 = simd.fma(a1, simd.broadcast(values, f1 + i), simd.load(h, _column(col, f1 + i) * width + j0))
+                    a1 = _step(a1, h, width, values, col, f1 + i, j0)
                 if i < n2:
-                    a2 = simd.fma(a2, simd.broadcast(values, f2 + i), simd.load(h, _column(col, f2 + i) * width + j0))
+                    a2 = _step(a2, h, width, values, col, f2 + i, j0)
                 if i < n3:
-                    a3 = simd.fma(a3, simd.broadcast(values, f3 + i), simd.load(h, _column(col, f3 + i) * width + j0))
+                    a3 = _step(a3, h, width, values, col, f3 + i, j0)
             simd.store(out, g * width + j0, simd.add_relu(a0, simd.broadcast(bias, g), relu))
             if rows > 1:
                 simd.store(out, g1 * width + j0, simd.add_relu(a1, simd.broadcast(bias, g1), relu))
@@ -129,7 +136,7 @@ def csr_rows(h, width, values, col, pointers, start, bias, relu, out, r0, r1):  
                 simd.store(out, g3 * width + j0, simd.add_relu(a3, simd.broadcast(bias, g3), relu))
 
 
-@njit(fastmath=REASSOCIATE, cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def csr_rows_threads(h, width, values, col, pointers, start, bias, relu, out, threads):  # pragma: no cover
     """:func:`csr_rows` for every output, on ``threads`` of numba's threads, each a run of the outputs holding
     about an equal share of the non-zeros (the same sums, so the same bits as one thread)."""
@@ -143,5 +150,6 @@ def csr_rows_threads(h, width, values, col, pointers, start, bias, relu, out, th
         csr_rows(h, width, values, col, pointers, start, bias, relu, out, cuts[t], cuts[t + 1])
 
 
-# These kernels are compiled with simd.py's intrinsics and chain.py's constants in them
-simd.cache_depends_on((padded_batch, transposed, features_of, rows_of, _column, csr_rows, csr_rows_threads), simd)
+# These kernels are compiled with simd.py's intrinsics in them
+simd.cache_depends_on((padded_batch, transposed, features_of, rows_of, _column, _step, csr_rows, csr_rows_threads),
+                      simd)

@@ -279,22 +279,23 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
     in passes of at most ``depth`` (0: all in one), on its weight panels at ``panels[panel_at[0, layer]:]`` and
     its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]`` (:func:`panels_of`), on activations by rows
     (batch, width), width padded with zeros to a multiple of QUARTER; a CSR layer (``panel_at[0, layer] ==
-    -1``) by :func:`~tdlib.compress.csr_batch.csr_rows`, on activations by features (in, batch padded to a
-    multiple of 16). Activations change hands from one to the other where a layer's form does."""
+    -1``) by :func:`~tdlib.compress.csr_batch.csr_rows` (on ``threads`` > 1, ``csr_rows_threads``), on
+    activations by features (in, batch padded to a multiple of 16). Activations are laid out again where
+    the layers' forms change."""
     batch = x.shape[0]
     h = x.reshape(-1)
     stride = x.shape[1]
-    by_features = False  # h is (features, padded batch), else (batch, stride)
-    lanes = csr_batch.padded_batch(batch)
+    by_features = False  # h is (features, padded), else (batch, stride)
+    padded = csr_batch.padded_batch(batch)
     for layer in range(relu.shape[0]):
         rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
         n = layout[INPUTS, layer]
         if panel_at[0, layer] >= 0:
             if by_features:
-                stride = (n + QUARTER - 1) // QUARTER * QUARTER
+                stride = _quarters(n)
                 h = csr_batch.rows_of(h, n, batch, stride)
                 by_features = False
-            width = (rows + QUARTER - 1) // QUARTER * QUARTER
+            width = _quarters(rows)
             out = simd.aligned_empty(batch * width)
             if threads > 1 and n and width:
                 _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
@@ -307,27 +308,37 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
             if not by_features:
                 h = csr_batch.features_of(h, stride, n, batch)
                 by_features = True
-            out = simd.aligned_empty(rows * lanes)
+            out = simd.aligned_empty(rows * padded)
             pointers = crow[layout[CROW, layer]:layout[CROW, layer + 1]]
             b = bias[layout[BIAS, layer]:layout[BIAS, layer + 1]]
             if threads > 1:
-                csr_batch.csr_rows_threads(h, lanes, values, col, pointers, layout[VALUES, layer], b, relu[layer],
+                csr_batch.csr_rows_threads(h, padded, values, col, pointers, layout[VALUES, layer], b, relu[layer],
                                            out, threads)
             else:
-                csr_batch.csr_rows(h, lanes, values, col, pointers, layout[VALUES, layer], b, relu[layer], out, 0,
+                csr_batch.csr_rows(h, padded, values, col, pointers, layout[VALUES, layer], b, relu[layer], out, 0,
                                    rows)
         h = out
     rows = layout[BIAS, relu.shape[0]] - layout[BIAS, relu.shape[0] - 1]
     result = np.empty((batch, rows), np.float32)
-    for j in range(batch):
-        for r in range(rows):
-            result[j, r] = h[r * lanes + j] if by_features else h[j * stride + r]
+    if by_features:
+        for j in range(batch):
+            for r in range(rows):
+                result[j, r] = h[r * padded + j]
+    else:
+        for j in range(batch):
+            result[j] = h[j * stride:j * stride + rows]
     return result
 
 
+@njit(cache=True, inline="always")
+def _quarters(n):  # pragma: no cover - compiled
+    """``n`` rounded up to a multiple of QUARTER: the width of a dense layer's activations by rows."""
+    return (n + QUARTER - 1) // QUARTER * QUARTER
+
+
 # These kernels are compiled with chain.py's layout constants and simd.py's intrinsics in them
-simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _tile_at, _run_rows), simd,
-                      chain_module, csr_batch)
+simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _tile_at, _run_rows,
+                       _quarters), simd, chain_module, csr_batch)
 
 
 def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
