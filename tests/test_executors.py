@@ -91,11 +91,13 @@ def test_the_command_line_helps_plans_and_refuses(tmp_path: Path) -> None:
     assert len(no_data.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())  # before any worker
 
 
+# Runs long enough (seconds each) that a test starved of the CPU on a loaded machine still stops them while
+# the first ones train: at 8 epochs a run, all eight once finished before the test's Ctrl-C arrived.
 QUEUE = """
 import sys
 from tdlib.executors import train_all
 from tdlib.spec import DataSpec, RunSpec
-specs = [RunSpec("B", seed, 8, batch_size=64, hidden=(64, 32), data=DataSpec(n_train=2000, n_test=300, seed=0))
+specs = [RunSpec("B", seed, 100, batch_size=64, hidden=(64, 32), data=DataSpec(n_train=2000, n_test=300, seed=0))
          for seed in range(8)]
 train_all(specs, sys.argv[1], engine="local", workers=2, progress=False)
 """
