@@ -92,9 +92,14 @@ def test_the_command_line_helps_plans_and_refuses(tmp_path: Path) -> None:
 
 
 # Runs long enough (seconds each) that a test starved of the CPU on a loaded machine still stops them while
-# the first ones train: at 8 epochs a run, all eight once finished before the test's Ctrl-C arrived.
+# the first ones train.
 QUEUE = """
+import signal
 import sys
+# As a terminal starts a process: a test runner may hand its children SIGINT ignored or blocked (once, in the
+# whole suite on two workers, the queue ran to its end through the test's Ctrl-C and exited 0)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from tdlib.executors import train_all
 from tdlib.spec import DataSpec, RunSpec
 specs = [RunSpec("B", seed, 100, batch_size=64, hidden=(64, 32), data=DataSpec(n_train=2000, n_test=300, seed=0))
@@ -150,7 +155,9 @@ def test_stopped_training_starts_no_queued_run_and_leaves_no_worker(tmp_path: Pa
         if how == "Ctrl-C":
             os.killpg(parent.pid, signal.SIGINT)  # as a terminal sends it: to the whole process group
             _, err = parent.communicate(timeout=120)
-            assert parent.returncode != 0 and "KeyboardInterrupt" in err
+            inherited = [line for line in Path("/proc/self/status").read_text().splitlines()
+                         if line.startswith(("SigBlk", "SigIgn"))]
+            assert parent.returncode != 0 and "KeyboardInterrupt" in err, (parent.returncode, inherited, err[-2000:])
         else:
             parent.kill()
             parent.wait(timeout=10)
