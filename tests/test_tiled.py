@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
 from tdlib.compress.chain import VALUES, Chain
 from tdlib.compress.csr_batch import LANES, WIDE
-from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain, _run_rows
+from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain, _kept_features, _run_rows
 from tdlib.fused import NUMBA_THREADS, kernel_threads
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
@@ -97,6 +97,79 @@ def test_passes_of_any_depth_give_the_bits_of_one_pass(n: int, depth: int, batch
         torch.set_num_threads(previous)
     assert torch.equal(passes, one_pass)
     assert torch.allclose(one_pass, reference(x, weights, biases, [True, False]), atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(zero=st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]), dead=st.sampled_from([0.0, 0.3, 1.0]),
+       depth=st.sampled_from([0, 7, DEPTH]), batch=st.sampled_from([2, TILE, 2 * TILE + 3, 5 * TILE]),
+       threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16))
+def test_inputs_that_are_0_in_a_whole_tile_are_skipped_with_the_same_bits(zero: float, dead: float, depth: int,
+                                                                          batch: int, threads: int,
+                                                                          seed: int) -> None:
+    """A tile leaves out the features that are 0 (or -0) in all of its rows, the first layer's (columns of
+    the inputs that are 0) and the hidden layers' (units that a ReLU has left at 0, here a share of them
+    dead for every input): a product by 0 adds nothing, so the bits are those of every feature added, at
+    any depth and on any thread count."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(3 * PANEL + 5, DEPTH + 3), (PANEL + QUARTER, 3 * PANEL + 5), (5, PANEL + QUARTER)]
+    weights = [weight(rows, cols, generator) for rows, cols in shapes]
+    biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
+    biases[0][torch.rand(shapes[0][0], generator=generator) < dead] = -1e3  # dead units: 0 after the ReLU
+    chain = TiledChain.of(Chain.pack(weights, biases, [True, True, False]), depth)
+    x = torch.randn(batch, DEPTH + 3, generator=generator)
+    x[:, torch.rand(DEPTH + 3, generator=generator) < zero] = -0.0
+    x[:, torch.rand(DEPTH + 3, generator=generator) < zero / 2] = 0.0
+    panels, at, bias = chain.panels
+    every = at.copy()
+    every[2] = 0  # as for a weight that is not finite: every feature added
+    h = np.ascontiguousarray(x.numpy())
+    with kernel_threads():
+        skipping = _run_rows(h, *chain._arrays, panels, at, bias, threads, depth)
+        every_feature = _run_rows(h, *chain._arrays, panels, every, bias, 1, depth)
+    assert np.array_equal(skipping.view(np.int32), every_feature.view(np.int32))
+    assert torch.allclose(torch.from_numpy(skipping), reference(x, weights, biases, [True, True, False]), atol=1e-4,
+                          rtol=1e-4)
+
+
+def test_a_tile_lists_the_features_not_0_in_its_rows_where_enough_of_them_are_0() -> None:
+    """Of a tile's rows, the features 0 in every row (the last tile's missing rows repeat the batch's last) are
+    left out where they are more than 1/16 + 6/width of them; each pass's features begin where its first
+    kept one is; where the first tile has too few, no tile lists them (-1: every feature)."""
+    n, batch, step, width = 40, TILE + 3, 16, 96  # listed where more than 1/16 + 6/96 (5 of 40) are 0
+    x = np.ones((batch, n), np.float32)
+    x[:TILE, :10] = 0  # the first tile: 10 features 0 in all of its rows
+    x[0, 3] = np.nan  # NaN is not 0
+    x[TILE:, 20:24] = 0  # the last tile: only 4 of 40
+    x[TILE:, 30:36] = 0  # and 6 more, 10 in all
+    x[TILE + 1, 30] = 1.0
+    kept, starts = np.empty(2 * n, np.int32), np.empty(2 * 4, np.int64)  # by tile, flat
+    _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, 0, 2)
+    first = [3, *range(10, n)]
+    assert starts[:4].tolist() == [0, 7, 23, len(first)] and kept[:len(first)].tolist() == first
+    last = [c for c in range(n) if not (20 <= c < 24 or 31 <= c < 36)]
+    assert starts[4:].tolist() == [0, 16, 27, len(last)] and kept[n:n + len(last)].tolist() == last
+    x[:TILE, 5:10] = 1  # the first tile now has 5 of 40 features 0: not enough, and no tile is looked at
+    _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, 0, 2)
+    assert starts[[3, 7]].tolist() == [-1, -1]
+    x[:TILE, 5:10] = 0
+    _kept_features(x.ravel(), n, n, batch, step, width, False, kept, starts, 0, 2)  # not to skip
+    assert starts[[3, 7]].tolist() == [-1, -1]
+
+
+def test_an_infinite_weight_times_an_input_of_0_is_nan_as_in_torch() -> None:
+    """A weight that is infinite or NaN makes its product by 0 NaN, which skipping the 0 would lose: such a
+    layer adds every feature."""
+    weights = [torch.ones(PANEL, 50), torch.ones(3, PANEL)]
+    weights[0][4, 7] = float("inf")
+    weights[1][1, 2] = float("nan")
+    biases = [torch.zeros(PANEL), torch.zeros(3)]
+    x = torch.ones(TILE, 50)
+    x[:, :25] = 0  # half of the first layer's features are 0 in the tile
+    out = TiledChain.of(Chain.pack(weights, biases, [True, False]), 0)(x)
+    expected = reference(x, weights, biases, [True, False])
+    assert expected.isnan().all()  # output 4 is NaN (inf * 0), and every output reads it or the NaN weight
+    assert out.isnan().all()
+    assert TiledChain.of(Chain.pack([torch.ones(3, 4)], [None], [False]), 0).panels[1][2].tolist() == [1]
 
 
 @pytest.mark.parametrize("forms", ["DDDD", "CCCC", "CDCD", "DCDC"])

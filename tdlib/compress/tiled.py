@@ -6,8 +6,10 @@ a matrix product in the way BLAS libraries and ONNX Runtime do it: the weights l
 PANEL outputs (each feature's PANEL weights together, 64-byte aligned), and a tile of TILE inputs x PANEL
 outputs held in registers as 8 x 2 sixteen-lane sums (:mod:`.simd`) while DEPTH features pass; on more than
 one torch thread the batch's tiles (or, for a batch of fewer tiles than threads, the panels) are shared among
-numba's threads. A CSR layer runs with the batch in the vector lanes instead (:mod:`.csr_batch`), the
-activations turned from rows to features, and back, where the layers' forms change.
+numba's threads. A tile leaves out the features that are 0 in all of its rows where they are enough to pay
+for listing the others (units a ReLU left at 0, pixels 0 in every image), with the same bits. A CSR layer
+runs with the batch in the vector lanes instead (:mod:`.csr_batch`), the activations turned from rows to
+features, and back, where the layers' forms change.
 
 :class:`TiledMLP` is a :class:`~tdlib.compress.CompressedMLP` run this way at batches above one (a batch of
 one runs through the chain's own matrix-vector kernel, which measured faster), on its own copy of the
@@ -51,14 +53,16 @@ HALF, QUARTER = PANEL // 2, PANEL // 4
 
 
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
-def _tile(h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b, ending):  # pragma: no cover
+def _tile(h, rows_at, kept, listed, indexed, m0, m1, first, panels, panel, out, o0, width, rows,  # pragma: no cover
+          bias, b, ending):
     """One tile of :func:`_dense_rows`: inputs ``h[rows_at[i] + c]`` for its 8 rows and features ``c`` in
-    [k0, k1), the panel's 32 weights of feature ``c`` at ``panels[panel + 32 c]``; the sums are added to
-    those in ``out`` at ``o0 + i * width`` (for the rows below ``rows``) unless ``k0`` is 0, and stored
-    there; ``ending`` 1 adds the bias at ``bias[b:]``, 2 adds it and rectifies (the last pass), 0 neither."""
+    ``kept[listed + m0:listed + m1]`` if ``indexed``, else in [m0, m1), the panel's 32 weights of feature ``c``
+    at ``panels[panel + 32 c]``; the sums are added to those in ``out`` at ``o0 + i * width`` (for the rows
+    below ``rows``) unless ``first``, and stored there; ``ending`` 1 adds the bias at ``bias[b:]``, 2 adds it
+    and rectifies (the last pass), 0 neither."""
     r0, r1, r2, r3, r4, r5, r6, r7 = rows_at
     last = rows - 1
-    if k0 == 0:
+    if first:
         a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = simd.zeros()
         a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = simd.zeros()
     else:  # rows past the batch load its last row's sums, and are not stored
@@ -78,7 +82,8 @@ def _tile(h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b, endi
         a60, a61 = simd.load(out, o), simd.load(out, o + 16)
         o = o0 + min(7, last) * width
         a70, a71 = simd.load(out, o), simd.load(out, o + 16)
-    for c in range(k0, k1):
+    for m in range(m0, m1):
+        c = np.int64(kept[np.uint64(listed + m)]) if indexed else m
         w0 = simd.load(panels, panel + c * PANEL)
         w1 = simd.load(panels, panel + c * PANEL + 16)
         x = simd.broadcast(h, r0 + c)
@@ -134,13 +139,13 @@ def _tile(h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b, endi
 
 
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
-def _narrow_tile(zero, lanes, h, rows_at, k0, k1, panels, panel, out, o0, width, rows, bias, b,  # pragma: no cover
-                 ending):
+def _narrow_tile(zero, lanes, h, rows_at, kept, listed, indexed, m0, m1, first, panels, panel, out,  # pragma: no cover
+                 o0, width, rows, bias, b, ending):
     """:func:`_tile` for a panel of ``lanes`` (HALF or QUARTER) outputs, its weights of feature ``c`` at
     ``panels[panel + lanes c]``, its sums vectors like ``zero`` (zeros of that width)."""
     r0, r1, r2, r3, r4, r5, r6, r7 = rows_at
     last = rows - 1
-    if k0 == 0:
+    if first:
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
     else:
         a0 = simd.load_as(zero, out, o0)
@@ -151,7 +156,8 @@ def _narrow_tile(zero, lanes, h, rows_at, k0, k1, panels, panel, out, o0, width,
         a5 = simd.load_as(zero, out, o0 + min(5, last) * width)
         a6 = simd.load_as(zero, out, o0 + min(6, last) * width)
         a7 = simd.load_as(zero, out, o0 + min(7, last) * width)
-    for c in range(k0, k1):
+    for m in range(m0, m1):
+        c = np.int64(kept[np.uint64(listed + m)]) if indexed else m
         w = simd.load_as(zero, panels, panel + c * lanes)
         a0 = simd.fma(a0, w, simd.broadcast_as(zero, h, r0 + c))
         a1 = simd.fma(a1, w, simd.broadcast_as(zero, h, r1 + c))
@@ -186,7 +192,7 @@ def _narrow_tile(zero, lanes, h, rows_at, k0, k1, panels, panel, out, o0, width,
 
 
 @njit(fastmath=REASSOCIATE, cache=True)
-def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth):  # pragma: no cover - compiled
+def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth, skip):  # pragma: no cover - compiled
     """One dense layer of a batch, inputs by rows: ``out`` (batch, width) = ``h`` (batch, n) @ W^T + bias,
     rectified if ``relu``.
 
@@ -195,7 +201,8 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth):  # 
     of HALF, one of QUARTER or both, if ``width`` leaves them), each (n, its outputs) row-major; ``bias``
     (width,); ``out``: flat, (batch, width) row-major. The features pass in passes of at most ``depth`` (0:
     all in one); each sum adds its products in the order of the features whatever the passes, so the result
-    is the same to the bit.
+    is the same to the bit. If ``skip``, a tile leaves out the features that are 0 in all of its rows
+    (:func:`_kept_features`), with the same bits.
     """
     if width == 0:
         return
@@ -206,34 +213,42 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth):  # 
             out[i] = max(value, np.float32(0.0)) if relu else value
         return
     step = _pass_depth(n, depth)
+    passes, tiles = (n + step - 1) // step, (batch + TILE - 1) // TILE
+    kept, starts = np.empty(tiles * n, np.int32), np.empty(tiles * (passes + 1), np.int64)
+    _kept_features(h, stride, n, batch, step, width, skip, kept, starts, 0, tiles)
     for p in range(0, width, PANEL):  # a panel at a time: its outputs stay in cache from pass to pass
-        for k0 in range(0, n, step):
-            for j0 in range(0, batch, TILE):
-                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + step), p, j0)
+        for q in range(passes):
+            for t in range(tiles):
+                _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, kept, starts, step, q, p, t)
 
 
 @njit(fastmath=REASSOCIATE, cache=True, parallel=True)
-def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu, depth, threads):  # pragma: no cover
+def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu, depth, skip,  # pragma: no cover
+                        threads):
     """:func:`_dense_rows` on ``threads`` of numba's threads: each takes a run of the batch's tiles through
     every panel where the batch has a tile for each thread (whole panels would share out unevenly where a
     layer's outputs leave a narrow one: 104 outputs are 64 + 40), else whole panels (every pass and tile of
     one). Its caller has zero-size layers run by :func:`_dense_rows`."""
     batch = out.shape[0] // width
     step = _pass_depth(n, depth)
-    tiles = (batch + TILE - 1) // TILE
+    passes, tiles = (n + step - 1) // step, (batch + TILE - 1) // TILE
+    kept, starts = np.empty(tiles * n, np.int32), np.empty(tiles * (passes + 1), np.int64)
     by_rows = tiles >= threads
-    per = (tiles + threads - 1) // threads * TILE  # rows a part, by rows
+    per = (tiles + threads - 1) // threads  # tiles a part, by rows
     parts = threads if by_rows else (width + PANEL - 1) // PANEL
+    if not by_rows:
+        _kept_features(h, stride, n, batch, step, width, skip, kept, starts, 0, tiles)
     for part in prange(parts):
         if by_rows:
-            p0, p1, r0, r1 = 0, width, part * per, min(batch, (part + 1) * per)
+            p0, p1, t0, t1 = 0, width, part * per, min(tiles, (part + 1) * per)
+            _kept_features(h, stride, n, batch, step, width, skip, kept, starts, t0, t1)
         else:
-            p0, p1, r0, r1 = part * PANEL, part * PANEL + 1, 0, batch
+            p0, p1, t0, t1 = part * PANEL, part * PANEL + 1, 0, tiles
         for p in range(p0, p1, PANEL):
-            for k0 in range(0, n, step):
-                for j0 in range(r0, r1, TILE):
-                    _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, min(n, k0 + step), p,
-                             j0)
+            for q in range(passes):
+                for t in range(t0, t1):
+                    _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, kept, starts, step, q, p,
+                             t)
 
 
 @njit(cache=True, inline="always")
@@ -246,11 +261,75 @@ def _pass_depth(n, depth):  # pragma: no cover - compiled
     return (n + passes - 1) // passes
 
 
+@njit(cache=True)
+def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, t0, t1):  # pragma: no cover - compiled
+    """For each tile ``t`` in [t0, t1) of the batch's rows ``h`` (flat, row ``j`` at ``h[j * stride:]``; a
+    tile's rows past the batch its last row again) of a layer of ``width`` outputs, the features its sums
+    add, in ``kept`` (flat, tile ``t``'s list at ``kept[t n:]``) and ``starts`` (flat, tile ``t``'s
+    ``passes + 1`` entries at ``starts[t (passes + 1):]``, ``passes`` those of ``step`` features): where a
+    tile's last entry is -1, all of its features, each pass of ``step`` in turn; else pass ``q`` adds
+    ``kept[t n + starts[q]:t n + starts[q + 1]]`` of its list (the last entry: how many).
+
+    If ``skip``, a tile leaves out the features whose inputs are 0 in all of its rows: a product by 0 adds
+    nothing to a sum, and no sum is -0 (each starts at +0, and +0 + -0 is +0), so its results keep their
+    bits (not so for an infinite or NaN weight, whose product by 0 is NaN: its caller says). After a ReLU a
+    hidden unit is often 0 on all of a tile's inputs (about a fifth of them in a freshly initialised
+    network, more where training has left units dead), and images have pixels that are 0 on most. Reading
+    features through a list costs about a sixteenth of a tile's work, and listing them about 3 cycles a
+    feature against the tile's ``width / 2``, so a tile lists them only where more than 1/16 + 6/width of
+    them are 0; and where the first tile does not, the others are not looked at (inputs with no zeros, a
+    first layer's, would pay for the looking alone)."""
+    passes = (n + step - 1) // step
+    for t in range(t0, t1):
+        starts[t * (passes + 1) + passes] = -1
+    if not skip:
+        return
+    size = np.empty(n, np.float32)
+    last = batch - 1
+    enough = n * (width + 96) // (16 * width) + 1  # zeros a tile lists its features for
+    for t in range(t0, t1):
+        # Indexed unsigned, and not by views (each would count a reference to ``h``, from every thread):
+        # numba's check of a signed index for a negative one kept these loops out of vector lanes
+        zeros = 0
+        first = np.uint64(t * TILE * stride)
+        for c in range(n):  # a feature 0 in all of the tile's rows is 0 in its first: a cheaper first look
+            zeros += h[first + np.uint64(c)] == 0
+        if zeros < enough:
+            if t == t0:
+                return
+            continue
+        size[:] = 0
+        for i in range(TILE):  # a row at a time, each loop in vector lanes: 0 only where every row is 0
+            row = np.uint64(min(t * TILE + i, last) * stride)
+            for c in range(n):
+                size[c] += abs(h[row + np.uint64(c)])  # NaN and infinity stay, and are kept
+        zeros = 0
+        for c in range(n):
+            zeros += size[c] == 0
+        if zeros < enough:
+            if t == t0:
+                return
+            continue
+        m, at = 0, t * (passes + 1)
+        for q in range(passes):
+            starts[at + q] = m
+            for c in range(q * step, min(n, (q + 1) * step)):  # without a branch: zeros come unpredictably
+                kept[np.uint64(t * n + m)] = c
+                m += size[c] != 0
+        starts[at + passes] = m
+
+
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
-def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, k1, p, j0):  # pragma: no cover
-    """The tile of rows ``j0`` on of the panel of outputs ``p`` on, features ``k0`` to ``k1``: a whole
-    panel's, or what the layer's whole panels leave (HALF, QUARTER or both)."""
-    ending = (2 if relu else 1) if k1 == n else 0  # the last pass adds the bias, and rectifies
+def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, kept, starts, step, q, p,  # pragma: no cover
+             t):
+    """Tile ``t`` (rows ``TILE t`` on) of the panel of outputs ``p`` on, pass ``q`` of its features
+    (:func:`_kept_features`' ``kept`` and ``starts``): a whole panel's, or what the layer's whole panels
+    leave (HALF, QUARTER or both)."""
+    passes = (n + step - 1) // step
+    at, j0 = t * (passes + 1), t * TILE
+    first, final, indexed = q == 0, q == passes - 1, starts[at + passes] >= 0
+    m0, m1 = (starts[at + q], starts[at + q + 1]) if indexed else (q * step, min(n, (q + 1) * step))
+    ending = (2 if relu else 1) if final else 0  # the last pass adds the bias, and rectifies
     # Rows past the batch read its last row again, and are not stored
     rows_at = (j0 * stride, min(j0 + 1, batch - 1) * stride, min(j0 + 2, batch - 1) * stride,
                min(j0 + 3, batch - 1) * stride, min(j0 + 4, batch - 1) * stride,
@@ -259,15 +338,16 @@ def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, k0, k1,
     rows = min(TILE, batch - j0)
     # A panel of outputs [o, o + w) is held at panels[start + o n:], whatever its width
     if p + PANEL <= width:
-        _tile(h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width, rows, bias, p, ending)
+        _tile(h, rows_at, kept, t * n, indexed, m0, m1, first, panels, start + p * n, out, j0 * width + p, width, rows,
+              bias, p, ending)
         return
     if width - p >= HALF:
-        _narrow_tile(simd.zeros(), HALF, h, rows_at, k0, k1, panels, start + p * n, out, j0 * width + p, width,
-                     rows, bias, p, ending)
+        _narrow_tile(simd.zeros(), HALF, h, rows_at, kept, t * n, indexed, m0, m1, first, panels, start + p * n, out,
+                     j0 * width + p, width, rows, bias, p, ending)
     if (width - p) % HALF:
-        q = width - QUARTER
-        _narrow_tile(simd.zeros8(), QUARTER, h, rows_at, k0, k1, panels, start + q * n, out, j0 * width + q, width,
-                     rows, bias, q, ending)
+        o = width - QUARTER
+        _narrow_tile(simd.zeros8(), QUARTER, h, rows_at, kept, t * n, indexed, m0, m1, first, panels, start + o * n,
+                     out, j0 * width + o, width, rows, bias, o, ending)
 
 
 @njit(fastmath=REASSOCIATE, cache=True)
@@ -277,7 +357,8 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
 
     A dense layer runs by :func:`_dense_rows` (on ``threads`` > 1, :func:`_dense_rows_threads`), its features
     in passes of at most ``depth`` (0: all in one), on its weight panels at ``panels[panel_at[0, layer]:]`` and
-    its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]`` (:func:`panels_of`), on activations by rows
+    its bias, padded alike, at ``panel_bias[panel_at[1, layer]:]``, skipping a tile's inputs that are all 0
+    where ``panel_at[2, layer]`` is 1 (:func:`panels_of`), on activations by rows
     (batch, width), width padded with zeros to a multiple of QUARTER; a CSR layer (``panel_at[0, layer] ==
     -1``) by :func:`~tdlib.compress.csr_batch.csr_rows` (on ``threads`` > 1, ``csr_rows_threads``), on
     activations by features (in, batch padded to a multiple of 16). Activations are laid out again where
@@ -297,12 +378,13 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
                 by_features = False
             width = _quarters(rows)
             out = simd.aligned_empty(batch * width)
+            skip = panel_at[2, layer] == 1
             if threads > 1 and n and width:
                 _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
-                                    width, relu[layer], depth, threads)
+                                    width, relu[layer], depth, skip, threads)
             else:
                 _dense_rows(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out, width,
-                            relu[layer], depth)
+                            relu[layer], depth, skip)
             stride = width
         else:
             if not by_features:
@@ -337,18 +419,19 @@ def _quarters(n):  # pragma: no cover - compiled
 
 
 # These kernels are compiled with chain.py's layout constants and simd.py's intrinsics in them
-simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _tile_at, _run_rows,
-                       _quarters), simd, chain_module, csr_batch)
+simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _kept_features,
+                       _tile_at, _run_rows, _quarters), simd, chain_module, csr_batch)
 
 
 def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``chain``'s dense layers as :func:`_dense_rows` reads them: ``(panels, at, bias)``. Layer ``l``'s weight
     (out, in), its outputs padded with zeros to a multiple of QUARTER, panel by panel (PANEL outputs each,
     then HALF, QUARTER or both, as the padded outputs leave), each (in, its outputs) row-major, starts at
-    ``panels[at[0, l]]``, its bias padded alike at ``bias[at[1, l]]``; a CSR layer has ``at[:, l] ==
-    -1``. Both arrays start on 64-byte boundaries, and so does each layer's part of them."""
+    ``panels[at[0, l]]``, its bias padded alike at ``bias[at[1, l]]``; ``at[2, l]`` is 1 where every weight
+    is finite (its tiles may skip inputs that are 0), else 0; a CSR layer has ``at[:, l] == -1``. Both
+    arrays start on 64-byte boundaries, and so does each layer's part of them."""
     blocks, biases = [], []
-    at = np.full((2, len(chain.relu)), -1, np.int64)
+    at = np.full((3, len(chain.relu)), -1, np.int64)
     offsets = [0, 0]
     for layer, form in enumerate(chain.forms):
         if form == CSR:
@@ -368,7 +451,7 @@ def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         bias[:rows] = chain.bias[chain.layout[BIAS, layer]:chain.layout[BIAS, layer + 1]]
         blocks.append(_padded_to_lanes(np.concatenate(parts)))
         biases.append(_padded_to_lanes(bias))
-        at[:, layer] = offsets
+        at[:, layer] = [*offsets, int(np.isfinite(weight).all())]
         offsets = [offsets[0] + blocks[-1].size, offsets[1] + biases[-1].size]
     panels, bias = simd.aligned_empty(offsets[0]), simd.aligned_empty(offsets[1])
     if blocks:
