@@ -8,7 +8,8 @@ that timed several in turns (``benchmark.extra_info["round_robin"]``) each one's
 what its ``"against"`` names); either may give a ratio's ``"target"``, printed with whether the median (or
 the upper quartile) met it, and the paired ones judged on their upper quartile are counted. A benchmark that
 measured an epoch against the time of its matrix products (``benchmark.extra_info["gemm floor"]``) prints
-that fraction and a profile of where the rest went.
+that fraction and a profile of where the rest went; one that measured a core's multiply-add peak
+(``benchmark.extra_info["peak GFLOP/s"]``) prints it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(
             f"{len(judged) - len(missed)} of {len(judged)} no slower than ONNX Runtime on the upper quartile of the "
             f"paired rounds' ratios" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    for bench in session.benchmarks:
+        if "peak GFLOP/s" in bench.extra_info:
+            terminalreporter.write_line(f"{bench.group}: {bench.extra_info['peak GFLOP/s']:.0f} GFLOP/s (multiply-adds "
+                                        f"in registers alone, fastest round)")
     for bench in session.benchmarks:
         turns = bench.extra_info.get("round_robin", {})
         if turns:

@@ -18,7 +18,8 @@ on Fashion-MNIST images, judged on the upper quartile of the paired rounds' rati
 Benchmarks run one after another, and on a shared machine the speed drifts by tens of percent within
 seconds, so a ratio of two medians taken a minute apart can say either. ``test_against_onnx_runtime``
 times the two in alternating blocks instead, so that a drift touches both alike, and reports the median
-of the rounds' ratios with its quartiles.
+of the rounds' ratios with its quartiles, and each one's rate of dense work; ``test_multiply_add_peak``
+measures the ceiling of such a rate, one core's multiply-adds with every operand in registers.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numba import njit
 from torch import nn
 
-from tdlib.compress import CompressedMLP, OnnxRuntime, compress, dense_flops, export_onnx
+from tdlib.compress import CompressedMLP, OnnxRuntime, compress, dense_flops, export_onnx, simd
 from tdlib.data import FashionMNIST
 from tdlib.metrics import masks_at
 from tdlib.model import MLP
@@ -202,3 +204,42 @@ def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, floa
         "form": net.form, "target": 1.0, "judged on": "upper quartile",
         "GFLOP/s (dense work, fastest round)": {"ours": flops / min(ours) / 1e9, "theirs": flops / min(theirs) / 1e9},
     }
+
+
+@njit(cache=True)
+def multiply_adds(rounds: int, values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``rounds`` times sixteen independent sixteen-lane multiply-adds ``a_i = a_i + x * y`` (enough in
+    flight to cover the latency of two FMA pipes), every operand in registers: the arithmetic of a dense
+    kernel and nothing else. ``values`` (18 x 16 lanes) holds ``x``, ``y`` and each ``a_i``'s start (all
+    different, or the compiler would compute one for all), and gets the ``a_i`` back."""
+    x, y = simd.load(values, 0), simd.load(values, 16)
+    a0, a1, a2, a3 = simd.load(values, 32), simd.load(values, 48), simd.load(values, 64), simd.load(values, 80)
+    a4, a5, a6, a7 = simd.load(values, 96), simd.load(values, 112), simd.load(values, 128), simd.load(values, 144)
+    a8, a9, a10, a11 = simd.load(values, 160), simd.load(values, 176), simd.load(values, 192), simd.load(values, 208)
+    a12, a13 = simd.load(values, 224), simd.load(values, 240)
+    a14, a15 = simd.load(values, 256), simd.load(values, 272)
+    for _ in range(rounds):
+        a0, a1, a2, a3 = simd.fma(a0, x, y), simd.fma(a1, x, y), simd.fma(a2, x, y), simd.fma(a3, x, y)
+        a4, a5, a6, a7 = simd.fma(a4, x, y), simd.fma(a5, x, y), simd.fma(a6, x, y), simd.fma(a7, x, y)
+        a8, a9, a10, a11 = simd.fma(a8, x, y), simd.fma(a9, x, y), simd.fma(a10, x, y), simd.fma(a11, x, y)
+        a12, a13, a14, a15 = simd.fma(a12, x, y), simd.fma(a13, x, y), simd.fma(a14, x, y), simd.fma(a15, x, y)
+    for i, a in enumerate((a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)):
+        simd.store(values, 32 + 16 * i, a)
+    return values
+
+
+def test_multiply_add_peak(benchmark) -> None:
+    """One thread's FP32 multiply-add rate, every operand in registers: what no dense kernel here (or ONNX
+    Runtime's) can exceed on this core, to read the GFLOP/s of the comparison against. Printed in GFLOP/s,
+    from the fastest round. Each round's sums are checked: ``a + 2^-6 * 2^-6`` from ``a`` in [1, 2) is exact
+    for a million rounds, so the kernel did every multiply-add."""
+    rounds = 1_000 if benchmark.disabled else 1_000_000
+    start = 1 + np.arange(256, dtype=np.float32) / 256
+    values = np.concatenate([np.full(32, 2.0**-6, np.float32), start])
+    multiply_adds(1, values.copy())  # compiled before timing
+    benchmark.group = "this core's multiply-add peak, 1 thread"
+    benchmark.pedantic(lambda: multiply_adds(rounds, values.copy()), rounds=1 if benchmark.disabled else 20,
+                       iterations=1)
+    np.testing.assert_array_equal(multiply_adds(rounds, values.copy())[32:], start + np.float32(rounds * 2.0**-12))
+    if not benchmark.disabled:
+        benchmark.extra_info["peak GFLOP/s"] = rounds * 16 * simd.LANES * 2 / benchmark.stats["min"] / 1e9
