@@ -142,17 +142,17 @@ def test_a_tile_lists_the_features_not_0_in_its_rows_where_enough_of_them_are_0(
     x[TILE:, 20:24] = 0  # the last tile: only 4 of 40
     x[TILE:, 30:36] = 0  # and 6 more, 10 in all
     x[TILE + 1, 30] = 1.0
-    kept, starts = np.empty(2 * n, np.int32), np.empty(2 * 4, np.int64)  # by tile, flat
-    _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, 0, 2)
+    kept, starts, size = np.empty(2 * n, np.int32), np.empty(2 * 4, np.int64), np.empty(n, np.float32)  # flat
+    _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, size, 0, 2)
     first = [3, *range(10, n)]
     assert starts[:4].tolist() == [0, 7, 23, len(first)] and kept[:len(first)].tolist() == first
     last = [c for c in range(n) if not (20 <= c < 24 or 31 <= c < 36)]
     assert starts[4:].tolist() == [0, 16, 27, len(last)] and kept[n:n + len(last)].tolist() == last
     x[:TILE, 5:10] = 1  # the first tile now has 5 of 40 features 0: not enough, and no tile is looked at
-    _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, 0, 2)
+    _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, size, 0, 2)
     assert starts[[3, 7]].tolist() == [-1, -1]
     x[:TILE, 5:10] = 0
-    _kept_features(x.ravel(), n, n, batch, step, width, False, kept, starts, 0, 2)  # not to skip
+    _kept_features(x.ravel(), n, n, batch, step, width, False, kept, starts, size, 0, 2)  # not to skip
     assert starts[[3, 7]].tolist() == [-1, -1]
 
 

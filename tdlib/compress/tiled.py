@@ -192,7 +192,8 @@ def _narrow_tile(zero, lanes, h, rows_at, kept, listed, indexed, m0, m1, first, 
 
 
 @njit(fastmath=REASSOCIATE, cache=True)
-def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth, skip):  # pragma: no cover - compiled
+def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth, skip, kept, starts,  # pragma: no cover
+                size):
     """One dense layer of a batch, inputs by rows: ``out`` (batch, width) = ``h`` (batch, n) @ W^T + bias,
     rectified if ``relu``.
 
@@ -202,7 +203,8 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth, skip
     (width,); ``out``: flat, (batch, width) row-major. The features pass in passes of at most ``depth`` (0:
     all in one); each sum adds its products in the order of the features whatever the passes, so the result
     is the same to the bit. If ``skip``, a tile leaves out the features that are 0 in all of its rows
-    (:func:`_kept_features`), with the same bits.
+    (:func:`_kept_features`, in ``kept``, ``starts`` and ``size``, as long as a batch of its tiles needs
+    them), with the same bits.
     """
     if width == 0:
         return
@@ -214,8 +216,7 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth, skip
         return
     step = _pass_depth(n, depth)
     passes, tiles = (n + step - 1) // step, (batch + TILE - 1) // TILE
-    kept, starts = np.empty(tiles * n, np.int32), np.empty(tiles * (passes + 1), np.int64)
-    _kept_features(h, stride, n, batch, step, width, skip, kept, starts, 0, tiles)
+    _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, 0, tiles)
     for p in range(0, width, PANEL):  # a panel at a time: its outputs stay in cache from pass to pass
         for q in range(passes):
             for t in range(tiles):
@@ -223,25 +224,26 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth, skip
 
 
 @njit(fastmath=REASSOCIATE, cache=True, parallel=True)
-def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu, depth, skip,  # pragma: no cover
-                        threads):
+def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu, depth, skip, kept,  # pragma: no cover
+                        starts, size, threads):
     """:func:`_dense_rows` on ``threads`` of numba's threads: each takes a run of the batch's tiles through
     every panel where the batch has a tile for each thread (whole panels would share out unevenly where a
     layer's outputs leave a narrow one: 104 outputs are 64 + 40), else whole panels (every pass and tile of
-    one). Its caller has zero-size layers run by :func:`_dense_rows`."""
+    one); ``size`` holds ``threads`` parts of ``n`` or more. Its caller has zero-size layers run by
+    :func:`_dense_rows`."""
     batch = out.shape[0] // width
     step = _pass_depth(n, depth)
     passes, tiles = (n + step - 1) // step, (batch + TILE - 1) // TILE
-    kept, starts = np.empty(tiles * n, np.int32), np.empty(tiles * (passes + 1), np.int64)
     by_rows = tiles >= threads
     per = (tiles + threads - 1) // threads  # tiles a part, by rows
     parts = threads if by_rows else (width + PANEL - 1) // PANEL
+    share = size.shape[0] // threads
     if not by_rows:
-        _kept_features(h, stride, n, batch, step, width, skip, kept, starts, 0, tiles)
+        _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, 0, tiles)
     for part in prange(parts):
         if by_rows:
             p0, p1, t0, t1 = 0, width, part * per, min(tiles, (part + 1) * per)
-            _kept_features(h, stride, n, batch, step, width, skip, kept, starts, t0, t1)
+            _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size[part * share:], t0, t1)
         else:
             p0, p1, t0, t1 = part * PANEL, part * PANEL + 1, 0, tiles
         for p in range(p0, p1, PANEL):
@@ -262,13 +264,14 @@ def _pass_depth(n, depth):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, t0, t1):  # pragma: no cover - compiled
+def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, t0, t1):  # pragma: no cover
     """For each tile ``t`` in [t0, t1) of the batch's rows ``h`` (flat, row ``j`` at ``h[j * stride:]``; a
     tile's rows past the batch its last row again) of a layer of ``width`` outputs, the features its sums
     add, in ``kept`` (flat, tile ``t``'s list at ``kept[t n:]``) and ``starts`` (flat, tile ``t``'s
     ``passes + 1`` entries at ``starts[t (passes + 1):]``, ``passes`` those of ``step`` features): where a
     tile's last entry is -1, all of its features, each pass of ``step`` in turn; else pass ``q`` adds
-    ``kept[t n + starts[q]:t n + starts[q + 1]]`` of its list (the last entry: how many).
+    ``kept[t n + starts[q]:t n + starts[q + 1]]`` of its list (the last entry: how many). ``size``: room
+    for ``n`` sums.
 
     If ``skip``, a tile leaves out the features whose inputs are 0 in all of its rows: a product by 0 adds
     nothing to a sum, and no sum is -0 (each starts at +0, and +0 + -0 is +0), so its results keep their
@@ -284,7 +287,6 @@ def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, t0, t1)
         starts[t * (passes + 1) + passes] = -1
     if not skip:
         return
-    size = np.empty(n, np.float32)
     last = batch - 1
     enough = n * (width + 96) // (16 * width) + 1  # zeros a tile lists its features for
     for t in range(t0, t1):
@@ -298,7 +300,7 @@ def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, t0, t1)
             if t == t0:
                 return
             continue
-        size[:] = 0
+        size[:n] = 0
         for i in range(TILE):  # a row at a time, each loop in vector lanes: 0 only where every row is 0
             row = np.uint64(min(t * TILE + i, last) * stride)
             for c in range(n):
@@ -368,6 +370,7 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
     stride = x.shape[1]
     by_features = False  # h is (features, padded), else (batch, stride)
     padded = csr_batch.padded_batch(batch)
+    kept, starts, size = _lists_for(layout, panel_at, batch, depth, threads)
     for layer in range(relu.shape[0]):
         rows = layout[BIAS, layer + 1] - layout[BIAS, layer]
         n = layout[INPUTS, layer]
@@ -381,10 +384,10 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
             skip = panel_at[2, layer] == 1
             if threads > 1 and n and width:
                 _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
-                                    width, relu[layer], depth, skip, threads)
+                                    width, relu[layer], depth, skip, kept, starts, size, threads)
             else:
                 _dense_rows(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out, width,
-                            relu[layer], depth, skip)
+                            relu[layer], depth, skip, kept, starts, size)
             stride = width
         else:
             if not by_features:
@@ -412,6 +415,23 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
     return result
 
 
+@njit(cache=True)
+def _lists_for(layout, panel_at, batch, depth, threads):  # pragma: no cover - compiled
+    """The arrays :func:`_kept_features` fills for a batch of ``batch`` on ``threads``, once for all of the
+    chain's dense layers: ``kept`` and ``starts`` for the widest (in features) and most passes, ``size``
+    for each thread."""
+    most, passes = 0, 0
+    for layer in range(panel_at.shape[1]):
+        if panel_at[0, layer] >= 0:
+            n = layout[INPUTS, layer]
+            most = max(most, n)
+            if n:
+                passes = max(passes, (n + _pass_depth(n, depth) - 1) // _pass_depth(n, depth))
+    tiles = (batch + TILE - 1) // TILE
+    return (np.empty(tiles * most, np.int32), np.empty(tiles * (passes + 1), np.int64),
+            np.empty(max(threads, 1) * most, np.float32))
+
+
 @njit(cache=True, inline="always")
 def _quarters(n):  # pragma: no cover - compiled
     """``n`` rounded up to a multiple of QUARTER: the width of a dense layer's activations by rows."""
@@ -420,7 +440,7 @@ def _quarters(n):  # pragma: no cover - compiled
 
 # These kernels are compiled with chain.py's layout constants and simd.py's intrinsics in them
 simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _kept_features,
-                       _tile_at, _run_rows, _quarters), simd, chain_module, csr_batch)
+                       _tile_at, _run_rows, _lists_for, _quarters), simd, chain_module, csr_batch)
 
 
 def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
