@@ -404,14 +404,11 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
                                    rows)
         h = out
     rows = layout[BIAS, relu.shape[0]] - layout[BIAS, relu.shape[0] - 1]
-    result = np.empty((batch, rows), np.float32)
     if by_features:
-        for j in range(batch):
-            for r in range(rows):
-                result[j, r] = h[r * padded + j]
-    else:
-        for j in range(batch):
-            result[j] = h[j * stride:j * stride + rows]
+        return csr_batch.rows_of(h, rows, batch, rows).reshape((batch, rows))
+    result = np.empty((batch, rows), np.float32)
+    for j in range(batch):
+        result[j] = h[j * stride:j * stride + rows]
     return result
 
 
