@@ -209,9 +209,11 @@ def test_against_onnx_runtime(benchmark, model: MLP, masks: dict[tuple[str, floa
 @njit(cache=True)
 def multiply_adds(rounds: int, values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """``rounds`` times sixteen independent sixteen-lane multiply-adds ``a_i = a_i + x * y`` (enough in
-    flight to cover the latency of two FMA pipes), every operand in registers: the arithmetic of a dense
-    kernel and nothing else. ``values`` (18 x 16 lanes) holds ``x``, ``y`` and each ``a_i``'s start (all
-    different, or the compiler would compute one for all), and gets the ``a_i`` back."""
+    flight to cover the latency of two FMA pipes), every operand in registers where there are 32 of them
+    (AVX-512; with AVX2's 16 the sums spill, and the rate comes out low): the arithmetic of a dense kernel
+    and nothing else. ``values`` (18 x 16 lanes) holds ``x``, ``y`` and each ``a_i``'s start, each loaded
+    on its own (sixteen chains from one value would be one chain to the compiler), and gets the ``a_i``
+    back."""
     x, y = simd.load(values, 0), simd.load(values, 16)
     a0, a1, a2, a3 = simd.load(values, 32), simd.load(values, 48), simd.load(values, 64), simd.load(values, 80)
     a4, a5, a6, a7 = simd.load(values, 96), simd.load(values, 112), simd.load(values, 128), simd.load(values, 144)
@@ -231,8 +233,8 @@ def multiply_adds(rounds: int, values: np.ndarray) -> np.ndarray:  # pragma: no 
 def test_multiply_add_peak(benchmark) -> None:
     """One thread's FP32 multiply-add rate, every operand in registers: what no dense kernel here (or ONNX
     Runtime's) can exceed on this core, to read the GFLOP/s of the comparison against. Printed in GFLOP/s,
-    from the fastest round. Each round's sums are checked: ``a + 2^-6 * 2^-6`` from ``a`` in [1, 2) is exact
-    for a million rounds, so the kernel did every multiply-add."""
+    from the fastest round. The sums are checked against their exact values (``a + 2^-6 * 2^-6`` from ``a``
+    in [1, 2) is exact for a million rounds): a kernel that dropped a chain, or a round, would fail."""
     rounds = 1_000 if benchmark.disabled else 1_000_000
     start = 1 + np.arange(256, dtype=np.float32) / 256
     values = np.concatenate([np.full(32, 2.0**-6, np.float32), start])

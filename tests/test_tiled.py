@@ -106,19 +106,23 @@ def test_passes_of_any_depth_give_the_bits_of_one_pass(n: int, depth: int, batch
 def test_inputs_that_are_0_in_a_whole_tile_are_skipped_with_the_same_bits(zero: float, dead: float, depth: int,
                                                                           batch: int, threads: int,
                                                                           seed: int) -> None:
-    """A tile leaves out the features that are 0 (or -0) in all of its rows, the first layer's (columns of
-    the inputs that are 0) and the hidden layers' (units that a ReLU has left at 0, here a share of them
-    dead for every input): a product by 0 adds nothing, so the bits are those of every feature added, at
-    any depth and on any thread count."""
+    """A tile leaves out the features that are 0 or -0 in all of its rows, the first layer's (columns of
+    the inputs that are 0, some of them with a subnormal, an infinite or a NaN input in one row) and the
+    hidden layers' (units that a ReLU has left at 0, here a share of them dead for every input): a product
+    by 0 adds nothing, so the bits are those of every feature added, at any depth, on any thread count, in
+    panels of 32, 16 and 8 outputs."""
     generator = torch.Generator().manual_seed(seed)
-    shapes = [(3 * PANEL + 5, DEPTH + 3), (PANEL + QUARTER, 3 * PANEL + 5), (5, PANEL + QUARTER)]
+    n = DEPTH + 3
+    shapes = [(3 * PANEL + HALF + 3, n), (PANEL + QUARTER, 3 * PANEL + HALF + 3), (5, PANEL + QUARTER)]
     weights = [weight(rows, cols, generator) for rows, cols in shapes]
     biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
     biases[0][torch.rand(shapes[0][0], generator=generator) < dead] = -1e3  # dead units: 0 after the ReLU
     chain = TiledChain.of(Chain.pack(weights, biases, [True, True, False]), depth)
-    x = torch.randn(batch, DEPTH + 3, generator=generator)
-    x[:, torch.rand(DEPTH + 3, generator=generator) < zero] = -0.0
-    x[:, torch.rand(DEPTH + 3, generator=generator) < zero / 2] = 0.0
+    x = torch.randn(batch, n, generator=generator)
+    x[:, torch.rand(n, generator=generator) < zero] = -0.0
+    x[:, torch.rand(n, generator=generator) < zero / 2] = 0.0
+    odd = torch.randint(0, n, (3,), generator=generator)
+    x[-1, odd] = torch.tensor([1e-40, float("inf"), float("nan")])  # in columns otherwise 0, perhaps
     panels, at, bias = chain.panels
     every = at.copy()
     every[2] = 0  # as for a weight that is not finite: every feature added
@@ -127,49 +131,87 @@ def test_inputs_that_are_0_in_a_whole_tile_are_skipped_with_the_same_bits(zero: 
         skipping = _run_rows(h, *chain._arrays, panels, at, bias, threads, depth)
         every_feature = _run_rows(h, *chain._arrays, panels, every, bias, 1, depth)
     assert np.array_equal(skipping.view(np.int32), every_feature.view(np.int32))
-    assert torch.allclose(torch.from_numpy(skipping), reference(x, weights, biases, [True, True, False]), atol=1e-4,
-                          rtol=1e-4)
+    fine = ~torch.from_numpy(skipping).isnan().any(1)  # rows without the NaN, which spreads
+    assert torch.allclose(torch.from_numpy(skipping)[fine], reference(x, weights, biases, [True, True, False])[fine],
+                          atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_feature_0_in_a_whole_tile_is_not_read_at_all(threads: int) -> None:
+    """The features left out are really not read: with an infinite weight on an input that is 0 in every row
+    (which the kernel never meets in a real network: it adds every feature of such a layer) told to skip
+    anyway, the outputs are those of a finite weight there, to the bit, where adding every feature gives
+    NaN."""
+    generator = torch.Generator().manual_seed(3)
+    n, batch = 64, 3 * TILE + 5
+    finite = [weight(PANEL + HALF + QUARTER, n, generator), weight(4, PANEL + HALF + QUARTER, generator)]
+    infinite = [finite[0].clone(), finite[1]]
+    infinite[0][:, 10] = float("inf")
+    biases = [torch.randn(PANEL + HALF + QUARTER, generator=generator), torch.randn(4, generator=generator)]
+    x = torch.randn(batch, n, generator=generator)
+    x[:, :32] = 0.0  # half of the features 0 in every row, column 10 among them
+    h = np.ascontiguousarray(x.numpy())
+    with kernel_threads():
+        results = []
+        for weights, skip in ((finite, 0), (infinite, 1), (infinite, 0)):
+            chain = TiledChain.of(Chain.pack(weights, biases, [True, False]), 0)
+            panels, at, bias = chain.panels
+            at = at.copy()
+            at[2] = skip
+            results.append(_run_rows(h, *chain._arrays, panels, at, bias, threads, 0))
+    assert np.array_equal(results[1].view(np.int32), results[0].view(np.int32))
+    assert np.isnan(results[2]).all()
 
 
 def test_a_tile_lists_the_features_not_0_in_its_rows_where_enough_of_them_are_0() -> None:
-    """Of a tile's rows, the features 0 in every row (the last tile's missing rows repeat the batch's last) are
-    left out where they are more than 1/16 + 6/width of them; each pass's features begin where its first
-    kept one is; where the first tile has too few, no tile lists them (-1: every feature)."""
+    """Of a tile's rows, the features 0 or -0 in every row (the last tile's missing rows repeat the batch's
+    last; a subnormal is not 0, nor is NaN) are left out where they are more than 1/16 + 6/width of them;
+    each pass's features begin where its first kept one is; where the first tile has too few, no tile lists
+    them (-1: every feature), whether its first row says so or the others do."""
     n, batch, step, width = 40, TILE + 3, 16, 96  # listed where more than 1/16 + 6/96 (5 of 40) are 0
     x = np.ones((batch, n), np.float32)
-    x[:TILE, :10] = 0  # the first tile: 10 features 0 in all of its rows
+    x[:TILE, :10] = -0.0  # the first tile: 10 features 0 in all of its rows
     x[0, 3] = np.nan  # NaN is not 0
+    x[TILE - 1, 4] = 1e-40  # nor is a subnormal
     x[TILE:, 20:24] = 0  # the last tile: only 4 of 40
     x[TILE:, 30:36] = 0  # and 6 more, 10 in all
     x[TILE + 1, 30] = 1.0
-    kept, starts, size = np.empty(2 * n, np.int32), np.empty(2 * 4, np.int64), np.empty(n, np.float32)  # flat
+    kept, starts, size = np.empty(2 * n, np.int32), np.empty(2 * 4, np.int64), np.empty(n, np.uint32)  # flat
     _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, size, 0, 2)
-    first = [3, *range(10, n)]
-    assert starts[:4].tolist() == [0, 7, 23, len(first)] and kept[:len(first)].tolist() == first
+    first = [3, 4, *range(10, n)]
+    assert starts[:4].tolist() == [0, 8, 24, len(first)] and kept[:len(first)].tolist() == first
     last = [c for c in range(n) if not (20 <= c < 24 or 31 <= c < 36)]
     assert starts[4:].tolist() == [0, 16, 27, len(last)] and kept[n:n + len(last)].tolist() == last
-    x[:TILE, 5:10] = 1  # the first tile now has 5 of 40 features 0: not enough, and no tile is looked at
+    starts[:] = 0
+    _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, size, 1, 2)  # the last tile alone
+    assert starts.tolist() == [0, 0, 0, 0, 0, 16, 27, len(last)]
+    x[:TILE, 6:10] = 1  # the first tile now has 5 of 40 features 0: not enough, and no tile is looked at
     _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, size, 0, 2)
     assert starts[[3, 7]].tolist() == [-1, -1]
-    x[:TILE, 5:10] = 0
+    x[1:TILE, 6:10] = 1
+    x[0, 6:10] = 0  # its first row has 9 of 40 0 again, but only 5 are 0 in every row
+    _kept_features(x.ravel(), n, n, batch, step, width, True, kept, starts, size, 0, 2)
+    assert starts[[3, 7]].tolist() == [-1, -1]
+    x[:TILE, 6:10] = 0
     _kept_features(x.ravel(), n, n, batch, step, width, False, kept, starts, size, 0, 2)  # not to skip
     assert starts[[3, 7]].tolist() == [-1, -1]
 
 
-def test_an_infinite_weight_times_an_input_of_0_is_nan_as_in_torch() -> None:
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")], ids=["inf", "nan"])
+def test_a_weight_that_is_not_finite_times_an_input_of_0_is_nan_as_in_torch(bad: float) -> None:
     """A weight that is infinite or NaN makes its product by 0 NaN, which skipping the 0 would lose: such a
     layer adds every feature."""
     weights = [torch.ones(PANEL, 50), torch.ones(3, PANEL)]
-    weights[0][4, 7] = float("inf")
-    weights[1][1, 2] = float("nan")
+    weights[0][4, 7] = bad
     biases = [torch.zeros(PANEL), torch.zeros(3)]
     x = torch.ones(TILE, 50)
-    x[:, :25] = 0  # half of the first layer's features are 0 in the tile
-    out = TiledChain.of(Chain.pack(weights, biases, [True, False]), 0)(x)
+    x[:, :25] = 0  # half of the first layer's features are 0 in the tile, feature 7 among them
+    chain = TiledChain.of(Chain.pack(weights, biases, [True, False]), 0)
+    out = chain(x)
     expected = reference(x, weights, biases, [True, False])
-    assert expected.isnan().all()  # output 4 is NaN (inf * 0), and every output reads it or the NaN weight
+    assert expected.isnan().all()  # output 4 is NaN (bad * 0), and every output reads it
     assert out.isnan().all()
-    assert TiledChain.of(Chain.pack([torch.ones(3, 4)], [None], [False]), 0).panels[1][2].tolist() == [1]
+    assert chain.panels[1][2].tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("forms", ["DDDD", "CCCC", "CDCD", "DCDC"])

@@ -203,8 +203,8 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth, skip
     (width,); ``out``: flat, (batch, width) row-major. The features pass in passes of at most ``depth`` (0:
     all in one); each sum adds its products in the order of the features whatever the passes, so the result
     is the same to the bit. If ``skip``, a tile leaves out the features that are 0 in all of its rows
-    (:func:`_kept_features`, in ``kept``, ``starts`` and ``size``, as long as a batch of its tiles needs
-    them), with the same bits.
+    (:func:`_kept_features`, in ``kept``, ``starts`` and ``size``, at least ``tiles n``, ``tiles (passes +
+    1)`` and ``n`` long), with the same bits.
     """
     if width == 0:
         return
@@ -271,31 +271,34 @@ def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, t
     ``passes + 1`` entries at ``starts[t (passes + 1):]``, ``passes`` those of ``step`` features): where a
     tile's last entry is -1, all of its features, each pass of ``step`` in turn; else pass ``q`` adds
     ``kept[t n + starts[q]:t n + starts[q + 1]]`` of its list (the last entry: how many). ``size``: room
-    for ``n`` sums.
+    for ``n`` uint32.
 
-    If ``skip``, a tile leaves out the features whose inputs are 0 in all of its rows: a product by 0 adds
-    nothing to a sum, and no sum is -0 (each starts at +0, and +0 + -0 is +0), so its results keep their
-    bits (not so for an infinite or NaN weight, whose product by 0 is NaN: its caller says). After a ReLU a
-    hidden unit is often 0 on all of a tile's inputs (about a fifth of them in a freshly initialised
-    network, more where training has left units dead), and images have pixels that are 0 on most. Reading
-    features through a list costs about a sixteenth of a tile's work, and listing them about 3 cycles a
-    feature against the tile's ``width / 2``, so a tile lists them only where more than 1/16 + 6/width of
-    them are 0; and where the first tile does not, the others are not looked at (inputs with no zeros, a
-    first layer's, would pay for the looking alone)."""
+    If ``skip``, a tile leaves out the features whose inputs are 0 or -0 in all of its rows: a product by 0
+    adds nothing to a sum, and no sum is -0 (each starts at +0, and +0 + -0 is +0), so its results keep their
+    bits (not so for an infinite or NaN weight, whose product by 0 is NaN: its caller says). Zeros are found
+    by their bits, not by arithmetic: a subnormal input is kept whatever the thread's flush-to-zero mode, and
+    the kernel treats it as that mode says. After a ReLU a hidden unit is often 0 on all of a tile's inputs
+    (about a fifth of them in a freshly initialised network, more where training has left units dead), and
+    images have pixels that are 0 on most. Reading features through a list costs about a sixteenth of a
+    tile's work, and listing them about 3 cycles a feature against the tile's ``width / 2``, so a tile lists
+    them only where more than 1/16 + 6/width of them are 0; and where the first tile does not, the others
+    are not looked at (inputs with no zeros, a first layer's, would pay for the looking alone)."""
     passes = (n + step - 1) // step
     for t in range(t0, t1):
         starts[t * (passes + 1) + passes] = -1
     if not skip:
         return
+    bits = h.view(np.uint32)
+    magnitude = np.uint32(0x7FFFFFFF)  # every bit but the sign: 0 for 0 and -0 alone
     last = batch - 1
     enough = n * (width + 96) // (16 * width) + 1  # zeros a tile lists its features for
     for t in range(t0, t1):
-        # Indexed unsigned, and not by views (each would count a reference to ``h``, from every thread):
-        # numba's check of a signed index for a negative one kept these loops out of vector lanes
+        # Indexed unsigned: numba's check of a signed index for a negative one kept these loops out of
+        # vector lanes
         zeros = 0
         first = np.uint64(t * TILE * stride)
         for c in range(n):  # a feature 0 in all of the tile's rows is 0 in its first: a cheaper first look
-            zeros += h[first + np.uint64(c)] == 0
+            zeros += (bits[first + np.uint64(c)] & magnitude) == 0
         if zeros < enough:
             if t == t0:
                 return
@@ -304,7 +307,7 @@ def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, t
         for i in range(TILE):  # a row at a time, each loop in vector lanes: 0 only where every row is 0
             row = np.uint64(min(t * TILE + i, last) * stride)
             for c in range(n):
-                size[c] += abs(h[row + np.uint64(c)])  # NaN and infinity stay, and are kept
+                size[c] |= bits[row + np.uint64(c)] & magnitude
         zeros = 0
         for c in range(n):
             zeros += size[c] == 0
@@ -426,7 +429,7 @@ def _lists_for(layout, panel_at, batch, depth, threads):  # pragma: no cover - c
                 passes = max(passes, (n + _pass_depth(n, depth) - 1) // _pass_depth(n, depth))
     tiles = (batch + TILE - 1) // TILE
     return (np.empty(tiles * most, np.int32), np.empty(tiles * (passes + 1), np.int64),
-            np.empty(max(threads, 1) * most, np.float32))
+            np.empty(max(threads, 1) * most, np.uint32))
 
 
 @njit(cache=True, inline="always")
