@@ -215,7 +215,7 @@ def _dense_rows(h, stride, n, panels, start, bias, out, width, relu, depth, skip
             out[i] = max(value, np.float32(0.0)) if relu else value
         return
     step = _pass_depth(n, depth)
-    passes, tiles = (n + step - 1) // step, (batch + TILE - 1) // TILE
+    passes, tiles = _passes(n, step), (batch + TILE - 1) // TILE
     _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, 0, tiles)
     for p in range(0, width, PANEL):  # a panel at a time: its outputs stay in cache from pass to pass
         for q in range(passes):
@@ -233,7 +233,7 @@ def _dense_rows_threads(h, stride, n, panels, start, bias, out, width, relu, dep
     :func:`_dense_rows`."""
     batch = out.shape[0] // width
     step = _pass_depth(n, depth)
-    passes, tiles = (n + step - 1) // step, (batch + TILE - 1) // TILE
+    passes, tiles = _passes(n, step), (batch + TILE - 1) // TILE
     by_rows = tiles >= threads
     per = (tiles + threads - 1) // threads  # tiles a part, by rows
     parts = threads if by_rows else (width + PANEL - 1) // PANEL
@@ -263,6 +263,12 @@ def _pass_depth(n, depth):  # pragma: no cover - compiled
     return (n + passes - 1) // passes
 
 
+@njit(cache=True, inline="always")
+def _passes(n, step):  # pragma: no cover - compiled
+    """The passes of ``step`` features (:func:`_pass_depth`) over ``n`` features."""
+    return (n + step - 1) // step
+
+
 @njit(cache=True)
 def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, t0, t1):  # pragma: no cover
     """For each tile ``t`` in [t0, t1) of the batch's rows ``h`` (flat, row ``j`` at ``h[j * stride:]``; a
@@ -283,35 +289,15 @@ def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, t
     tile's work, and listing them about 3 cycles a feature against the tile's ``width / 2``, so a tile lists
     them only where more than 1/16 + 6/width of them are 0; and where the first tile does not, the others
     are not looked at (inputs with no zeros, a first layer's, would pay for the looking alone)."""
-    passes = (n + step - 1) // step
+    passes = _passes(n, step)
     for t in range(t0, t1):
         starts[t * (passes + 1) + passes] = -1
     if not skip:
         return
     bits = h.view(np.uint32)
-    magnitude = np.uint32(0x7FFFFFFF)  # every bit but the sign: 0 for 0 and -0 alone
-    last = batch - 1
     enough = n * (width + 96) // (16 * width) + 1  # zeros a tile lists its features for
     for t in range(t0, t1):
-        # Indexed unsigned: numba's check of a signed index for a negative one kept these loops out of
-        # vector lanes
-        zeros = 0
-        first = np.uint64(t * TILE * stride)
-        for c in range(n):  # a feature 0 in all of the tile's rows is 0 in its first: a cheaper first look
-            zeros += (bits[first + np.uint64(c)] & magnitude) == 0
-        if zeros < enough:
-            if t == t0:
-                return
-            continue
-        size[:n] = 0
-        for i in range(TILE):  # a row at a time, each loop in vector lanes: 0 only where every row is 0
-            row = np.uint64(min(t * TILE + i, last) * stride)
-            for c in range(n):
-                size[c] |= bits[row + np.uint64(c)] & magnitude
-        zeros = 0
-        for c in range(n):
-            zeros += size[c] == 0
-        if zeros < enough:
+        if not _zeros_in_tile(bits, stride, n, batch, t, size, enough):
             if t == t0:
                 return
             continue
@@ -324,13 +310,37 @@ def _kept_features(h, stride, n, batch, step, width, skip, kept, starts, size, t
         starts[at + passes] = m
 
 
+@njit(cache=True, inline="always")
+def _zeros_in_tile(bits, stride, n, batch, t, size, enough):  # pragma: no cover - compiled
+    """Whether ``enough`` or more of the ``n`` features are 0 or -0 in all of tile ``t``'s rows (the inputs'
+    bits ``bits``, row ``j`` at ``bits[j * stride:]``; a tile's rows past the batch its last row again); if
+    so, ``size[c]`` is 0 for those features, and not for the others."""
+    # Indexed unsigned: numba's check of a signed index for a negative one kept these loops out of vector lanes
+    magnitude = np.uint32(0x7FFFFFFF)  # every bit but the sign: 0 for 0 and -0 alone
+    zeros = 0
+    first = np.uint64(t * TILE * stride)
+    for c in range(n):  # a feature 0 in all of the tile's rows is 0 in its first: a cheaper first look
+        zeros += (bits[first + np.uint64(c)] & magnitude) == 0
+    if zeros < enough:
+        return False
+    size[:n] = 0
+    for i in range(TILE):  # a row at a time, each loop in vector lanes: 0 only where every row is 0
+        row = np.uint64(min(t * TILE + i, batch - 1) * stride)
+        for c in range(n):
+            size[c] |= bits[row + np.uint64(c)] & magnitude
+    zeros = 0
+    for c in range(n):
+        zeros += size[c] == 0
+    return zeros >= enough
+
+
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
 def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, kept, starts, step, q, p,  # pragma: no cover
              t):
     """Tile ``t`` (rows ``TILE t`` on) of the panel of outputs ``p`` on, pass ``q`` of its features
     (:func:`_kept_features`' ``kept`` and ``starts``): a whole panel's, or what the layer's whole panels
     leave (HALF, QUARTER or both)."""
-    passes = (n + step - 1) // step
+    passes = _passes(n, step)
     at, j0 = t * (passes + 1), t * TILE
     first, final, indexed = q == 0, q == passes - 1, starts[at + passes] >= 0
     m0, m1 = (starts[at + q], starts[at + q + 1]) if indexed else (q * step, min(n, (q + 1) * step))
@@ -418,15 +428,15 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
 @njit(cache=True)
 def _lists_for(layout, panel_at, batch, depth, threads):  # pragma: no cover - compiled
     """The arrays :func:`_kept_features` fills for a batch of ``batch`` on ``threads``, once for all of the
-    chain's dense layers: ``kept`` and ``starts`` for the widest (in features) and most passes, ``size``
-    for each thread."""
+    chain's dense layers: ``starts`` for the most passes of any, ``kept`` (and ``size``, for each thread)
+    for the most features of those that may skip some."""
     most, passes = 0, 0
     for layer in range(panel_at.shape[1]):
-        if panel_at[0, layer] >= 0:
-            n = layout[INPUTS, layer]
-            most = max(most, n)
-            if n:
-                passes = max(passes, (n + _pass_depth(n, depth) - 1) // _pass_depth(n, depth))
+        n = layout[INPUTS, layer]
+        if panel_at[0, layer] >= 0 and n:
+            passes = max(passes, _passes(n, _pass_depth(n, depth)))
+            if panel_at[2, layer] == 1:
+                most = max(most, n)
     tiles = (batch + TILE - 1) // TILE
     return (np.empty(tiles * most, np.int32), np.empty(tiles * (passes + 1), np.int64),
             np.empty(max(threads, 1) * most, np.uint32))
@@ -439,8 +449,9 @@ def _quarters(n):  # pragma: no cover - compiled
 
 
 # These kernels are compiled with chain.py's layout constants and simd.py's intrinsics in them
-simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _kept_features,
-                       _tile_at, _run_rows, _lists_for, _quarters), simd, chain_module, csr_batch)
+simd.cache_depends_on((_tile, _narrow_tile, _dense_rows, _dense_rows_threads, _pass_depth, _passes,
+                       _kept_features, _zeros_in_tile, _tile_at, _run_rows, _lists_for, _quarters),
+                      simd, chain_module, csr_batch)
 
 
 def panels_of(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
