@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
 from tdlib.compress.chain import VALUES, Chain
-from tdlib.compress.csr_batch import LANES, WIDE
+from tdlib.compress import csr_batch
+from tdlib.compress.csr_batch import BLOCK, LANES, WIDE
 from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain, _kept_features, _run_rows
 from tdlib.fused import NUMBA_THREADS, kernel_threads
 from tdlib.metrics import masks_for
@@ -74,6 +75,21 @@ def test_a_batch_by_rows_equals_torch(widths: list[int], batch: int, csr_every: 
     expected = reference(x, weights, biases, relus)
     assert out.shape == expected.shape and out.is_contiguous()
     assert torch.allclose(out, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [0, 1, BLOCK // 2 - 1, BLOCK // 2, BLOCK - 1, BLOCK, BLOCK + 1, BLOCK + BLOCK // 2,
+                                  2 * BLOCK - 1, 2 * BLOCK + 5, 3 * BLOCK + BLOCK // 2 + 3])
+def test_activations_turn_between_rows_and_features_value_for_value(rows: int) -> None:
+    """The transposition between a chain's layers by rows and by features, for counts of rows around its
+    blocks (whole blocks, half a block, what they leave): every value in its place, the padding 0, the
+    result on a 64-byte boundary."""
+    columns, stride = 37, 41
+    h = np.random.default_rng(rows).standard_normal(rows * stride + 1).astype(np.float32)
+    width = csr_batch.padded_batch(rows) + LANES
+    out = csr_batch.transposed(h, stride, rows, columns, width)
+    expected = np.zeros((columns, width), np.float32)
+    expected[:, :rows] = h[:rows * stride].reshape(rows, stride)[:, :columns].T
+    assert np.array_equal(out.reshape(columns, width), expected) and out.ctypes.data % 64 == 0
 
 
 @settings(max_examples=25, deadline=None, database=None)

@@ -24,6 +24,7 @@ from tdlib.compress import simd
 
 LANES = simd.LANES  # a block of the batch: one vector of sums
 WIDE = 4 * LANES  # a row's sums for four blocks at once: four chains of multiply-adds in flight
+BLOCK = 32  # rows a transpose reads at a time
 
 
 @njit(cache=True)
@@ -35,14 +36,34 @@ def padded_batch(batch):  # pragma: no cover - compiled
 @njit(cache=True)
 def transposed(h, stride, rows, columns, width):  # pragma: no cover - compiled
     """``h`` (rows, ``columns``), flat, row ``i`` at ``h[i * stride:]``, transposed: flat (columns, ``width``)
-    on a 64-byte boundary, each row ``rows`` values then 0 to ``width``."""
+    on a 64-byte boundary, each row ``rows`` values then 0 to ``width``.
+
+    BLOCK rows at a time, each column's BLOCK values in one go: a loop of a known length over the rows is
+    compiled to vector lanes, and the block's rows stay in cache from column to column (a batch of 256 by
+    784 features in 58 us, against 150 us a column at a time over every row; blocks of 16 and 64 rows
+    measured slower)."""
     out = simd.aligned_empty(columns * width)
+    whole = rows // BLOCK * BLOCK
+    for i0 in range(0, whole, BLOCK):
+        _rows_transposed(h, stride, columns, out, width, i0, BLOCK)
+    if rows - whole >= BLOCK // 2:  # a batch of 16 to 31 rows: half a block
+        _rows_transposed(h, stride, columns, out, width, whole, BLOCK // 2)
+        whole += BLOCK // 2
     for c in range(columns):
-        for i in range(rows):
+        for i in range(whole, rows):
             out[c * width + i] = h[i * stride + c]
         for i in range(rows, width):
             out[c * width + i] = np.float32(0.0)
     return out
+
+
+@njit(cache=True, inline="always")
+def _rows_transposed(h, stride, columns, out, width, i0, block):  # pragma: no cover - compiled
+    """:func:`transposed`'s rows ``i0`` to ``i0 + block`` (``block`` a constant where it is inlined)."""
+    for c in range(columns):
+        at, read = np.uint64(c * width + i0), np.uint64(i0 * stride + c)
+        for i in range(block):  # indexed unsigned, kept in vector lanes
+            out[at + np.uint64(i)] = h[read + np.uint64(i * stride)]
 
 
 @njit(cache=True)
@@ -151,5 +172,5 @@ def csr_rows_threads(h, width, values, col, pointers, start, bias, relu, out, th
 
 
 # These kernels are compiled with simd.py's intrinsics in them
-simd.cache_depends_on((padded_batch, transposed, features_of, rows_of, _column, _step, csr_rows, csr_rows_threads),
-                      simd)
+simd.cache_depends_on((padded_batch, transposed, _rows_transposed, features_of, rows_of, _column, _step, csr_rows,
+                       csr_rows_threads), simd)
