@@ -17,11 +17,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tdlib.compress import CompressedMLP, TiledMLP, compress, fastest_tiled, load, save, tiled
+from tdlib.compress import CompressedMLP, TiledMLP, compress, csr_batch, fastest_tiled, load, save, tiled
 from tdlib.compress.chain import VALUES, Chain
-from tdlib.compress import csr_batch
 from tdlib.compress.csr_batch import BLOCK, LANES, WIDE
-from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, TILE, TiledChain, _kept_features, _run_rows
+from tdlib.compress.tiled import DEPTH, HALF, PANEL, QUARTER, THREAD_WORK, TILE, TiledChain, _kept_features, _run_rows
 from tdlib.fused import NUMBA_THREADS, kernel_threads
 from tdlib.metrics import masks_for
 from tdlib.model import MLP
@@ -43,8 +42,11 @@ def csr(rows: int, cols: int, density: float, generator: torch.Generator) -> tor
         return dense.to_sparse_csr()
 
 
-def tiled_chain(weights: list[torch.Tensor], biases: list[torch.Tensor | None], relus: list[bool]) -> TiledChain:
-    return TiledChain.of(Chain.pack(weights, biases, relus))
+def tiled_chain(weights: list[torch.Tensor], biases: list[torch.Tensor | None], relus: list[bool],
+                thread_work: int = 0) -> TiledChain:
+    """The layers as a tiled chain, by default each on as many threads as torch has, however little its work
+    (a tiled model's runs its small layers on one)."""
+    return TiledChain.of(Chain.pack(weights, biases, relus), thread_work=thread_work)
 
 
 def reference(x: torch.Tensor, weights, biases, relus) -> torch.Tensor:
@@ -108,7 +110,7 @@ def test_passes_of_any_depth_give_the_bits_of_one_pass(n: int, depth: int, batch
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
-        one_pass, passes = TiledChain.of(packed, 0)(x), TiledChain.of(packed, depth)(x)
+        one_pass, passes = TiledChain.of(packed, 0, thread_work=0)(x), TiledChain.of(packed, depth, thread_work=0)(x)
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(passes, one_pass)
@@ -144,8 +146,8 @@ def test_inputs_that_are_0_in_a_whole_tile_are_skipped_with_the_same_bits(zero: 
     every[2] = 0  # as for a weight that is not finite: every feature added
     h = np.ascontiguousarray(x.numpy())
     with kernel_threads():
-        skipping = _run_rows(h, *chain._arrays, panels, at, bias, threads, depth)
-        every_feature = _run_rows(h, *chain._arrays, panels, every, bias, 1, depth)
+        skipping = _run_rows(h, *chain._arrays, panels, at, bias, threads, depth, 0)
+        every_feature = _run_rows(h, *chain._arrays, panels, every, bias, 1, depth, 0)
     assert np.array_equal(skipping.view(np.int32), every_feature.view(np.int32))
     fine = ~torch.from_numpy(skipping).isnan().any(1)  # rows without the NaN, which spreads
     assert torch.allclose(torch.from_numpy(skipping)[fine], reference(x, weights, biases, [True, True, False])[fine],
@@ -174,7 +176,7 @@ def test_a_feature_0_in_a_whole_tile_is_not_read_at_all(threads: int) -> None:
             panels, at, bias = chain.panels
             at = at.copy()
             at[2] = skip
-            results.append(_run_rows(h, *chain._arrays, panels, at, bias, threads, 0))
+            results.append(_run_rows(h, *chain._arrays, panels, at, bias, threads, 0, 0))
     assert np.array_equal(results[1].view(np.int32), results[0].view(np.int32))
     assert np.isnan(results[2]).all()
 
@@ -258,9 +260,9 @@ def test_any_count_of_threads_gives_the_bits_of_one() -> None:
     chain = tiled_chain(weights, biases, [True, True, True, False])
     x = np.ascontiguousarray(torch.randn(WIDE + 3, 37, generator=generator).numpy())
     with kernel_threads():  # numba's pool, started here, leaves torch's count as it was
-        one = _run_rows(x, *chain._arrays, *chain.panels, 1, DEPTH)
+        one = _run_rows(x, *chain._arrays, *chain.panels, 1, DEPTH, 0)
         for threads in (2, 3, 7, 50):
-            assert np.array_equal(_run_rows(x, *chain._arrays, *chain.panels, threads, DEPTH), one), threads
+            assert np.array_equal(_run_rows(x, *chain._arrays, *chain.panels, threads, DEPTH, 0), one), threads
 
 
 @pytest.mark.skipif(NUMBA_THREADS < 2, reason="numba starts one thread on this machine")
@@ -270,8 +272,8 @@ def test_two_threads_give_the_bits_of_one(batch: int, sparse: bool) -> None:
     """On more than one torch thread, dense layers of a batch run on numba's threads, by runs of the batch's
     tiles, or, for fewer tiles than threads (a batch of 2), by panels, with what whole panels leave (16,
     24 and 8 outputs here) in the last; CSR layers (the first two, where ``sparse``) by runs of their
-    outputs: each output is summed in the same order, so the bits are those of one thread; torch's count is
-    left alone."""
+    outputs: each output is summed in the same order, so the bits are those of one thread, whichever layers
+    run on one thread for their little work (THREAD_WORK); torch's count is left alone."""
     generator = torch.Generator().manual_seed(2)
     shapes = [(3 * PANEL + HALF, DEPTH + 5), (PANEL + HALF + QUARTER - 2, 3 * PANEL + HALF),
               (QUARTER, PANEL + HALF + QUARTER - 2), (3, QUARTER)]
@@ -279,18 +281,18 @@ def test_two_threads_give_the_bits_of_one(batch: int, sparse: bool) -> None:
                for i, (rows, cols) in enumerate(shapes)]
     biases = [torch.randn(rows, generator=generator) for rows, _ in shapes]
     relus = [True, True, True, False]
-    chain = tiled_chain(weights, biases, relus)
+    chain, small_alone = tiled_chain(weights, biases, relus), tiled_chain(weights, biases, relus, THREAD_WORK)
     x = torch.randn(batch, DEPTH + 5, generator=generator)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # first: a later call could find the memory of an earlier one's result
-        two = chain(x)
+        two, some_on_two = chain(x), small_alone(x)
         assert torch.get_num_threads() == 2
         torch.set_num_threads(1)
         one = chain(x)
     finally:
         torch.set_num_threads(previous)
-    assert torch.equal(one, two)
+    assert torch.equal(one, two) and torch.equal(one, some_on_two)
     assert torch.allclose(two, reference(x, weights, biases, relus), atol=1e-4, rtol=1e-4)
 
 

@@ -50,6 +50,12 @@ from tdlib.fused import kernel_threads
 # runs at half the rate of 256-bit (AMD's Zen 4; AVX2), 100 outputs then cost the arithmetic of 104, not 112.
 PANEL, TILE, DEPTH = 32, 8, 256
 HALF, QUARTER = PANEL // 2, PANEL // 4
+# A layer of fewer multiply-adds than this (a dense one's padded outputs x inputs x batch, a CSR one's non-zeros
+# x padded batch) runs on one thread whatever the thread count: waking a second thread for it cost more than
+# it saved. On two AMD EPYC cores, the writeup's MLP pruned 99% by weight at batch 16 took 50 us on two threads
+# against 34 with this rule (34 on one thread); 90% by units 27 against 22 (32 on one); 2^17 to 2^19 measured
+# the same, 2^20 slower (90% by weight at batch 16, 122 -> 138 us). Every thread count gives the same bits.
+THREAD_WORK = 1 << 18
 
 
 @njit(fastmath=REASSOCIATE, cache=True, inline="always")
@@ -367,7 +373,7 @@ def _tile_at(h, stride, n, panels, start, bias, out, width, relu, batch, kept, s
 
 @njit(fastmath=REASSOCIATE, cache=True)
 def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_bias, threads,  # pragma: no cover
-              depth):
+              depth, thread_work):
     """Inputs ``x`` (batch, in) float32, C-contiguous, through each layer: (batch, out) float32.
 
     A dense layer runs by :func:`_dense_rows` (on ``threads`` > 1, :func:`_dense_rows_threads`), its features
@@ -377,7 +383,8 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
     (batch, width), width padded with zeros to a multiple of QUARTER; a CSR layer (``panel_at[0, layer] ==
     -1``) by :func:`~tdlib.compress.csr_batch.csr_rows` (on ``threads`` > 1, ``csr_rows_threads``), on
     activations by features (in, batch padded to a multiple of 16). Activations are laid out again where
-    the layers' forms change."""
+    the layers' forms change. A layer of fewer than ``thread_work`` multiply-adds (THREAD_WORK) runs on one
+    thread."""
     batch = x.shape[0]
     h = x.reshape(-1)
     stride = x.shape[1]
@@ -395,7 +402,7 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
             width = _quarters(rows)
             out = simd.aligned_empty(batch * width)
             skip = panel_at[2, layer] == 1
-            if threads > 1 and n and width:
+            if threads > 1 and n and width and width * n * batch >= thread_work:
                 _dense_rows_threads(h, stride, n, panels, panel_at[0, layer], panel_bias[panel_at[1, layer]:], out,
                                     width, relu[layer], depth, skip, kept, starts, size, threads)
             else:
@@ -409,7 +416,7 @@ def _run_rows(x, layout, crow, col, values, bias, relu, panels, panel_at, panel_
             out = simd.aligned_empty(rows * padded)
             pointers = crow[layout[CROW, layer]:layout[CROW, layer + 1]]
             b = bias[layout[BIAS, layer]:layout[BIAS, layer + 1]]
-            if threads > 1:
+            if threads > 1 and pointers[rows] * padded >= thread_work:
                 csr_batch.csr_rows_threads(h, padded, values, col, pointers, layout[VALUES, layer], b, relu[layer],
                                            out, threads)
             else:
@@ -515,16 +522,20 @@ def aligned_arrays(chain: Chain) -> tuple[np.ndarray, ...]:
 @dataclass(frozen=True)
 class TiledChain(Chain):
     """A :class:`Chain` whose batches other than one run by rows through :func:`_run_rows`, features in
-    passes of at most ``depth`` (0: all in one pass), on the chain's arrays and weight panels; a batch of
-    one through the chain's own kernel on :func:`aligned_arrays`. Panels and aligned arrays are laid out
-    when first needed (and again after unpickling)."""
+    passes of at most ``depth`` (0: all in one pass), each layer of fewer than ``thread_work`` multiply-adds
+    on one thread (THREAD_WORK), on the chain's arrays and weight panels; a batch of one through the chain's
+    own kernel on :func:`aligned_arrays`. Panels and aligned arrays are laid out when first needed (and again
+    after unpickling)."""
 
     depth: int = DEPTH
+    thread_work: int = THREAD_WORK
 
     @classmethod
-    def of(cls, chain: Chain, depth: int = DEPTH) -> TiledChain:
-        """``chain``'s arrays (shared, not copied), run by rows in passes of at most ``depth`` features."""
-        return cls(**{field: getattr(chain, field) for field in Chain.__dataclass_fields__}, depth=depth)
+    def of(cls, chain: Chain, depth: int = DEPTH, thread_work: int = THREAD_WORK) -> TiledChain:
+        """``chain``'s arrays (shared, not copied), run by rows in passes of at most ``depth`` features, a
+        layer of fewer than ``thread_work`` multiply-adds on one thread."""
+        return cls(**{field: getattr(chain, field) for field in Chain.__dataclass_fields__}, depth=depth,
+                   thread_work=thread_work)
 
     @functools.cached_property
     def panels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -550,7 +561,7 @@ class TiledChain(Chain):
         # kernel_threads puts torch's count back, or every later call, and torch, would run on all cores.
         with kernel_threads() as threads:
             return torch.from_numpy(_run_rows(np.ascontiguousarray(h), *self._arrays, *self.panels, threads,
-                                              self.depth))
+                                              self.depth, self.thread_work))
 
 
 class TiledMLP(CompressedMLP):
