@@ -54,7 +54,9 @@ HALF, QUARTER = PANEL // 2, PANEL // 4
 # x padded batch) runs on one thread whatever the thread count: waking a second thread for it cost more than
 # it saved. On two AMD EPYC cores, the writeup's MLP pruned 99% by weight at batch 16 took 50 us on two threads
 # against 34 with this rule (34 on one thread); 90% by units 27 against 22 (32 on one); 2^17 to 2^19 measured
-# the same, 2^20 slower (90% by weight at batch 16, 122 -> 138 us). Every thread count gives the same bits.
+# the same, 2^20 slower (90% by weight at batch 16, 122 -> 138 us), though faster for 99% by weight at batch 64
+# (106 -> 86 us): what a wake costs depends on how long the thread slept, which no count of work sees. Every
+# thread count gives the same bits.
 THREAD_WORK = 1 << 18
 
 
