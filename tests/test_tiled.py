@@ -45,7 +45,7 @@ def csr(rows: int, cols: int, density: float, generator: torch.Generator) -> tor
 def tiled_chain(weights: list[torch.Tensor], biases: list[torch.Tensor | None], relus: list[bool],
                 thread_work: int = 0) -> TiledChain:
     """The layers as a tiled chain, by default each on as many threads as torch has, however little its work
-    (a tiled model's runs its small layers on one)."""
+    (a tiled model runs its small layers on one)."""
     return TiledChain.of(Chain.pack(weights, biases, relus), thread_work=thread_work)
 
 
